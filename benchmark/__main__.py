@@ -1,0 +1,161 @@
+"""The ``slimbench`` command line (same as ``python -m benchmark``).
+
+Subcommands: ``info`` (what a model is: inputs, params, MACs/FLOPs, size), ``run`` (a sweep),
+``results`` / ``sweeps`` (what the database holds), ``samples``, ``env``. Errors print one line
+and exit with status 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from .config import InputSpec
+from .errors import BenchmarkError
+
+EXIT_ERROR = 2
+
+
+def _human(n: float | int | None, unit: str = "") -> str:
+    if n is None:
+        return "n/a"
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3f} {suffix}{unit}"
+    return f"{n} {unit}".strip()
+
+
+def model_info(source: str, inputs: list[str] | None = None, arch: str | None = None, trust_pickle: bool = False,
+               batch_size: int = 1) -> dict:
+    """The facts ``slimbench info`` prints, as one JSON-ready dict."""
+    from .measure.flops import count_model
+    from .models import describe_io, load_model
+
+    overrides = [InputSpec.parse(t) for t in (inputs or [])]
+    model = describe_io(load_model(source, inputs=overrides, arch=arch, trust_pickle=trust_pickle))
+    report = count_model(model, batch_size=batch_size)
+    return {
+        "model": model.name,
+        "format": model.format,
+        "framework": model.framework,
+        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.inputs],
+        "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.outputs],
+        "batch_size": batch_size,
+        "params": report.params,
+        "macs": report.macs,
+        "flops": report.flops,
+        "size_bytes": report.size_bytes,
+        "sparsity": report.sparsity,
+        "unsupported_ops": report.unsupported_ops,
+        "counter": report.counter,
+        "notes": list(model.notes) + list(report.warnings),
+    }
+
+
+def _cmd_info(args) -> int:
+    info = model_info(args.model, args.input, args.arch, args.trust_pickle, args.batch_size)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"model        {info['model']}  ({info['format']})")
+    for s in info["inputs"]:
+        print(f"input        {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}")
+    for s in info["outputs"]:
+        print(f"output       {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}")
+    print(f"params       {info['params']:,} ({_human(info['params'])})")
+    print(f"MACs         {info['macs']:,} ({_human(info['macs'], 'MAC')}) at batch {info['batch_size']}")
+    print(f"FLOPs        {info['flops']:,} ({_human(info['flops'], 'FLOP')}) = 2 x MACs")
+    size = info["size_bytes"]
+    print(f"size         {size:,} bytes ({size / 2**20:.2f} MiB)" if size is not None else "size         n/a")
+    print(f"sparsity     {100 * info['sparsity']:.2f} % zero weights")
+    skipped = ", ".join(f"{k} x{v}" for k, v in info["unsupported_ops"].items()) or "none"
+    print(f"not counted  {skipped}  (counter: {info['counter']})")
+    for note in info["notes"]:
+        print(f"note         {note}")
+    return 0
+
+
+def _cmd_samples(args) -> int:
+    from .models.samples import get_sample, sample_names
+
+    for name in sample_names():
+        spec = get_sample(name)
+        acc = (spec.metrics or {}).get("test_accuracy")
+        acc_text = f"test accuracy {100 * acc:.2f} %" if acc is not None else ""
+        print(f"sample:{name:22s} dataset={spec.dataset:14s} {acc_text}  {spec.description}")
+    return 0
+
+
+def _cmd_env(args) -> int:
+    from .measure.environment import backend_status, collect_environment
+
+    env = collect_environment()
+    status = backend_status()
+    if args.json:
+        print(json.dumps({"environment": env, "backends": status}, indent=2, default=str))
+        return 0
+    for k, v in env.items():
+        print(f"{k:22s} {v}")
+    for row in status:
+        state = "available" if row["available"] else f"unavailable: {row['reason']}"
+        print(f"backend {row['backend']:12s} {row['device']:5s} {state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimbench",
+        description="Benchmark compressed deep-learning models: precision, pruning, low-rank and distillation "
+                    "variants on PyTorch, ONNX Runtime and TensorRT.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="inputs, outputs, params, MACs/FLOPs, size and sparsity of a model")
+    p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
+    p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
+                   help="override an input's shape/dtype (repeat for several inputs)")
+    p.add_argument("--arch", help="built-in architecture for a state_dict file")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a fully pickled nn.Module (runs code from the file: only for files you trust)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size the MACs are counted at (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("samples", help="list the built-in sample models")
+    p.set_defaults(func=_cmd_samples)
+
+    p = sub.add_parser("env", help="machine, versions and which backends/devices are available (and why not)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_env)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub) -> None:
+    """Sweep commands (run, results, sweeps) live in benchmark.cli_run."""
+    from . import cli_run
+
+    cli_run.add_run_parser(sub)
+    cli_run.add_results_parser(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BenchmarkError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Backend protocol and registry.
+
+A backend turns a :class:`~benchmark.models.base.Variant` into a runnable session on a device.
+The base class owns the public steps and their checks; subclasses fill the ``*_impl`` methods
+(Polygraphy's shape). Heavy packages are imported inside methods, never at module import.
+
+Lifecycle::
+
+    backend = get_backend("onnxruntime")
+    ok, reason = backend.availability()           # package importable? device present?
+    ok, reason = backend.supports(variant, "cpu")  # can this backend run this variant here?
+    session = backend.prepare(variant, device="cpu", threads=2)
+    outputs = session.run(feeds)                   # dict[str, np.ndarray] -> list[np.ndarray]
+    session.bind(feeds); session.run_bound()       # the timed call: inputs converted/bound once
+    session.synchronize(); session.close()
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, MeasurementError
+from ..registry import Registry
+
+
+@dataclass
+class SessionInfo:
+    """What a prepared session really uses (recorded on every result row)."""
+
+    backend: str
+    device: str
+    providers: list[str] = field(default_factory=list)  # ORT: session.get_providers()
+    threads: int | None = None
+    precision: str = "fp32"
+    options: dict[str, Any] = field(default_factory=dict)  # graph opt level, engine cache path, ...
+    warnings: list[str] = field(default_factory=list)  # non-fatal gaps (asked-for provider not loaded, ...)
+
+
+class Session:
+    """A prepared, runnable variant. ``run`` takes numpy feeds and returns numpy outputs."""
+
+    info: SessionInfo
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run_timed_loop_hint(self) -> None:  # pragma: no cover - optional hook
+        """Optional: bind inputs once before a timed loop (IO binding on GPU)."""
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> None:
+        """Convert/copy ``feeds`` once (dtype, device, IO binding) for repeated ``run_bound`` calls."""
+        self._bound_feeds = feeds
+
+    def run_bound(self) -> Any:
+        """Run once on the feeds given to ``bind``; this is the call a latency loop times.
+
+        Outputs stay where the backend leaves them (device memory on CUDA, no numpy conversion).
+        Work queued on a device must be finished or be on the stream ``synchronize`` waits for.
+        """
+        feeds = getattr(self, "_bound_feeds", None)
+        if feeds is None:
+            raise MeasurementError("run_bound() was called before bind(feeds); bind the inputs first")
+        return self.run(feeds)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on CPU)."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class Backend:
+    """Base class: subclasses set ``name`` and implement the ``*_impl`` methods."""
+
+    name: str = ""
+    devices: tuple[str, ...] = ("cpu",)
+
+    def availability(self, device: str = "cpu") -> tuple[bool, str]:
+        """(ok, reason). Never raises; never imports heavy packages at module import."""
+        if device not in self.devices:
+            return False, f"{self.name} does not run on {device}"
+        return self.availability_impl(device)
+
+    def supports(self, variant, device: str = "cpu") -> tuple[bool, str]:
+        """(ok, reason) for running ``variant`` on ``device``; a False becomes a ``skipped`` row."""
+        ok, reason = self.availability(device)
+        if not ok:
+            return ok, reason
+        return self.supports_impl(variant, device)
+
+    def prepare(self, variant, device: str = "cpu", threads: int = 0, workdir=None,
+                options: dict[str, Any] | None = None) -> Session:
+        """A runnable session. ``options`` are backend specific (see each backend's docstring)."""
+        ok, reason = self.supports(variant, device)
+        if not ok:
+            raise BackendUnavailableError(f"{self.name} on {device}: {reason}")
+        return self.prepare_impl(variant, device, threads, workdir, dict(options or {}))
+
+    # --- to implement -------------------------------------------------------------------------
+    def availability_impl(self, device: str) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def supports_impl(self, variant, device: str) -> tuple[bool, str]:
+        return True, ""
+
+    def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
+        raise NotImplementedError
+
+
+BACKENDS: Registry[Backend] = Registry("backend")
+
+
+def register_backend(backend: Backend, replace: bool = False) -> Backend:
+    BACKENDS.register(backend.name, backend, replace=replace)
+    return backend
+
+
+def get_backend(name: str) -> Backend:
+    return BACKENDS.get(name)

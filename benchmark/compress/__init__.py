@@ -1,0 +1,69 @@
+"""Compressions: each takes a variant (+ data) and returns a new variant plus a record of what it did.
+
+``build_variant`` applies the steps a :class:`~benchmark.config.CompressionConfig` asks for, in
+order: pruning -> low-rank -> distillation -> precision (fp16, bf16, int8-dynamic, int8-static,
+mixed). FP32 is the reference and adds no step.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import CompressionConfig
+from ..models.base import LoadedModel, Variant
+from .base import COMPRESSIONS, CompressContext, register_compression
+
+_BUILTIN_MODULES = ("quantize", "prune", "decompose", "distill")
+
+
+def _load_builtins() -> None:
+    import importlib
+
+    for name in _BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def compression_names() -> list[str]:
+    _load_builtins()
+    return COMPRESSIONS.names()
+
+
+def reference_variant(model: LoadedModel) -> Variant:
+    """The uncompressed FP32 variant of ``model`` (what every other variant is compared with)."""
+    return Variant(
+        name="fp32", model=model, precision="fp32", torch_module=model.torch_module,
+        torch_precision="fp32", onnx_path=model.onnx_path, config=CompressionConfig(),
+    )
+
+
+def plan_steps(cfg: CompressionConfig) -> list[str]:
+    """Registered compression names applied for ``cfg``, in order."""
+    steps = []
+    if cfg.prune_ratio > 0:
+        steps.append(f"prune-{cfg.prune_kind}")
+    if cfg.lowrank_ratio > 0 or cfg.lowrank_energy > 0:
+        steps.append("lowrank")
+    if cfg.distill and steps:
+        steps.append("distill")
+    if cfg.precision != "fp32":
+        steps.append(cfg.precision)
+    return steps
+
+
+def build_variant(model: LoadedModel, cfg: CompressionConfig, ctx: CompressContext) -> Variant:
+    """Build the variant ``cfg`` describes from ``model``; raises CompressionError/ConfigError on failure."""
+    _load_builtins()
+    variant = reference_variant(model)
+    steps = plan_steps(cfg)
+    for i, step in enumerate(steps):
+        ctx.progress(f"{step}: building {cfg.name}", i / max(len(steps), 1))
+        variant = COMPRESSIONS.get(step)(variant, cfg, ctx)
+    return dataclasses.replace(
+        variant, name=cfg.name, precision=cfg.precision, prune_ratio=cfg.prune_ratio,
+        prune_kind=cfg.prune_kind if cfg.prune_ratio > 0 else None, config=cfg,
+    )
+
+
+__all__ = [
+    "COMPRESSIONS", "CompressContext", "build_variant", "compression_names", "plan_steps",
+    "reference_variant", "register_compression",
+]

@@ -1,0 +1,50 @@
+"""One exception tree for the whole engine.
+
+Every message is one line that says what was asked and what exists, so that the CLI can print it
+and a page can show it with ``st.error`` without a traceback.
+"""
+from __future__ import annotations
+
+
+class BenchmarkError(Exception):
+    """Base of every error Slimbench raises on purpose (bad input, missing backend, ...)."""
+
+
+class ModelLoadError(BenchmarkError):
+    """A model file could not be read: empty, truncated, wrong format, failed the checker."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """Loading the file would execute code from it (a full pickle) and the user did not opt in."""
+
+
+class ConfigError(BenchmarkError):
+    """A configuration value is out of range or unknown; the message names the allowed values."""
+
+
+class DataError(BenchmarkError):
+    """A dataset does not match the model's inputs, is empty or cannot be read safely."""
+
+
+class ExportError(BenchmarkError):
+    """A PyTorch model could not be exported to ONNX; the message names the construct."""
+
+
+class BackendUnavailableError(BenchmarkError):
+    """The backend (or device) asked for is not usable on this machine; the message says why."""
+
+
+class CompressionError(BenchmarkError):
+    """A compression method failed or could not apply to this model."""
+
+
+class MeasurementError(BenchmarkError):
+    """A measurement failed: NaN/Inf outputs, a crashed run, a timed-out job."""
+
+
+class StoreError(BenchmarkError):
+    """The results database cannot be opened or written."""
+
+
+class UnsafeArchiveError(DataError):
+    """An uploaded archive tries to write outside its folder or expands beyond the size bound."""

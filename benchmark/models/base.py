@@ -1,0 +1,136 @@
+"""What the engine passes around: a loaded model and its compressed variants."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import InputSpec, OutputSpec
+from ..errors import ConfigError
+
+#: Model formats Slimbench reads.
+FORMATS = ("onnx", "torchscript", "exported", "state_dict", "pickle", "sample")
+
+
+@dataclass
+class LoadedModel:
+    """A model as loaded from a file or a built-in sample.
+
+    Exactly one of ``torch_module`` / ``onnx_path`` is the *source of truth* (``framework``);
+    the other may be produced later by ``benchmark.models.export.ensure_onnx``.
+
+    - ``torch_module``: an eager ``nn.Module`` (also a loaded ``.pt2``'s ``ExportedProgram.module()``)
+      or a ``torch.jit.ScriptModule``, in eval mode, on CPU, FP32.
+    - ``onnx_path``: a single ONNX file (external data, if any, beside it).
+    """
+
+    name: str
+    format: str
+    framework: str  # "torch" or "onnx"
+    inputs: list[InputSpec]
+    outputs: list[OutputSpec] = field(default_factory=list)
+    path: Path | None = None
+    torch_module: Any = None
+    onnx_path: Path | None = None
+    arch: str | None = None  # registered built-in architecture, if any
+    sample: str | None = None  # built-in sample name, if any
+    dataset: str | None = None  # default evaluation dataset (registry name)
+    num_classes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_scripted(self) -> bool:
+        import torch
+
+        return isinstance(self.torch_module, torch.jit.ScriptModule)
+
+    def input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"model {self.name!r} has no input {name!r}; inputs: {', '.join(s.name for s in self.inputs)}")
+
+    def with_inputs(self, overrides: list[InputSpec] | tuple[InputSpec, ...]) -> "LoadedModel":
+        """A copy whose input specs are replaced by ``overrides`` (matched by name).
+
+        A single unnamed-looking override on a single-input model also applies when its name
+        differs (``x`` vs ``input``)? No: names must match, the error lists them.
+        """
+        if not overrides:
+            return self
+        by_name = {o.name: o for o in overrides}
+        unknown = [n for n in by_name if n not in {s.name for s in self.inputs}]
+        if unknown:
+            raise ConfigError(
+                f"input override for {', '.join(map(repr, unknown))} does not match any input of "
+                f"{self.name!r}; inputs: {', '.join(s.name for s in self.inputs)}"
+            )
+        new_inputs = [by_name.get(s.name, s) for s in self.inputs]
+        return dataclasses.replace(self, inputs=new_inputs)
+
+    def example_inputs(self, batch_size: int = 1, seed: int = 0) -> dict[str, Any]:
+        """Random numpy feeds matching the input specs (batch axis = dim 0).
+
+        Integer inputs get values in [0, 2) for masks/ids (``attention_mask``-like names get ones).
+        """
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for spec in self.inputs:
+            shape = spec.concrete(batch_size)
+            if spec.dtype.startswith("float") or spec.dtype == "bfloat16":
+                arr = rng.standard_normal(shape).astype("float32" if spec.dtype == "bfloat16" else spec.dtype)
+            elif spec.dtype == "bool":
+                arr = np.ones(shape, dtype=bool)
+            elif "mask" in spec.name.lower():
+                arr = np.ones(shape, dtype=spec.dtype)
+            else:
+                arr = rng.integers(0, 2, size=shape).astype(spec.dtype)
+            feeds[spec.name] = arr
+        return feeds
+
+
+@dataclass
+class CompressionRecord:
+    """What a compression step did. ``changed=False`` means the step was a no-op and is reported so."""
+
+    method: str
+    changed: bool
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Variant:
+    """One compressed (or reference) version of a model, runnable by the backends.
+
+    ``torch_module`` and/or ``onnx_path`` hold the variant's weights. ``torch_precision`` tells the
+    PyTorch backend how to run ``torch_module``: ``fp32``, ``fp16`` (``.half()``), ``bf16``
+    (bf16 weights), ``autocast-bf16`` / ``autocast-fp16`` (mixed: AMP at inference), or ``int8``
+    (a quantized module; CPU only). ``onnx_path`` is run as is by ONNX Runtime / TensorRT.
+    """
+
+    name: str
+    model: LoadedModel
+    precision: str = "fp32"
+    prune_ratio: float = 0.0
+    prune_kind: str | None = None
+    torch_module: Any = None
+    torch_precision: str = "fp32"
+    onnx_path: Path | None = None
+    records: list[CompressionRecord] = field(default_factory=list)
+    config: Any = None  # the CompressionConfig that built it
+    export_info: Any = None  # benchmark.models.export.ExportInfo when exported here
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for r in self.records for w in r.warnings]
+
+    def describe(self) -> str:
+        return "; ".join(r.summary for r in self.records) or "reference (no compression)"

@@ -1,0 +1,36 @@
+"""Shared fixtures and the marker hook: `gpu` needs CUDA, `tensorrt` needs the TensorRT package."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = _cuda_available()
+    trt = importlib.util.find_spec("tensorrt") is not None
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    skip_trt = pytest.mark.skip(reason="needs TensorRT: the 'tensorrt' package is not installed (pip install 'slimbench[tensorrt]' from NVIDIA's index)")
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(skip_gpu)
+        if "tensorrt" in item.keywords and (not trt or not cuda):
+            item.add_marker(skip_trt if not trt else skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path_factory, monkeypatch):
+    """Every test gets its own Slimbench data dir (results DB, locks, uploads), never the user's."""
+    if "SLIMBENCH_DATA_DIR_KEEP" not in os.environ:
+        d = tmp_path_factory.mktemp("slimbench-data")
+        monkeypatch.setenv("SLIMBENCH_DATA_DIR", str(d))
+        monkeypatch.delenv("SLIMBENCH_DB", raising=False)
