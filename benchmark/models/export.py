@@ -120,6 +120,7 @@ def export_onnx(
                 prog = torch.onnx.export(
                     module, args, None, dynamo=True, external_data=False, dynamic_shapes=dyn,
                     input_names=names, output_names=output_names, opset_version=opset, verbose=False,
+                    optimize=False,  # keep BatchNorm separate: params stay comparable with PyTorch; ORT fuses at load
                 )
                 prog.save(str(path), external_data=False)
             return ExportInfo(path=path, exporter="dynamo", opset=opset)

@@ -181,7 +181,7 @@ def load_onnx(path: Path) -> LoadedModel:
         raise ModelLoadError(f"{path.name}: expected an ONNX model but it cannot be parsed ({_first_line(exc)}); the file may be truncated or not ONNX") from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{path.name}: expected an ONNX model but the file holds no graph (random bytes or truncated?)")
-    check_onnx_external_data(path, proto)
+    check_onnx_external_data(path)
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx.checker.ValidationError and friends
