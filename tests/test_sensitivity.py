@@ -1,0 +1,191 @@
+"""Per-layer sensitivity (INT8 / prune one ONNX node at a time) and the accuracy-aware INT8 search."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.compress.sensitivity import COLUMNS, accuracy_aware_search, layer_sensitivity
+from benchmark.config import InputSpec
+from benchmark.data import get_dataset
+from benchmark.data.base import Dataset
+from benchmark.errors import ConfigError, DataError
+from benchmark.models.base import LoadedModel
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 32)
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning threads slow training 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _flat(ds: Dataset, n: int | None = None) -> Dataset:
+    ds = ds.subset(n)
+    return Dataset(ds.name, {"x": ds.arrays["image"].reshape(len(ds), 64)}, ds.labels)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _flat(get_dataset("digits", "test"), 200), _flat(get_dataset("digits", "calib"), 128)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An MLP trained on digits, then given an outlier channel that makes INT8 of fc1/fc2 fail.
+
+    fc1's unit 0 outputs a constant 3000 that fc2 ignores (its weights are zero): FP32 results do
+    not change, but a per-tensor uint8 scale over [0, 3000] wipes out the other activations of
+    that tensor, so quantizing fc1 (its output) or fc2 (its input) ruins accuracy while
+    quantizing ``out`` costs nearly nothing.
+    """
+    train = _flat(get_dataset("digits", "train"))
+    torch.manual_seed(0)
+    m = MLP()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    x, y = torch.from_numpy(train.arrays["x"]), torch.from_numpy(train.labels)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        m.fc1.weight[0] = 0
+        m.fc1.bias[0] = 3000.0
+        m.fc2.weight[:, 0] = 0
+    path = tmp_path_factory.mktemp("sens") / "mlp.onnx"
+    torch.onnx.export(m, (torch.zeros(2, 64),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    return LoadedModel("mlp", "onnx", "onnx", [InputSpec("x", ("batch", 64))], path=path, onnx_path=path,
+                       torch_module=m, num_classes=10)
+
+
+def test_int8_table_one_row_per_layer_sorted(model, data, tmp_path):
+    ev, _ = data
+    fractions = []
+    df = layer_sensitivity(model, "int8", ev, tmp_path, lambda m, f: fractions.append(f))
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 3 and set(df["op_type"]) == {"Gemm"}
+    assert list(df["delta"]) == sorted(df["delta"], reverse=True)
+    # MAC shares by hand: 64*32, 32*32, 32*10 multiply-adds per sample
+    total = 64 * 32 + 32 * 32 + 32 * 10
+    assert sorted(df["macs_share"]) == pytest.approx(sorted([2048 / total, 1024 / total, 320 / total]))
+    np.testing.assert_allclose(df["delta"], (df["metric_before"] - df["metric_after"]) * 100)
+    assert df["metric_before"].nunique() == 1 and df["metric_before"].iloc[0] > 0.8
+    # the outlier makes fc1 / fc2 the sensitive layers; the small head is nearly free
+    least = df.iloc[-1]
+    assert least["macs_share"] == pytest.approx(320 / total) and least["delta"] < 2.0
+    assert df["delta"].iloc[0] > 20.0
+    assert df.attrs["metric"] == "accuracy" and df.attrs["samples"] == 200
+    assert fractions[-1] == 1.0
+    assert not list(Path(tmp_path).glob("sens-int8-*.onnx"))  # per-layer models are cleaned up
+
+
+def test_prune_table_and_max_layers(model, data, tmp_path):
+    ev, _ = data
+    df = layer_sensitivity(model, "prune", ev, tmp_path, max_layers=2)
+    assert len(df) == 2 and df.attrs["layers_not_tested"] == 1
+    # the two layers with the most MACs were tested
+    assert sorted(df["macs_share"], reverse=True) == pytest.approx([2048 / 3392, 1024 / 3392])
+    assert list(df["delta"]) == sorted(df["delta"], reverse=True)
+
+
+def test_unlabelled_data_measures_agreement(model, data, tmp_path):
+    ev, _ = data
+    unlabelled = dataclasses.replace(ev, labels=None)
+    df = layer_sensitivity(model, "int8", unlabelled, tmp_path)
+    assert df.attrs["metric"] == "top1_agreement"
+    assert (df["metric_before"] == 1.0).all()
+    assert df["metric_after"].min() < 0.9
+
+
+def test_search_respects_the_budget_and_lists_every_trial(model, data, tmp_path):
+    ev, calib = data
+    res = accuracy_aware_search(model, ev, calib, budget_points=1.0, workdir=tmp_path, max_trials=5)
+    tried = res.tried
+    assert res.chosen is not None
+    assert res.chosen["delta"] <= 1.0 and res.chosen["meets_budget"]
+    # full INT8 first, then one more sensitive layer kept in FP32 per trial, in sensitivity order
+    order = list(res.sensitivity["layer"])
+    assert list(tried["trial"]) == list(range(len(tried)))
+    for k, row in tried.iterrows():
+        assert row["excluded_layers"] == order[:k]
+    assert len(tried) >= 2 and tried["delta"].iloc[0] > 1.0
+    assert (tried["delta"].iloc[:-1] > 1.0).all()  # the search stopped at the first trial within budget
+    assert (tried["size_bytes"] > 0).all() and (tried["latency_p50_ms"] > 0).all()
+    assert res.reference_metric > 0.8 and res.reference_latency_p50_ms > 0
+    assert Path(res.chosen["onnx_path"]).is_file()
+    assert len(list(Path(tmp_path).glob("search-trial-*.onnx"))) == 1  # only the chosen one is kept
+    cfg = res.to_config()
+    assert cfg.precision == "mixed" and list(cfg.exclude_layers) == res.chosen["excluded_layers"]
+
+
+def test_search_without_a_fitting_configuration(model, data, tmp_path):
+    ev, calib = data
+    res = accuracy_aware_search(model, ev, calib, budget_points=0.5, workdir=tmp_path, max_trials=1)
+    assert len(res.tried) == 1 and res.chosen is None
+    assert res.tried["excluded_layers"].iloc[0] == []
+    assert any("no tried configuration" in w for w in res.warnings)
+    assert res.to_config() is None
+
+
+def test_bad_input(model, data, tmp_path):
+    ev, calib = data
+    with pytest.raises(ConfigError, match="sensitivity method"):
+        layer_sensitivity(model, "int4", ev, tmp_path)
+    with pytest.raises(ConfigError, match="budget"):
+        accuracy_aware_search(model, ev, calib, budget_points=-1, workdir=tmp_path)
+    with pytest.raises(ConfigError, match="max_trials"):
+        accuracy_aware_search(model, ev, calib, workdir=tmp_path, max_trials=0)
+    with pytest.raises(ConfigError, match="max_layers"):
+        layer_sensitivity(model, "int8", ev, tmp_path, max_layers=0)
+    wrong = Dataset("wrong", {"x": np.zeros((4, 32), np.float32)}, np.zeros(4, np.int64))
+    with pytest.raises(DataError, match="dim 1 must be 64"):
+        layer_sensitivity(model, "int8", wrong, tmp_path)
+    with pytest.raises(DataError, match="required"):
+        layer_sensitivity(model, "int8", None, tmp_path)
+    with pytest.raises(DataError, match="empty"):
+        Dataset("empty", {"x": np.zeros((0, 64), np.float32)})
+
+
+class TinyConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 8, 3, padding=1, stride=2)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, image):
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(image)))).mean(dim=(2, 3)))
+
+
+def test_torch_model_is_exported_and_conv_macs_counted(tmp_path):
+    torch.manual_seed(0)
+    m = TinyConv().eval()
+    model = LoadedModel("tiny-conv", "sample", "torch", [InputSpec("image", ("batch", 1, 8, 8))], torch_module=m, num_classes=10)
+    ev = get_dataset("digits", "test").subset(64)
+    df = layer_sensitivity(model, "prune", ev, tmp_path)
+    # c1: 8*8 outputs x 4 channels x (1*3*3); c2: 4*4 x 8 x (4*3*3); fc: 8*10
+    macs = {"Conv": [2304, 4608], "Gemm": [80]}
+    total = 2304 + 4608 + 80
+    assert sorted(df[df.op_type == "Conv"]["macs_share"]) == pytest.approx([m_ / total for m_ in macs["Conv"]])
+    assert df[df.op_type == "Gemm"]["macs_share"].tolist() == pytest.approx([80 / total])
+    assert df.attrs["total_macs"] == total
+    assert len(df) == 3 and list(df["delta"]) == sorted(df["delta"], reverse=True)
