@@ -1,0 +1,294 @@
+"""ONNX Runtime backend: CPUExecutionProvider on ``cpu``; CUDAExecutionProvider (optionally behind
+TensorrtExecutionProvider) on ``cuda``.
+
+A variant runs from ``variant.onnx_path``; a variant that only has an FP32 PyTorch module is
+exported first with ``benchmark.models.export.ensure_onnx`` (into ``workdir``, or
+``data_dir()/exports`` where exports are cached by weight fingerprint).
+
+Recorded in ``SessionInfo``: the providers the session *really* uses (``session.get_providers()``;
+``onnxruntime-gpu`` lists CUDA/TensorRT as available even on machines without a GPU, so that list
+is never trusted), ``graph_optimization_level``, ``intra_op_num_threads`` (``threads``; 0 means
+``os.cpu_count()``), ``inter_op_num_threads`` (1, sequential execution) and whether IO binding is
+used. Float inputs are cast once to the dtype the graph declares (a float16 graph gets float16
+feeds); floating outputs are returned as float32.
+
+Options (``prepare(..., options={...})``):
+
+- ``graph_optimization_level``: ``all`` (default), ``extended``, ``basic`` or ``disable``.
+- ``tensorrt_ep``: on ``cuda``, put TensorrtExecutionProvider before CUDA (default False).
+- ``io_binding``: on ``cuda``, bind inputs in device memory once and keep outputs there for the
+  timed calls (default True). On ``cpu`` the timed call is ``session.run(None, feeds)`` on a feed
+  dict prepared once.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
+from .base import Backend, Session, SessionInfo
+
+GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disable")
+_OPTION_NAMES = ("graph_optimization_level", "tensorrt_ep", "io_binding")
+
+#: ONNX Runtime type strings -> numpy dtypes (for casting feeds to what the graph declares).
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _probe_model_bytes() -> bytes:
+    """A one-node (Identity) ONNX model used to see which providers really load."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
+def _provider_loads(provider: str) -> tuple[bool, str]:
+    """Create a session on a tiny model with ``provider`` and check that it is really used."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(_probe_model_bytes(), opts, providers=[provider, "CPUExecutionProvider"])
+    except (RuntimeError, ValueError) as exc:
+        return False, f"onnxruntime: {provider} failed to start ({str(exc).splitlines()[0]})"
+    if provider not in sess.get_providers():
+        return False, (
+            f"onnxruntime: {provider} did not load (CUDA/cuDNN libraries missing? "
+            "pip install 'onnxruntime-gpu[cuda,cudnn]')"
+        )
+    return True, ""
+
+
+def _graph_opt_level(name: str):
+    import onnxruntime as ort
+
+    return {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[name]
+
+
+class OrtSession(Session):
+    """An ``onnxruntime.InferenceSession`` with feeds prepared once for the timed calls."""
+
+    def __init__(self, sess, device: str, io_binding: bool, info: SessionInfo):
+        self.sess = sess
+        self.device = device
+        self.io_binding = io_binding
+        self.info = info
+        self._inputs = [(i.name, _ORT_TYPES.get(i.type)) for i in sess.get_inputs()]
+        self._output_names = [o.name for o in sess.get_outputs()]
+        self._feeds: dict[str, np.ndarray] | None = None
+        self._binding = None
+        self._device_values: list[Any] = []
+
+    def _convert(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [n for n, _ in self._inputs]
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            if len(feeds) == len(names) and not any(n in feeds for n in names):
+                feeds = dict(zip(names, feeds.values()))
+            else:
+                raise DataError(
+                    f"inputs {', '.join(missing)} are missing from the feeds; the model takes "
+                    f"{', '.join(names)}, the feeds hold {', '.join(feeds)}"
+                )
+        out = {}
+        for name, dtype in self._inputs:
+            arr = np.asarray(feeds[name])
+            if dtype is not None and arr.dtype != dtype and (
+                np.issubdtype(arr.dtype, np.floating) == np.issubdtype(dtype, np.floating)
+            ):
+                arr = arr.astype(dtype)
+            out[name] = np.ascontiguousarray(arr)
+        return out
+
+    @staticmethod
+    def _as_float32(outputs) -> list[np.ndarray]:
+        res = []
+        for o in outputs:
+            o = np.asarray(o)
+            if np.issubdtype(o.dtype, np.floating) and o.dtype != np.float32:
+                o = o.astype(np.float32)
+            res.append(o)
+        return res
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._as_float32(self.sess.run(None, self._convert(feeds)))
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> None:
+        self._feeds = self._convert(feeds)
+        if self.device == "cuda" and self.io_binding:
+            import onnxruntime as ort
+
+            binding = self.sess.io_binding()
+            self._device_values = []
+            for name, arr in self._feeds.items():
+                value = ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0)
+                self._device_values.append(value)
+                binding.bind_ortvalue_input(name, value)
+            for name in self._output_names:
+                binding.bind_output(name, "cuda", 0)
+            self._binding = binding
+        else:
+            self._binding = None
+
+    def run_bound(self) -> Any:
+        if self._feeds is None:
+            raise MeasurementError("run_bound() was called before bind(feeds); bind the inputs first")
+        if self._binding is not None:
+            self.sess.run_with_iobinding(self._binding)
+            return None
+        return self.sess.run(None, self._feeds)
+
+    def close(self) -> None:
+        self._binding = None
+        self._device_values = []
+        self._feeds = None
+        self.sess = None
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on CPU or CUDA (see the module docstring for what is recorded and the options)."""
+
+    name = "onnxruntime"
+    devices = ("cpu", "cuda")
+
+    def availability_impl(self, device: str) -> tuple[bool, str]:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return False, "ONNX Runtime: package not installed"
+        if device == "cpu":
+            return True, ""
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return False, "onnxruntime: this build has no CUDA provider (install onnxruntime-gpu)"
+        from ..measure.environment import cuda_device_status
+
+        ok, reason = cuda_device_status()
+        if not ok:
+            return ok, reason
+        return _provider_loads("CUDAExecutionProvider")
+
+    def supports_impl(self, variant, device: str) -> tuple[bool, str]:
+        if variant.onnx_path is not None:
+            if not Path(variant.onnx_path).is_file():
+                return False, f"ONNX file {variant.onnx_path} does not exist"
+            return True, ""
+        if variant.torch_module is None:
+            return False, "the variant has neither an ONNX file nor a PyTorch module"
+        if variant.torch_precision != "fp32":
+            return False, (
+                f"no ONNX file for this variant and its PyTorch {variant.torch_precision} module is not "
+                "exported (run it on the pytorch backend)"
+            )
+        return True, ""
+
+    def _onnx_path(self, variant, workdir) -> tuple[Path, bool]:
+        """(onnx path, exported now?). Without ``workdir`` exports go to ``data_dir()/exports``."""
+        if variant.onnx_path is not None:
+            return Path(variant.onnx_path), False
+        try:
+            from ..models.export import ensure_onnx
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__.rsplit('.', 1)[0]}.models.export":
+                raise
+            raise BackendUnavailableError(
+                f"onnxruntime: variant {variant.name!r} has no ONNX file and the ONNX exporter "
+                "(benchmark.models.export) is not available"
+            ) from exc
+        if workdir is None:
+            from ..measure.latency import data_dir
+
+            workdir = data_dir() / "exports"
+        return Path(ensure_onnx(variant, Path(workdir))), True
+
+    def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
+        import onnxruntime as ort
+
+        unknown = sorted(set(options) - set(_OPTION_NAMES))
+        if unknown:
+            raise ConfigError(
+                f"unknown onnxruntime option(s) {', '.join(unknown)}; known: {', '.join(_OPTION_NAMES)}"
+            )
+        level = str(options.get("graph_optimization_level", "all"))
+        if level not in GRAPH_OPT_LEVELS:
+            raise ConfigError(f"graph_optimization_level must be one of {', '.join(GRAPH_OPT_LEVELS)}; got {level!r}")
+        want_trt = bool(options.get("tensorrt_ep", False))
+        io_binding = bool(options.get("io_binding", True)) and device == "cuda"
+        n_threads = int(threads) if threads else (os.cpu_count() or 1)
+
+        if device == "cuda":
+            requested = (["TensorrtExecutionProvider"] if want_trt else []) + ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            requested = ["CPUExecutionProvider"]
+
+        path, exported = self._onnx_path(variant, workdir)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = _graph_opt_level(level)
+        so.intra_op_num_threads = n_threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(str(path), so, providers=requested)
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendUnavailableError(f"onnxruntime on {device} cannot load {path.name}: {first}") from exc
+
+        used = list(sess.get_providers())
+        warnings: list[str] = []
+        if device == "cuda" and "CUDAExecutionProvider" not in used:
+            raise BackendUnavailableError(
+                f"onnxruntime on cuda: CUDAExecutionProvider did not load (session uses {', '.join(used)}); "
+                "install the CUDA/cuDNN libraries: pip install 'onnxruntime-gpu[cuda,cudnn]'"
+            )
+        if want_trt and "TensorrtExecutionProvider" not in used:
+            warnings.append("TensorrtExecutionProvider was asked for but did not load; ran on CUDAExecutionProvider")
+        info = SessionInfo(
+            backend=self.name,
+            device=device,
+            providers=used,
+            threads=n_threads,
+            precision=variant.precision,
+            options={
+                "graph_optimization_level": level,
+                "intra_op_num_threads": n_threads,
+                "inter_op_num_threads": 1,
+                "execution_mode": "sequential",
+                "providers_requested": requested,
+                "io_binding": io_binding,
+                "onnx_path": str(path),
+                "exported_from_torch": exported,
+                "exporter": getattr(getattr(variant, "export_info", None), "exporter", None),
+                "onnxruntime_version": ort.__version__,
+            },
+            warnings=warnings,
+        )
+        return OrtSession(sess, device, io_binding, info)

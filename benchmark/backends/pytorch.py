@@ -1,0 +1,227 @@
+"""PyTorch eager backend (CPU and CUDA).
+
+How a variant runs is set by ``variant.torch_precision``:
+
+- ``fp32``: as is.
+- ``fp16``: ``.half()`` weights, float inputs cast to float16 (runs on CPU too, usually slower there).
+- ``bf16``: bfloat16 weights, float inputs cast to bfloat16.
+- ``autocast-bf16`` / ``autocast-fp16``: FP32 weights, ``torch.autocast`` at inference.
+- ``int8``: a quantized module (``torch.ao.quantization``); CPU only.
+
+Every call runs under ``torch.inference_mode`` (``torch.no_grad`` for TorchScript modules).
+``torch.set_num_threads(threads)`` is set at ``prepare`` and again at ``bind`` (it is a process
+global); 0 means ``os.cpu_count()``. Outputs are returned as numpy arrays, floating outputs as
+float32. The variant's module is never modified: a converted copy is made when the precision or
+device needs one. Options: none.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import os
+import warnings as _warnings
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, DataError, MeasurementError
+from .base import Backend, Session, SessionInfo
+
+TORCH_PRECISIONS = ("fp32", "fp16", "bf16", "autocast-bf16", "autocast-fp16", "int8")
+
+
+def _flatten_outputs(out: Any) -> list[Any]:
+    """Tensors of a module's output in order: a tensor, (nested) tuples/lists, dicts, ModelOutput-like."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        items = list(out.values())
+    elif isinstance(out, (list, tuple)):
+        items = list(out)
+    elif hasattr(out, "to_tuple"):
+        items = list(out.to_tuple())
+    elif out is None:
+        return []
+    else:
+        raise MeasurementError(
+            f"model output of type {type(out).__name__} is not a tensor, tuple, list or dict of tensors"
+        )
+    flat: list[Any] = []
+    for item in items:
+        flat.extend(_flatten_outputs(item))
+    return flat
+
+
+def _to_numpy(t) -> np.ndarray:
+    if t.is_quantized:
+        t = t.dequantize()
+    t = t.detach()
+    if t.is_floating_point():
+        t = t.float()
+    return t.cpu().numpy()
+
+
+class TorchSession(Session):
+    """A PyTorch module ready to run; ``bind`` converts inputs once, ``run_bound`` only calls forward."""
+
+    def __init__(self, module, input_names: list[str], device: str, precision: str, threads: int, info: SessionInfo):
+        import torch
+
+        self.module = module
+        self.input_names = input_names
+        self.device = device
+        self.precision = precision
+        self.threads = threads
+        self.info = info
+        self._bound: list[Any] | None = None
+        self._scripted = isinstance(module, torch.jit.ScriptModule)
+        self._float_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self._autocast_dtype = {"autocast-bf16": torch.bfloat16, "autocast-fp16": torch.float16}.get(precision)
+
+    # --- inputs --------------------------------------------------------------------------------
+    def _ordered(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        if not missing:
+            return [feeds[n] for n in self.input_names]
+        if len(feeds) == len(self.input_names) and not any(n in feeds for n in self.input_names):
+            return list(feeds.values())
+        raise DataError(
+            f"inputs {', '.join(missing)} are missing from the feeds; the model takes "
+            f"{', '.join(self.input_names)}, the feeds hold {', '.join(feeds)}"
+        )
+
+    def _convert(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        import torch
+
+        tensors = []
+        for arr in self._ordered(feeds):
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+            if t.is_floating_point() and self._float_dtype is not None:
+                t = t.to(self._float_dtype)
+            tensors.append(t.to(self.device) if self.device != "cpu" else t)
+        return tensors
+
+    # --- running -------------------------------------------------------------------------------
+    def _context(self):
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad() if self._scripted else torch.inference_mode())
+        if self._autocast_dtype is not None:
+            stack.enter_context(torch.autocast(device_type=self.device, dtype=self._autocast_dtype))
+        return stack
+
+    def _forward(self, tensors: list[Any]) -> Any:
+        with self._context():
+            return self.module(*tensors)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = self._forward(self._convert(feeds))
+        return [_to_numpy(t) for t in _flatten_outputs(out)]
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self._bound = self._convert(feeds)
+        self.synchronize()
+
+    def run_bound(self) -> Any:
+        if self._bound is None:
+            raise MeasurementError("run_bound() was called before bind(feeds); bind the inputs first")
+        return self._forward(self._bound)
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def close(self) -> None:
+        self._bound = None
+        self.module = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+class PyTorchBackend(Backend):
+    """Eager PyTorch on CPU or CUDA (see the module docstring for precisions)."""
+
+    name = "pytorch"
+    devices = ("cpu", "cuda")
+
+    def availability_impl(self, device: str) -> tuple[bool, str]:
+        if importlib.util.find_spec("torch") is None:
+            return False, "PyTorch: package not installed"
+        if device == "cuda":
+            from ..measure.environment import cuda_device_status
+
+            return cuda_device_status()
+        return True, ""
+
+    def supports_impl(self, variant, device: str) -> tuple[bool, str]:
+        if variant.torch_module is None:
+            return False, "no PyTorch module for this variant (ONNX-only model)"
+        precision = variant.torch_precision
+        if precision not in TORCH_PRECISIONS:
+            return False, f"unknown torch precision {precision!r}; known: {', '.join(TORCH_PRECISIONS)}"
+        if precision == "int8" and device != "cpu":
+            return False, "quantized (int8) PyTorch modules run on CPU only"
+        if device == "cuda" and precision in ("bf16", "autocast-bf16"):
+            import torch
+
+            if not torch.cuda.is_bf16_supported():
+                return False, "this GPU does not support bfloat16"
+        return True, ""
+
+    def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
+        import torch
+
+        if options:
+            raise BackendUnavailableError(
+                f"pytorch takes no options; got {', '.join(sorted(options))}"
+            )
+        precision = variant.torch_precision
+        n_threads = int(threads) if threads else (os.cpu_count() or 1)
+        torch.set_num_threads(n_threads)
+        notes: list[str] = []
+        module = variant.torch_module
+        convert_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        if convert_dtype is not None or device != "cpu":
+            try:
+                module = copy.deepcopy(module)
+            except (RuntimeError, TypeError) as exc:
+                raise BackendUnavailableError(
+                    f"pytorch {precision} on {device}: cannot copy the module to convert it ({exc}); "
+                    "run it as fp32 on CPU"
+                ) from exc
+            with _warnings.catch_warnings():
+                _warnings.filterwarnings("ignore", message=".*grad attribute of a Tensor that is not a leaf.*")
+                if convert_dtype is not None:
+                    module = module.to(convert_dtype)
+                if device != "cpu":
+                    module = module.to(device)
+        if hasattr(module, "eval") and not isinstance(module, torch.jit.ScriptModule):
+            module.eval()
+        if device == "cpu" and precision in ("fp16", "autocast-fp16"):
+            notes.append(f"{precision} on CPU runs, but CPUs rarely have fast float16 kernels; expect no speedup")
+        info = SessionInfo(
+            backend=self.name,
+            device=device,
+            threads=torch.get_num_threads(),
+            precision=precision,
+            options={
+                "inference_mode": not isinstance(module, torch.jit.ScriptModule),
+                "torchscript": isinstance(module, torch.jit.ScriptModule),
+                "autocast": precision.startswith("autocast-"),
+                "torch_version": torch.__version__,
+            },
+            warnings=notes,
+        )
+        input_names = [spec.name for spec in variant.model.inputs]
+        return TorchSession(module, input_names, device, precision, n_threads, info)
