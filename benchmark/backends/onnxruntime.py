@@ -19,6 +19,16 @@ Options (``prepare(..., options={...})``):
 - ``io_binding``: on ``cuda``, bind inputs in device memory once and keep outputs there for the
   timed calls (default True). On ``cpu`` the timed call is ``session.run(None, feeds)`` on a feed
   dict prepared once.
+- ``trt_engine_cache`` (True) / ``trt_engine_cache_dir`` (default ``data_dir()/ort-trt-cache``):
+  with ``tensorrt_ep``, TensorRT engines (and timing caches) are kept there between sessions.
+- ``trt_calibration_table``: with ``tensorrt_ep``, an INT8 calibration table (a file name inside
+  the engine cache folder) for a non-QDQ graph of an int8 variant; ``trt_native_calibration_table``
+  (False) says TensorRT's own calibrator wrote it.
+
+With ``tensorrt_ep`` the TensorRT provider's options come from
+:func:`benchmark.backends.trt_engine.ort_tensorrt_provider_options` (the variant's precision sets
+``trt_fp16_enable`` / ``trt_int8_enable`` / ``trt_bf16_enable``; a QDQ graph is INT8 with the
+scales from its Q/DQ nodes) and are recorded in ``options["provider_options"]``.
 """
 from __future__ import annotations
 
@@ -34,7 +44,8 @@ from ..errors import BackendUnavailableError, ConfigError, DataError, Measuremen
 from .base import Backend, Session, SessionInfo
 
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disable")
-_OPTION_NAMES = ("graph_optimization_level", "tensorrt_ep", "io_binding")
+_OPTION_NAMES = ("graph_optimization_level", "tensorrt_ep", "io_binding", "trt_engine_cache",
+                 "trt_engine_cache_dir", "trt_calibration_table", "trt_native_calibration_table")
 
 #: ONNX Runtime type strings -> numpy dtypes (for casting feeds to what the graph declares).
 _ORT_TYPES = {
@@ -81,6 +92,40 @@ def _provider_loads(provider: str) -> tuple[bool, str]:
             "pip install 'onnxruntime-gpu[cuda,cudnn]')"
         )
     return True, ""
+
+
+def _has_qdq(path: Path) -> bool:
+    """Whether the ONNX graph holds QuantizeLinear/DequantizeLinear nodes (top-level graph)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def tensorrt_ep_options(precision: str, path: Path, options: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """(TensorRT provider options, warnings) for a variant of ``precision`` stored at ``path``."""
+    from .trt_engine import ort_tensorrt_provider_options
+
+    warnings: list[str] = []
+    trt_precision = precision
+    if precision == "int8-dynamic":
+        trt_precision = "fp32"
+        warnings.append("int8-dynamic: TensorRT cannot run the dynamic-quantization ops; they run on "
+                        "CUDAExecutionProvider, the rest in TensorRT FP32")
+    cache_dir = options.get("trt_engine_cache_dir")
+    engine_cache = bool(options.get("trt_engine_cache", True))
+    if cache_dir is None and (engine_cache or options.get("trt_calibration_table")):
+        from ..measure.latency import data_dir
+
+        cache_dir = data_dir() / "ort-trt-cache"
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    opts = ort_tensorrt_provider_options(
+        trt_precision, cache_dir=cache_dir, engine_cache=engine_cache,
+        calibration_table=options.get("trt_calibration_table"),
+        native_calibration_table=bool(options.get("trt_native_calibration_table", False)),
+        qdq=_has_qdq(path))
+    return opts, warnings
 
 
 def _graph_opt_level(name: str):
@@ -250,6 +295,16 @@ class OnnxRuntimeBackend(Backend):
             requested = ["CPUExecutionProvider"]
 
         path, exported = self._onnx_path(variant, workdir)
+        provider_options: dict[str, dict[str, str]] = {}
+        ep_warnings: list[str] = []
+        if device == "cuda":
+            from .trt_engine import ort_cuda_provider_options
+
+            provider_options["CUDAExecutionProvider"] = ort_cuda_provider_options(0)
+            if want_trt:
+                provider_options["TensorrtExecutionProvider"], ep_warnings = tensorrt_ep_options(
+                    variant.precision, path, options)
+        providers_arg = [(p, provider_options[p]) if p in provider_options else p for p in requested]
         so = ort.SessionOptions()
         so.graph_optimization_level = _graph_opt_level(level)
         so.intra_op_num_threads = n_threads
@@ -257,13 +312,13 @@ class OnnxRuntimeBackend(Backend):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
         try:
-            sess = ort.InferenceSession(str(path), so, providers=requested)
+            sess = ort.InferenceSession(str(path), so, providers=providers_arg)
         except (RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BackendUnavailableError(f"onnxruntime on {device} cannot load {path.name}: {first}") from exc
 
         used = list(sess.get_providers())
-        warnings: list[str] = []
+        warnings: list[str] = list(ep_warnings)
         if device == "cuda" and "CUDAExecutionProvider" not in used:
             raise BackendUnavailableError(
                 f"onnxruntime on cuda: CUDAExecutionProvider did not load (session uses {', '.join(used)}); "
@@ -283,6 +338,7 @@ class OnnxRuntimeBackend(Backend):
                 "inter_op_num_threads": 1,
                 "execution_mode": "sequential",
                 "providers_requested": requested,
+                "provider_options": provider_options,
                 "io_binding": io_binding,
                 "onnx_path": str(path),
                 "exported_from_torch": exported,

@@ -12,7 +12,21 @@ Every call runs under ``torch.inference_mode`` (``torch.no_grad`` for TorchScrip
 ``torch.set_num_threads(threads)`` is set at ``prepare`` and again at ``bind`` (it is a process
 global); 0 means ``os.cpu_count()``. Outputs are returned as numpy arrays, floating outputs as
 float32. The variant's module is never modified: a converted copy is made when the precision or
-device needs one. Options: none.
+device needs one.
+
+On ``cuda``: ``synchronize`` is ``torch.cuda.synchronize()``; ``bind`` resets PyTorch's CUDA
+peak-memory counter (``torch.cuda.reset_peak_memory_stats``), so ``max_memory_allocated`` after a
+timed loop is that run's peak; ``weights_gpu_mb`` records the memory allocated once the module is
+on the GPU.
+
+Options (``prepare(..., options={...})``):
+
+- ``cuda_graph`` (False): on ``cuda``, ``bind`` captures one forward pass into a
+  ``torch.cuda.CUDAGraph`` (after three warm-up passes on a side stream) and ``run_bound``
+  replays it, for bound batch sizes up to ``cuda_graph_max_batch`` (default 16: graphs pay off
+  where launch overhead dominates). Recorded as its own setting: ``options["cuda_graph"]`` and
+  ``options["cuda_graph_batches"]`` (the batch sizes that really ran as a graph); a capture that
+  fails falls back to eager calls with a warning.
 """
 from __future__ import annotations
 
@@ -29,6 +43,8 @@ from ..errors import BackendUnavailableError, DataError, MeasurementError
 from .base import Backend, Session, SessionInfo
 
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16", "autocast-bf16", "autocast-fp16", "int8")
+OPTION_NAMES = ("cuda_graph", "cuda_graph_max_batch")
+CUDA_GRAPH_WARMUP = 3
 
 
 def _flatten_outputs(out: Any) -> list[Any]:
@@ -80,6 +96,10 @@ class TorchSession(Session):
         self._scripted = isinstance(module, torch.jit.ScriptModule)
         self._float_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self._autocast_dtype = {"autocast-bf16": torch.bfloat16, "autocast-fp16": torch.float16}.get(precision)
+        self.cuda_graph = bool(info.options.get("cuda_graph", False)) and device == "cuda"
+        self.cuda_graph_max_batch = int(info.options.get("cuda_graph_max_batch", 16))
+        self._graph = None
+        self._graph_out: Any = None
 
     # --- inputs --------------------------------------------------------------------------------
     def _ordered(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -111,7 +131,9 @@ class TorchSession(Session):
         stack = contextlib.ExitStack()
         stack.enter_context(torch.no_grad() if self._scripted else torch.inference_mode())
         if self._autocast_dtype is not None:
-            stack.enter_context(torch.autocast(device_type=self.device, dtype=self._autocast_dtype))
+            # A captured graph must not point at autocast's weight-cast cache (freed on context exit).
+            stack.enter_context(torch.autocast(device_type=self.device, dtype=self._autocast_dtype,
+                                               cache_enabled=not self.cuda_graph))
         return stack
 
     def _forward(self, tensors: list[Any]) -> Any:
@@ -126,12 +148,46 @@ class TorchSession(Session):
         import torch
 
         torch.set_num_threads(self.threads)
+        self._graph, self._graph_out = None, None
         self._bound = self._convert(feeds)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            batch = int(self._bound[0].shape[0]) if self._bound and self._bound[0].dim() else 1
+            if self.cuda_graph and batch <= self.cuda_graph_max_batch:
+                self._capture(batch)
         self.synchronize()
+
+    def _capture(self, batch: int) -> None:
+        """Capture one forward pass on the bound inputs into a CUDA graph (see the module docstring)."""
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        try:
+            with torch.cuda.stream(side):
+                for _ in range(CUDA_GRAPH_WARMUP):
+                    self._forward(self._bound)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._forward(self._bound)
+        except RuntimeError as exc:
+            torch.cuda.synchronize()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.info.warnings.append(f"CUDA graph capture failed at batch {batch} ({first}); ran eager calls")
+            return
+        self._graph, self._graph_out = graph, out
+        done = self.info.options.setdefault("cuda_graph_batches", [])
+        if batch not in done:
+            done.append(batch)
 
     def run_bound(self) -> Any:
         if self._bound is None:
             raise MeasurementError("run_bound() was called before bind(feeds); bind the inputs first")
+        if self._graph is not None:
+            self._graph.replay()
+            return self._graph_out
         return self._forward(self._bound)
 
     def synchronize(self) -> None:
@@ -142,6 +198,7 @@ class TorchSession(Session):
 
     def close(self) -> None:
         self._bound = None
+        self._graph, self._graph_out = None, None
         self.module = None
         if self.device == "cuda":
             import torch
@@ -182,10 +239,15 @@ class PyTorchBackend(Backend):
     def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
         import torch
 
-        if options:
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
             raise BackendUnavailableError(
-                f"pytorch takes no options; got {', '.join(sorted(options))}"
+                f"unknown pytorch option(s) {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}"
             )
+        cuda_graph = bool(options.get("cuda_graph", False))
+        cuda_graph_max_batch = int(options.get("cuda_graph_max_batch", 16))
+        if cuda_graph_max_batch < 1:
+            raise BackendUnavailableError(f"cuda_graph_max_batch must be >= 1; got {cuda_graph_max_batch}")
         precision = variant.torch_precision
         n_threads = int(threads) if threads else (os.cpu_count() or 1)
         torch.set_num_threads(n_threads)
@@ -208,6 +270,8 @@ class PyTorchBackend(Backend):
                     module = module.to(device)
         if hasattr(module, "eval") and not isinstance(module, torch.jit.ScriptModule):
             module.eval()
+        if cuda_graph and device != "cuda":
+            notes.append("cuda_graph applies to device cuda only; ran eager calls")
         if device == "cpu" and precision in ("fp16", "autocast-fp16"):
             notes.append(f"{precision} on CPU runs, but CPUs rarely have fast float16 kernels; expect no speedup")
         info = SessionInfo(
@@ -220,6 +284,10 @@ class PyTorchBackend(Backend):
                 "torchscript": isinstance(module, torch.jit.ScriptModule),
                 "autocast": precision.startswith("autocast-"),
                 "torch_version": torch.__version__,
+                "cuda_graph": cuda_graph and device == "cuda",
+                "cuda_graph_max_batch": cuda_graph_max_batch,
+                "cuda_graph_batches": [],
+                "weights_gpu_mb": (round(torch.cuda.memory_allocated() / 2**20, 3) if device == "cuda" else None),
             },
             warnings=notes,
         )
