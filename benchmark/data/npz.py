@@ -1,0 +1,267 @@
+"""User data as ``.npz`` files, checked against a model's input specs.
+
+Rules for a user ``.npz`` file:
+
+- one array per model input, named after it, all with the same leading sample count N, plus an
+  optional ``labels`` array [N] of integers (class ids);
+- where an array's rank equals the input's rank, its leading axis is the batch axis (batches are
+  slices ``arr[i:i+B]``); where it is one higher, ``arr[i]`` is one whole feed, given as is;
+- static dims of the input other than the batch dim (dim 0, for batch-axis arrays) must match;
+- the array's dtype must convert to the input's without changing kind (float64 -> float32 is
+  accepted, float -> int is not; integer narrowing is accepted only when every value fits);
+- files are read with ``allow_pickle=False``: object arrays are refused, since unpickling them
+  would run code from the file.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from ..config import InputSpec
+from ..errors import DataError, UnsafeArchiveError
+from .base import Dataset
+
+LABELS = "labels"
+#: Refuse ``.npz`` files whose arrays expand beyond this many bytes.
+MAX_NPZ_BYTES = 4 * 1024**3
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _numpy_dtype(spec: InputSpec) -> np.dtype:
+    """The numpy dtype data for ``spec`` is held in (numpy has no bfloat16: float32 stands in)."""
+    return np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype)
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _expected(spec: InputSpec) -> str:
+    return f"{_fmt_shape(spec.shape)} {spec.dtype} (or one more leading axis for per-feed arrays)"
+
+
+def _cast(name: str, arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    target = _numpy_dtype(spec)
+    if arr.dtype == target:
+        return arr
+    if arr.dtype.kind in "OVSUaMm":
+        raise DataError(
+            f"{where}: array {name!r} holds {arr.dtype} data; input {name!r} expects {spec.dtype}"
+        )
+    if not np.can_cast(arr.dtype, target, casting="same_kind"):
+        raise DataError(
+            f"{where}: array {name!r} is {arr.dtype} but input {name!r} expects {spec.dtype}; "
+            f"{arr.dtype} does not convert to {spec.dtype} without losing its kind (save it as {spec.dtype})"
+        )
+    if arr.dtype.kind in "iub" and target.kind in "iu" and not np.can_cast(arr.dtype, target, casting="safe") and arr.size:
+        info = np.iinfo(target)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            raise DataError(
+                f"{where}: array {name!r} holds values {lo}..{hi} that do not fit input {name!r}'s "
+                f"{spec.dtype} ({info.min}..{info.max})"
+            )
+    return arr.astype(target)
+
+
+def check_arrays(
+    arrays: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    inputs: list[InputSpec] | tuple[InputSpec, ...],
+    *,
+    name: str,
+    where: str | None = None,
+) -> Dataset:
+    """Check ``arrays`` (+ ``labels``) against ``inputs`` and build a :class:`Dataset`.
+
+    Arrays are cast to the inputs' dtypes; ``feed_axis`` is set per array from its rank. Every
+    problem raises a one-line :class:`DataError` naming the input, what it expects and what was given.
+    """
+    where = where or name
+    inputs = list(inputs)
+    expected = [s.name for s in inputs]
+    missing = [n for n in expected if n not in arrays]
+    extra = [n for n in arrays if n not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing array(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"unknown array(s) {', '.join(map(repr, extra))}")
+        raise DataError(
+            f"{where}: {'; '.join(parts)}; expected one array per model input named "
+            f"{', '.join(map(repr, expected))} plus optional {LABELS!r}"
+        )
+    out: dict[str, np.ndarray] = {}
+    feed_axis: dict[str, bool] = {}
+    counts: dict[str, int] = {}
+    for spec in inputs:
+        arr = np.asarray(arrays[spec.name])
+        rank = len(spec.shape)
+        if arr.ndim == rank and rank > 0:
+            per_feed = False
+            check_dims = range(1, rank)
+        elif arr.ndim == rank + 1:
+            per_feed = True
+            check_dims = range(rank)
+        else:
+            raise DataError(
+                f"{where}: array {spec.name!r} has shape {_fmt_shape(arr.shape)} {arr.dtype}; input "
+                f"{spec.name!r} expects {_expected(spec)}"
+            )
+        feed_shape = arr.shape[1:] if per_feed else arr.shape
+        for d in check_dims:
+            want = spec.shape[d]
+            if isinstance(want, int) and feed_shape[d] != want:
+                raise DataError(
+                    f"{where}: array {spec.name!r} has shape {_fmt_shape(arr.shape)} {arr.dtype}; input "
+                    f"{spec.name!r} expects {_expected(spec)} (dim {d} must be {want})"
+                )
+        out[spec.name] = _cast(spec.name, arr, spec, where)
+        feed_axis[spec.name] = per_feed
+        counts[spec.name] = len(arr)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu" or labels.ndim == 0:
+            raise DataError(
+                f"{where}: {LABELS!r} must be an integer array [N] of class ids; got "
+                f"{_fmt_shape(labels.shape)} {labels.dtype}"
+            )
+        if labels.ndim > 1 and not all(feed_axis.values()):
+            raise DataError(
+                f"{where}: {LABELS!r} must be [N]; got {_fmt_shape(labels.shape)} (only per-feed data "
+                f"may carry one label row per feed)"
+            )
+        counts[LABELS] = len(labels)
+        labels = labels.astype(np.int64)
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise DataError(f"{where}: arrays must share the leading sample count N; got {detail}")
+    if next(iter(counts.values()), 0) == 0:
+        raise DataError(f"{where}: the arrays hold 0 samples")
+    return Dataset(name=name, arrays=out, labels=labels, feed_axis=feed_axis, description=f"user data {where}")
+
+
+def _read_head(source: str | Path | BinaryIO, label: str) -> bytes:
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as fh:
+                return fh.read(8)
+        except FileNotFoundError:
+            raise DataError(f"{label}: file not found") from None
+        except IsADirectoryError:
+            raise DataError(f"{label}: is a folder, not a .npz file") from None
+    pos = source.tell()
+    head = source.read(8)
+    source.seek(pos)
+    return head
+
+
+def load_npz(
+    path: str | Path | BinaryIO,
+    inputs: list[InputSpec] | tuple[InputSpec, ...],
+    *,
+    name: str | None = None,
+    max_bytes: int = MAX_NPZ_BYTES,
+) -> Dataset:
+    """Load a user ``.npz`` (a path or a binary file object) and check it against ``inputs``.
+
+    See the module docstring for the rules. Raises :class:`DataError` (one line) for an empty or
+    non-npz file, object arrays, missing/unknown arrays, wrong shapes or dtypes, and
+    :class:`UnsafeArchiveError` when the arrays would expand beyond ``max_bytes``.
+    """
+    label = str(path) if isinstance(path, (str, Path)) else (getattr(path, "name", None) or "uploaded file")
+    label = Path(label).name if label else "uploaded file"
+    ds_name = name or Path(label).stem or "data"
+    head = _read_head(path, label)
+    if not head:
+        raise DataError(f"{label}: the file is empty; expected a .npz archive saved with numpy.savez")
+    if head.startswith(_NPY_MAGIC):
+        kwargs = ", ".join(f"{s.name}=..." for s in inputs)
+        raise DataError(
+            f"{label}: is a single .npy array without a name; save a .npz with numpy.savez(path, {kwargs}) "
+            "so each array is named after its model input"
+        )
+    if not head.startswith(_ZIP_MAGIC):
+        raise DataError(f"{label}: is not a .npz archive (no zip header); save one with numpy.savez")
+    try:
+        archive = zipfile.ZipFile(path if not isinstance(path, Path) else str(path))
+        with archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{label}: is a damaged .npz archive ({exc})") from None
+    total = sum(i.file_size for i in infos)
+    if total > max_bytes:
+        raise UnsafeArchiveError(
+            f"{label}: the arrays expand to {total} bytes, over the {max_bytes}-byte bound"
+        )
+    if not isinstance(path, (str, Path)):
+        path.seek(0)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            for key in keys:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as exc:
+                    if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                        raise DataError(
+                            f"{label}: array {key!r} is an object array; the file holds object arrays, "
+                            "which are refused (loading them would run code from the file); save plain numeric arrays"
+                        ) from None
+                    raise DataError(f"{label}: array {key!r} cannot be read ({exc})") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DataError(f"{label}: is a damaged .npz archive ({exc})") from None
+    except ValueError as exc:
+        raise DataError(f"{label}: cannot be read as .npz ({exc})") from None
+    if not arrays:
+        raise DataError(
+            f"{label}: the archive holds no arrays; expected {', '.join(repr(s.name) for s in inputs)} "
+            f"plus optional {LABELS!r}"
+        )
+    input_names = {s.name for s in inputs}
+    labels = arrays.pop(LABELS) if LABELS in arrays and LABELS not in input_names else None
+    return check_arrays(arrays, labels, inputs, name=ds_name, where=label)
+
+
+def random_dataset(
+    inputs: list[InputSpec] | tuple[InputSpec, ...],
+    n: int = 64,
+    *,
+    seed: int = 0,
+    name: str = "random",
+) -> Dataset:
+    """``n`` random samples matching ``inputs`` (batch axis = dim 0), without labels.
+
+    Float inputs are standard normal, integer inputs are 0 or 1 (ones for ``*mask*`` names), bool
+    inputs are True - the same conventions as :meth:`LoadedModel.example_inputs`. Dynamic dims
+    other than dim 0 raise :class:`ConfigError` (give them with an input override).
+    """
+    if n < 1:
+        raise DataError(f"random dataset needs n >= 1; got {n}")
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in inputs:
+        shape = spec.concrete(n) if spec.shape else (n,)
+        dtype = _numpy_dtype(spec)
+        if dtype.kind == "f":
+            arr = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            arr = np.ones(shape, dtype=bool)
+        elif "mask" in spec.name.lower():
+            arr = np.ones(shape, dtype=dtype)
+        else:
+            arr = rng.integers(0, 2, size=shape).astype(dtype)
+        arrays[spec.name] = arr
+    return Dataset(name=name, arrays=arrays, labels=None,
+                   feed_axis={s.name: not s.shape for s in inputs},
+                   description=f"{n} random samples (seed {seed})")
+
+
+__all__ = ["load_npz", "check_arrays", "random_dataset", "MAX_NPZ_BYTES", "LABELS"]
