@@ -1,0 +1,180 @@
+"""Model: upload a model or pick a sample; inputs/outputs, params, MACs/FLOPs, size, per-layer counts.
+
+The chosen model is kept in ``st.session_state["model"]`` (source path or ``sample:NAME``, input
+overrides, architecture, trust flag) for the Compress & run and Sensitivity pages.
+"""
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+NO_ARCH = "(none: the file holds a whole model)"
+
+
+def human(n, unit: str = "") -> str:
+    if n is None:
+        return "n/a"
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3f} {prefix}{unit}"
+    return f"{n:g} {unit}".strip()
+
+
+@st.cache_data(show_spinner="Loading the model and counting its MACs ...", max_entries=32)
+def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_pickle: bool) -> dict:
+    """Everything the page shows about a model; a load failure is returned as ``{"error": ...}``."""
+    from benchmark import BenchmarkError, InputSpec, describe_io, load_model
+    from benchmark.measure.flops import count_model
+
+    try:
+        model = describe_io(load_model(source, inputs=[InputSpec.parse(t) for t in inputs], arch=arch,
+                                       trust_pickle=trust_pickle))
+    except BenchmarkError as exc:
+        return {"error": str(exc), "error_type": type(exc).__name__}
+    info = {"name": model.name, "format": model.format, "framework": model.framework, "notes": list(model.notes),
+            "inputs": [{"name": s.name, "shape": "x".join(map(str, s.shape)), "dtype": s.dtype} for s in model.inputs],
+            "outputs": [{"name": s.name, "shape": "x".join(map(str, s.shape)), "dtype": s.dtype} for s in model.outputs],
+            "dataset": model.dataset, "num_classes": model.num_classes}
+    try:
+        rep = count_model(model, batch_size=1)
+        info.update(params=rep.params, macs=rep.macs, flops=rep.flops, size_bytes=rep.size_bytes, sparsity=rep.sparsity,
+                    unsupported_ops=dict(rep.unsupported_ops), counter=rep.counter, by_module=list(rep.by_module))
+        info["notes"] += list(rep.warnings)
+    except BenchmarkError as exc:
+        info["count_error"] = str(exc)
+    return info
+
+
+def store_uploaded(up) -> str | None:
+    """Save the upload (content-addressed, size-bounded); unpack a .zip holding one ONNX model."""
+    from benchmark import BenchmarkError
+    from benchmark.paths import data_dir
+    from benchmark.safety import safe_extract_zip, store_upload
+
+    saved = st.session_state.setdefault("uploads", {})
+    if up.file_id in saved:
+        return saved[up.file_id]
+    max_bytes = int(st.get_option("server.maxUploadSize")) * 2**20
+    try:
+        up.seek(0)
+        path = store_upload(up, up.name, data_dir(), max_bytes)
+        if path.suffix.lower() == ".zip":
+            files = safe_extract_zip(path, path.parent / "unzipped", max_total_bytes=4 * max_bytes, max_files=1000)
+            onnx_files = [f for f in files if f.suffix.lower() == ".onnx"]
+            if len(onnx_files) != 1:
+                st.error(f"{up.name}: a .zip must hold exactly one .onnx file (plus its external data); "
+                         f"it holds {len(onnx_files)}. Zip the model folder again.")
+                return None
+            path = onnx_files[0]
+    except BenchmarkError as exc:
+        st.error(f"{exc}")
+        return None
+    saved[up.file_id] = str(path)
+    return saved[up.file_id]
+
+
+def choose_source() -> tuple[str | None, str | None, bool, str]:
+    from benchmark.models.archs import arch_names
+    from benchmark.models.loaders import SUPPORTED_EXTS
+    from benchmark.models.samples import get_sample, sample_names
+
+    current = st.session_state.get("model") or {}
+    kinds = ["Built-in sample", "Upload a file"]
+    kind = st.radio("Model source", kinds, horizontal=True, index=1 if current.get("uploaded") else 0)
+    if kind == kinds[0]:
+        names = sample_names()
+        default = current.get("source", "sample:digits-cnn").removeprefix("sample:")
+        name = st.selectbox("Sample", names, index=names.index(default) if default in names else 0,
+                            format_func=lambda n: f"sample:{n}  -  {get_sample(n).description}")
+        return f"sample:{name}", None, False, f"sample:{name}"
+    st.caption("ONNX (.onnx, or a .zip of an .onnx with its external data), TorchScript (.pt/.ts), torch.export "
+               "(.pt2), or a state_dict (.pt/.pth) of a built-in architecture. Limit: "
+               f"{int(st.get_option('server.maxUploadSize'))} MB.")
+    up = st.file_uploader("Model file", type=[e.lstrip(".") for e in SUPPORTED_EXTS] + ["zip"])
+    archs = [NO_ARCH] + arch_names()
+    arch = st.selectbox("Architecture (for a state_dict)", archs,
+                        help="A state_dict holds only weights: choose the built-in architecture they belong to.")
+    trust = st.checkbox("I trust this file (allow a fully pickled nn.Module)", value=False,
+                        help="A pickled module runs code from the file when loaded. Leave off unless you made the file.")
+    if trust:
+        st.warning("Loading a pickled module executes code from the file, with this server's permissions. "
+                   "Only tick this for files you made yourself.")
+    arch = None if arch == NO_ARCH else arch
+    if up is not None:
+        path = store_uploaded(up)
+        return path, arch, trust, up.name
+    if current.get("uploaded"):
+        st.caption(f"Using the file uploaded earlier: {current.get('name')}")
+        return current["source"], current.get("arch"), current.get("trust_pickle", False), current.get("name", "")
+    return None, arch, trust, ""
+
+
+def input_overrides(source: str, declared: list[dict]) -> tuple[str, ...]:
+    """Editable shapes (dynamic dims shown as names); returns overrides for the changed inputs."""
+    st.markdown("**Inputs** - dim 0 is the batch axis; give a number to every other named (dynamic) dim.")
+    overrides = []
+    cols = st.columns(min(3, len(declared)) or 1)
+    for i, spec in enumerate(declared):
+        with cols[i % len(cols)]:
+            shape = st.text_input(f"{spec['name']} ({spec['dtype']})", value=spec["shape"], key=f"shape:{source}:{spec['name']}",
+                                  help="e.g. 1x3x224x224; words or ? mark dynamic dims")
+        if shape.replace(" ", "") != spec["shape"]:
+            overrides.append(f"{spec['name']}:{shape.replace(' ', '')}:{spec['dtype']}")
+    return tuple(overrides)
+
+
+def show_counts(info: dict) -> None:
+    from benchmark import plots
+
+    if "count_error" in info:
+        st.warning(f"MACs/params not counted: {info['count_error']}")
+        return
+    c = st.columns(5)
+    c[0].metric("Parameters", human(info["params"]), help=f"{info['params']:,} parameters")
+    c[1].metric("MACs (multiply-adds)", human(info["macs"]), help=f"{info['macs']:,} multiply-accumulates per sample (batch 1)")
+    c[2].metric("FLOPs = 2 x MACs", human(info["flops"]), help=f"{info['flops']:,} floating-point operations per sample")
+    size = info["size_bytes"]
+    c[3].metric("Size", "n/a" if size is None else f"{size / 1e6:.3f} MB" if size >= 1e5 else f"{size / 1e3:.2f} kB",
+                help=f"{size:,} bytes: the file (ONNX with external data), or the serialized state_dict; "
+                     "kB = 10^3 bytes, MB = 10^6 bytes" if size is not None else "not measured")
+    c[4].metric("Zero weights", f"{100 * info['sparsity']:.2f} %")
+    skipped = ", ".join(f"{op} x{n}" for op, n in info["unsupported_ops"].items()) or "none"
+    st.caption(f"Counted at batch 1 by {info['counter']}. Operators not counted (no MAC formula): {skipped}.")
+    rows = info["by_module"]
+    if rows:
+        total = sum(r.get("macs") or 0 for r in rows) or 1
+        table = [{"layer": r["name"], "operator": r.get("op_type", ""), "MACs": r.get("macs"), "parameters": r.get("params"),
+                  "share of MACs (%)": None if r.get("macs") is None else round(100 * r["macs"] / total, 2)} for r in rows]
+        with st.expander(f"Per-layer table ({len(rows)} layers)"):
+            st.dataframe(table, hide_index=True, width="stretch")
+        st.plotly_chart(plots.layer_figure(rows), width="stretch", theme=None)
+
+
+st.title("Model")
+source, arch, trust, display = choose_source()
+if source is None:
+    st.info("Upload a model file or choose a built-in sample.")
+    st.stop()
+info = inspect_model(source, (), arch, trust)
+if "error" in info:
+    hint = {"UnsafeModelError": "Tick 'I trust this file' only if you made it, or save a state_dict and pick its architecture.",
+            "ModelLoadError": "Check the file format, or export the model again (ONNX or TorchScript)."}.get(info["error_type"],
+                                                                                                            "Fix the file or settings and try again.")
+    st.error(f"{info['error']} - {hint}")
+    st.stop()
+overrides = input_overrides(source, info["inputs"])
+if overrides:
+    info = inspect_model(source, overrides, arch, trust)
+    if "error" in info:
+        st.error(f"{info['error']} - correct the shape above (e.g. 1x3x224x224).")
+        st.stop()
+st.session_state["model"] = {"source": source, "inputs": list(overrides), "arch": arch, "trust_pickle": trust,
+                             "name": display, "uploaded": not source.startswith("sample:")}
+outs = ", ".join(f"{o['name']}: {o['shape']} {o['dtype']}" for o in info["outputs"]) or "unknown until shapes are given"
+st.markdown(f"**{info['name']}** ({info['format']}, {info['framework']}) - outputs: {outs}"
+            + (f" - evaluation dataset: `{info['dataset']}`" if info.get("dataset") else " - no dataset: quality is measured as fidelity to FP32"))
+show_counts(info)
+for note in info["notes"]:
+    st.caption(f"Note: {note}")
+try:
+    st.page_link("app_pages/run.py", label="Use this model on Compress & run", icon=":material/play_circle:")
+except StreamlitAPIException:  # the page runs outside the app's navigation (tests)
+    st.markdown("Next: Compress & run")

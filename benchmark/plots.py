@@ -1,0 +1,673 @@
+"""Plotly figure builders: pure functions from a results DataFrame to a ``plotly.graph_objects.Figure``.
+
+The frames are those of :meth:`benchmark.store.Store.results_frame` (one ``RunResult.to_row()``
+per row). Conventions shown on the axes:
+
+- Latency is the median (p50) wall time of one inference on one batch, in milliseconds.
+- Throughput is ``batch_size / mean latency`` in samples per second.
+- Quality is top-1 accuracy on labelled data; without labels, top-1 agreement with the FP32
+  reference (fidelity); failing that, cosine similarity to the FP32 outputs.
+- Size is the serialized model size in MB (10^6 bytes); MACs are multiply-accumulates for one
+  sample (FLOPs = 2 x MACs).
+- The Pareto front holds the variants that no other variant beats on both latency and quality.
+
+Every builder returns a figure with a clear annotation instead of raising when the frame is
+empty or holds only failed rows. Colours are stable across pages: :data:`PALETTE` maps each
+precision and each backend to one colour.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+#: Base font size (px); legends and axis titles stay readable on a projector.
+FONT_SIZE = 16
+
+#: One colour per precision and per backend (names do not collide), used by every page.
+PALETTE: dict[str, str] = {
+    # precisions
+    "fp32": "#0072B2",
+    "fp16": "#E69F00",
+    "bf16": "#CC79A7",
+    "int8-dynamic": "#56B4E9",
+    "int8-static": "#009E73",
+    "mixed": "#7F3C8D",
+    # backends
+    "pytorch": "#EE4C2C",
+    "onnxruntime": "#555555",
+    "tensorrt": "#76B900",
+}
+#: Colours for anything else (sweeps in an overlay, unknown names), in order.
+EXTRA_COLORS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F3C8D", "#999999")
+#: Marker symbol per backend.
+BACKEND_SYMBOLS: dict[str, str] = {"pytorch": "circle", "onnxruntime": "square", "tensorrt": "diamond"}
+#: Line dash per backend.
+BACKEND_DASH: dict[str, str] = {"pytorch": "solid", "onnxruntime": "dash", "tensorrt": "dot"}
+_OTHER_SYMBOLS = ("triangle-up", "cross", "x", "star", "hexagon", "pentagon")
+
+#: Quality columns in order of preference: (column, axis title, scale to display).
+QUALITY_METRICS = (
+    ("accuracy_top1", "top-1 accuracy (%)", 100.0),
+    ("fidelity_top1_agreement", "top-1 agreement with FP32 (%)", 100.0),
+    ("fidelity_cosine", "cosine similarity to FP32 outputs", 1.0),
+)
+LATENCY_TITLE = "median latency p50 (ms)"
+THROUGHPUT_TITLE = "throughput (samples/s)"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def color_for(name: Any, index: int = 0) -> str:
+    """The palette colour of a precision or backend; other names get a colour by ``index``."""
+    if name in PALETTE:
+        return PALETTE[name]
+    return EXTRA_COLORS[index % len(EXTRA_COLORS)]
+
+
+def symbol_for(backend: Any, index: int = 0) -> str:
+    return BACKEND_SYMBOLS.get(backend, _OTHER_SYMBOLS[index % len(_OTHER_SYMBOLS)])
+
+
+def _layout(fig: go.Figure, title: str | None = None, height: int = 520) -> go.Figure:
+    """House style: white template, 16 px fonts (legends and axis titles readable on a projector)."""
+    n_legend = sum(1 for t in fig.data if t.showlegend is not False and t.name)
+    fig.update_layout(
+        template="plotly_white",
+        font=dict(size=FONT_SIZE),
+        title=dict(text=title, font=dict(size=FONT_SIZE + 4)) if title else None,
+        legend=dict(font=dict(size=FONT_SIZE - 1), tracegroupgap=2),
+        hoverlabel=dict(font_size=FONT_SIZE - 1),
+        height=max(height, 120 + 26 * n_legend) if fig.layout.showlegend is not False else height,
+        margin=dict(l=70, r=30, t=70 if title else 30, b=70),
+    )
+    fig.update_xaxes(title_font=dict(size=FONT_SIZE), tickfont=dict(size=FONT_SIZE - 2))
+    fig.update_yaxes(title_font=dict(size=FONT_SIZE), tickfont=dict(size=FONT_SIZE - 2))
+    return fig
+
+
+def empty_figure(message: str, title: str | None = None) -> go.Figure:
+    """A blank figure that says why there is nothing to plot."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=FONT_SIZE + 2))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height=320)
+
+
+def is_empty_figure(fig: go.Figure) -> bool:
+    """True for a figure made by :func:`empty_figure` (no traces, one annotation)."""
+    return not fig.data and len(fig.layout.annotations) >= 1
+
+
+def ok_rows(df: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows with ``status == "ok"`` (an empty frame for None)."""
+    if df is None or df.empty or "status" not in df:
+        return pd.DataFrame() if df is None else df.iloc[0:0]
+    return df[df["status"] == "ok"]
+
+
+def quality_metric(df: pd.DataFrame) -> tuple[str | None, str, float]:
+    """(column, axis title, display scale) of the best quality measure present in ``df``."""
+    for col, title, scale in QUALITY_METRICS:
+        if col in df and pd.to_numeric(df[col], errors="coerce").notna().any():
+            return col, title, scale
+    return None, "", 1.0
+
+
+def _num(df: pd.DataFrame, col: str) -> pd.Series:
+    if col not in df:
+        return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
+    return pd.to_numeric(df[col], errors="coerce")
+
+
+def pick_batch(df: pd.DataFrame, batch_size: int | None = None) -> tuple[pd.DataFrame, int | None]:
+    """Rows at ``batch_size`` (default: the smallest batch size present) and that batch size."""
+    if df.empty or "batch_size" not in df:
+        return df, batch_size
+    sizes = sorted(int(b) for b in df["batch_size"].dropna().unique())
+    if not sizes:
+        return df.iloc[0:0], batch_size
+    if batch_size is None or int(batch_size) not in sizes:
+        batch_size = sizes[0]
+    return df[df["batch_size"].astype(int) == int(batch_size)], int(batch_size)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _scale(values: Iterable[float], unit: str) -> tuple[float, str]:
+    """A divisor and an axis unit (``k``/``M``/``G`` prefix) for ``values``."""
+    vals = [abs(float(v)) for v in values if v is not None and not pd.isna(v)]
+    top = max(vals) if vals else 0.0
+    for div, prefix, word in ((1e9, "G", "billions"), (1e6, "M", "millions"), (1e3, "k", "thousands")):
+        if top >= div:
+            return div, f"{unit} ({word})"
+    return 1.0, unit
+
+
+def wide_range(values: Iterable[float], ratio: float = 20.0) -> bool:
+    """True when the positive ``values`` span more than ``ratio`` x (then a log axis reads better)."""
+    vals = pd.to_numeric(pd.Series(list(values), dtype="float64"), errors="coerce")
+    vals = vals[vals > 0]
+    return bool(len(vals) > 1 and vals.max() / vals.min() > ratio)
+
+
+def _hover_frame(df: pd.DataFrame) -> tuple[list[list[Any]], str]:
+    """customdata and a hover template showing the variant's configuration and key numbers."""
+    custom = []
+    for _, r in df.iterrows():
+        size = r.get("size_bytes")
+        macs = r.get("macs")
+        custom.append([
+            r.get("variant", ""), r.get("backend", ""), r.get("precision", ""),
+            _fmt(r.get("prune_ratio")), r.get("prune_kind") or "-", int(r.get("batch_size") or 0),
+            _fmt(r.get("latency_p50_ms")), _fmt(r.get("throughput_sps")),
+            _fmt(None if size is None or pd.isna(size) else float(size) / 1e6),
+            _fmt(None if macs is None or pd.isna(macs) else float(macs) / 1e6),
+            _fmt(r.get("accuracy_top1")), _fmt(r.get("fidelity_top1_agreement")),
+            (r.get("compression") or "reference (no compression)")[:160],
+            f"#{int(r['sweep_id'])}" if "sweep_id" in r and not pd.isna(r.get("sweep_id")) else "",
+        ])
+    template = (
+        "<b>%{customdata[0]}</b> on %{customdata[1]} %{customdata[13]}<br>"
+        "precision %{customdata[2]}, prune %{customdata[3]} (%{customdata[4]}), batch %{customdata[5]}<br>"
+        "p50 %{customdata[6]} ms, %{customdata[7]} samples/s<br>"
+        "size %{customdata[8]} MB, %{customdata[9]} MMACs<br>"
+        "top-1 acc %{customdata[10]}, agreement %{customdata[11]}<br>"
+        "%{customdata[12]}<extra></extra>"
+    )
+    return custom, template
+
+
+def _is_structural(row: pd.Series) -> bool:
+    variant = str(row.get("variant", ""))
+    ratio = row.get("prune_ratio")
+    return bool((ratio is not None and not pd.isna(ratio) and float(ratio) > 0) or "lowrank" in variant)
+
+
+# --------------------------------------------------------------------------------------------
+# Pareto front and sweet spot
+# --------------------------------------------------------------------------------------------
+def pareto_front(df: pd.DataFrame, x: str, y: str, minimize_x: bool = True, maximize_y: bool = True) -> pd.DataFrame:
+    """The rows of ``df`` not dominated on (``x``, ``y``), sorted by ``x`` (best first).
+
+    A row is dominated when another row is at least as good on both columns and strictly
+    better on one (smaller ``x`` when ``minimize_x``, larger ``y`` when ``maximize_y``).
+    Rows with a missing ``x`` or ``y`` are ignored; identical points are all kept.
+    """
+    if df is None or df.empty or x not in df or y not in df:
+        return df.iloc[0:0] if df is not None else pd.DataFrame()
+    xs = pd.to_numeric(df[x], errors="coerce")
+    ys = pd.to_numeric(df[y], errors="coerce")
+    valid = df[xs.notna() & ys.notna()]
+    if valid.empty:
+        return valid
+    kx = pd.to_numeric(valid[x]) * (1 if minimize_x else -1)  # smaller is better
+    ky = pd.to_numeric(valid[y]) * (-1 if maximize_y else 1)  # smaller is better
+    order = sorted(range(len(valid)), key=lambda i: (kx.iloc[i], ky.iloc[i]))
+    keep: list[int] = []
+    best_y = math.inf
+    best_x = math.nan
+    for i in order:
+        xi, yi = kx.iloc[i], ky.iloc[i]
+        if yi < best_y:
+            keep.append(i)
+            best_y, best_x = yi, xi
+        elif yi == best_y and xi == best_x:
+            keep.append(i)  # an identical point: neither dominates the other
+    return valid.iloc[keep]
+
+
+def sweet_spot(df: pd.DataFrame, x: str, y: str, budget: float) -> pd.Series | None:
+    """The row with the best ``y`` (largest) among rows with ``x <= budget``; ties -> smaller ``x``.
+
+    None when no row is within the budget.
+    """
+    if df is None or df.empty or x not in df or y not in df:
+        return None
+    xs = pd.to_numeric(df[x], errors="coerce")
+    ys = pd.to_numeric(df[y], errors="coerce")
+    within = df[(xs <= float(budget)) & ys.notna()]
+    if within.empty:
+        return None
+    wx = pd.to_numeric(within[x])
+    wy = pd.to_numeric(within[y])
+    order = sorted(range(len(within)), key=lambda i: (-wy.iloc[i], wx.iloc[i]))
+    return within.iloc[order[0]]
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------------
+def tradeoff_figure(
+    df: pd.DataFrame,
+    *,
+    x: str = "latency_p50_ms",
+    batch_size: int | None = None,
+    latency_budget_ms: float | None = None,
+    color_by: str = "precision",
+    log_x: bool | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Quality (accuracy, or fidelity without labels) vs latency, one point per variant x backend.
+
+    The Pareto front (lowest latency for its quality) is drawn as a line through ringed points.
+    With ``latency_budget_ms`` a vertical line marks the budget and a star the *sweet spot*: the
+    best-quality variant whose latency is within the budget. ``color_by="sweep"`` colours points
+    by sweep (for overlaying several sweeps); otherwise colours follow :data:`PALETTE` by precision.
+    Marker symbols follow the backend; open markers are pruned or low-rank variants. The latency
+    axis is logarithmic when latencies span more than 20x (``log_x`` forces it either way).
+    """
+    ok = ok_rows(df)
+    if ok.empty:
+        return empty_figure("No successful runs to plot yet (see the list of failed or skipped runs).", title)
+    sel, bs = pick_batch(ok, batch_size)
+    ycol, ytitle, yscale = quality_metric(sel)
+    if ycol is None:
+        return empty_figure("No accuracy or fidelity was measured, so there is no trade-off to plot.", title)
+    sel = sel[_num(sel, x).notna() & _num(sel, ycol).notna()].copy()
+    if sel.empty:
+        return empty_figure("No run has both a latency and a quality value.", title)
+    sel["_y"] = _num(sel, ycol) * yscale
+    sel["_x"] = _num(sel, x)
+
+    fig = go.Figure()
+    group_cols = ["sweep_id", "variant", "backend"] if color_by == "sweep" else ["variant", "backend"]
+    group_cols = [c for c in group_cols if c in sel]
+    sweeps = sorted(sel["sweep_id"].dropna().unique()) if "sweep_id" in sel else []
+    backends = sorted(sel["backend"].dropna().unique()) if "backend" in sel else []
+    for keys, part in sel.groupby(group_cols, sort=False, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        info = dict(zip(group_cols, keys))
+        first = part.iloc[0]
+        backend = info.get("backend", "")
+        if color_by == "sweep":
+            color = color_for(None, sweeps.index(info["sweep_id"]) if info.get("sweep_id") in sweeps else 0)
+            name = f"#{int(info['sweep_id'])} {info.get('variant', '')} · {backend}"
+        else:
+            color = color_for(first.get("precision"))
+            name = f"{info.get('variant', '')} · {backend}"
+        symbol = symbol_for(backend, backends.index(backend) if backend in backends else 0)
+        if _is_structural(first):
+            symbol += "-open"
+        custom, template = _hover_frame(part)
+        fig.add_trace(go.Scatter(
+            x=part["_x"], y=part["_y"], name=name, mode="markers",
+            marker=dict(color=color, symbol=symbol, size=14, line=dict(width=2, color=color)),
+            customdata=custom, hovertemplate=template,
+        ))
+
+    front = pareto_front(sel, "_x", "_y")
+    if len(front) >= 1:
+        fig.add_trace(go.Scatter(
+            x=front["_x"], y=front["_y"], name="Pareto front", mode="lines+markers+text",
+            text=[f"{v} · {b}" for v, b in zip(front["variant"], front["backend"])], textposition="top right",
+            textfont=dict(size=FONT_SIZE - 3, color="#222222"), cliponaxis=False,
+            line=dict(color="#222222", width=2, dash="dot", shape="hv"),
+            marker=dict(size=24, symbol="circle-open", color="#222222", line=dict(width=2)),
+            hoverinfo="skip",
+        ))
+
+    if latency_budget_ms is not None and latency_budget_ms > 0:
+        best = sweet_spot(sel, "_x", "_y", latency_budget_ms)
+        if best is None:
+            fig.add_annotation(text=f"no variant within {latency_budget_ms:g} ms", x=0.99, y=0.02,
+                               xref="paper", yref="paper", xanchor="right", showarrow=False,
+                               font=dict(size=FONT_SIZE, color="#D55E00"))
+        else:
+            custom, template = _hover_frame(best.to_frame().T)
+            fig.add_trace(go.Scatter(
+                x=[best["_x"]], y=[best["_y"]], mode="markers", name=f"sweet spot: {best['variant']} · {best['backend']}",
+                marker=dict(symbol="star", size=26, color="#FFD700", line=dict(width=2, color="#222222")),
+                customdata=custom, hovertemplate=template,
+            ))
+    if log_x is None:
+        log_x = wide_range(sel["_x"])
+    if latency_budget_ms is not None and latency_budget_ms > 0:
+        b = float(latency_budget_ms)
+        fig.add_shape(type="line", x0=b, x1=b, y0=0, y1=1, xref="x", yref="paper",
+                      line=dict(color="#D55E00", width=2, dash="dash"))
+        fig.add_annotation(x=math.log10(b) if log_x else b, y=1.0, xref="x", yref="paper", yanchor="bottom",
+                           text=f"budget {b:g} ms", showarrow=False, font=dict(size=FONT_SIZE - 1, color="#D55E00"))
+    title_x = f"{LATENCY_TITLE}, batch {bs}" if x == "latency_p50_ms" else x
+    fig.update_xaxes(title_text=title_x + (", log scale" if log_x else ""), type="log" if log_x else "linear",
+                     rangemode="normal" if log_x else "tozero")
+    fig.update_yaxes(title_text=ytitle)
+    return _layout(fig, title or f"Quality vs latency (batch {bs})")
+
+
+def throughput_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Throughput (samples/s) against batch size, one line per variant x backend."""
+    ok = ok_rows(df)
+    if ok.empty or _num(ok, "throughput_sps").notna().sum() == 0:
+        return empty_figure("No throughput measured yet.", title)
+    ok = ok[_num(ok, "throughput_sps").notna()]
+    fig = go.Figure()
+    for (variant, backend), part in ok.groupby(["variant", "backend"], sort=False):
+        part = part.sort_values("batch_size")
+        color = color_for(part.iloc[0].get("precision"))
+        custom, template = _hover_frame(part)
+        fig.add_trace(go.Scatter(
+            x=part["batch_size"].astype(int), y=_num(part, "throughput_sps"), name=f"{variant} · {backend}",
+            mode="lines+markers", line=dict(color=color, width=3, dash=BACKEND_DASH.get(backend, "dashdot")),
+            marker=dict(color=color, symbol=symbol_for(backend) + ("-open" if _is_structural(part.iloc[0]) else ""),
+                        size=12, line=dict(width=2, color=color)),
+            customdata=custom, hovertemplate=template,
+        ))
+    sizes = sorted(int(b) for b in ok["batch_size"].unique())
+    fig.update_xaxes(title_text="batch size (samples)", type="log" if len(sizes) > 2 else "linear",
+                     tickvals=sizes, ticktext=[str(s) for s in sizes])
+    log_y = wide_range(_num(ok, "throughput_sps"), 50.0)
+    fig.update_yaxes(title_text=THROUGHPUT_TITLE + (", log scale" if log_y else ""), type="log" if log_y else "linear",
+                     rangemode="normal" if log_y else "tozero")
+    return _layout(fig, title or "Throughput vs batch size")
+
+
+def size_macs_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
+    """Two panels sharing the quality axis: model size (MB) and MACs per sample vs quality."""
+    ok = ok_rows(df)
+    if ok.empty:
+        return empty_figure("No successful runs to plot yet.", title)
+    sel, bs = pick_batch(ok, batch_size)
+    ycol, ytitle, yscale = quality_metric(sel)
+    if ycol is None:
+        return empty_figure("No accuracy or fidelity was measured, so size and MACs have nothing to be plotted against.", title)
+    sel = sel[_num(sel, ycol).notna()]
+    mac_div, mac_title = _scale(_num(sel, "macs"), "MACs per sample")
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
+    for (variant, backend), part in sel.groupby(["variant", "backend"], sort=False):
+        first = part.iloc[0]
+        color = color_for(first.get("precision"))
+        symbol = symbol_for(backend) + ("-open" if _is_structural(first) else "")
+        custom, template = _hover_frame(part)
+        y = _num(part, ycol) * yscale
+        common = dict(mode="markers", marker=dict(color=color, symbol=symbol, size=14, line=dict(width=2, color=color)),
+                      customdata=custom, hovertemplate=template, legendgroup=f"{variant}{backend}")
+        fig.add_trace(go.Scatter(x=_num(part, "size_bytes") / 1e6, y=y, name=f"{variant} · {backend}", **common), 1, 1)
+        fig.add_trace(go.Scatter(x=_num(part, "macs") / mac_div, y=y, name=f"{variant} · {backend}",
+                                 showlegend=False, **common), 1, 2)
+    fig.update_xaxes(title_text="model size (MB, 10^6 bytes)", row=1, col=1)
+    fig.update_xaxes(title_text=mac_title, row=1, col=2)
+    fig.update_yaxes(title_text=ytitle, row=1, col=1)
+    return _layout(fig, title or f"Size and MACs vs quality (batch {bs})")
+
+
+def latency_samples_frame(results: Iterable[Any]) -> pd.DataFrame:
+    """A long frame (variant, backend, precision, batch_size, sweep_id, latency_ms) of every timed
+    iteration, from :class:`~benchmark.results.RunResult` objects (or their ``to_json()`` dicts)."""
+    rows = []
+    for r in results:
+        data = r if isinstance(r, dict) else r.to_json()
+        if data.get("status") != "ok":
+            continue
+        for v in data.get("latency_samples_ms") or []:
+            if v is not None:
+                rows.append({"variant": data["variant"], "backend": data["backend"], "precision": data.get("precision"),
+                             "batch_size": int(data["batch_size"]), "sweep_id": data.get("sweep_id"),
+                             "latency_ms": float(v)})
+    return pd.DataFrame(rows, columns=["variant", "backend", "precision", "batch_size", "sweep_id", "latency_ms"])
+
+
+def latency_distribution_figure(samples: pd.DataFrame, batch_size: int | None = None, kind: str = "box",
+                                title: str | None = None) -> go.Figure:
+    """Distribution of per-iteration latency (ms) per variant x backend (box or violin plot)."""
+    if samples is None or samples.empty or "latency_ms" not in samples:
+        return empty_figure("No per-iteration latency samples stored for these runs.", title)
+    sel, bs = pick_batch(samples, batch_size)
+    fig = go.Figure()
+    for (variant, backend), part in sel.groupby(["variant", "backend"], sort=False):
+        color = color_for(part.iloc[0].get("precision"))
+        label = f"{variant} · {backend}"
+        common = dict(y=part["latency_ms"], name=label, marker=dict(color=color), line=dict(color=color),
+                      hovertemplate=f"<b>{label}</b><br>%{{y:.4g}} ms<extra></extra>")
+        if kind == "violin":
+            fig.add_trace(go.Violin(box_visible=True, meanline_visible=True, points=False, **common))
+        else:
+            fig.add_trace(go.Box(boxpoints="outliers", **common))
+    log_y = wide_range(sel["latency_ms"], 50.0)
+    fig.update_yaxes(title_text="latency per iteration (ms)" + (", log scale" if log_y else ""),
+                     type="log" if log_y else "linear", rangemode="normal" if log_y else "tozero")
+    fig.update_xaxes(title_text="variant · backend", tickangle=-30)
+    fig.update_layout(showlegend=False)
+    return _layout(fig, title or f"Latency distribution (batch {bs})")
+
+
+def _reference_rows(ok: pd.DataFrame) -> pd.DataFrame:
+    """FP32 unpruned rows (the variant with most MACs when several), the speedup baseline."""
+    ref = ok[(ok["precision"] == "fp32") & (_num(ok, "prune_ratio").fillna(0) == 0)]
+    if ref.empty:
+        return ref
+    macs = ref.assign(_m=_num(ref, "macs")).groupby("variant", sort=False)["_m"].max()
+    keep = macs.idxmax() if macs.notna().any() else ref["variant"].iloc[0]
+    return ref[ref["variant"] == keep]
+
+
+def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
+    """Theoretical speedup (FP32 MACs / variant MACs) next to the measured speedup
+    (FP32 mean latency / variant mean latency, same backend and batch) for every variant."""
+    ok = ok_rows(df)
+    if ok.empty:
+        return empty_figure("No successful runs to plot yet.", title)
+    sel, bs = pick_batch(ok, batch_size)
+    ref = _reference_rows(sel)
+    if ref.empty:
+        return empty_figure("No FP32 unpruned reference in this sweep: add fp32 to compare speedups.", title)
+    ref_name = ref["variant"].iloc[0]
+    ref_macs = _num(ref, "macs").max()
+    variants = list(dict.fromkeys(sel["variant"]))
+    fig = go.Figure()
+    theo = []
+    for v in variants:
+        macs = _num(sel[sel["variant"] == v], "macs").max()
+        theo.append(ref_macs / macs if macs and not pd.isna(macs) and not pd.isna(ref_macs) else None)
+    fig.add_trace(go.Bar(x=variants, y=theo, name="theoretical (MACs ratio)", marker_color="#BBBBBB",
+                         hovertemplate="%{x}<br>theoretical %{y:.3g}x<extra></extra>"))
+    for backend, part in sel.groupby("backend", sort=False):
+        base = _num(ref[ref["backend"] == backend], "latency_mean_ms")
+        if base.dropna().empty:
+            continue
+        base_ms = float(base.dropna().iloc[0])
+        ys = []
+        for v in variants:
+            lat = _num(part[part["variant"] == v], "latency_mean_ms").dropna()
+            ys.append(base_ms / float(lat.iloc[0]) if len(lat) and float(lat.iloc[0]) > 0 else None)
+        fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {backend}", marker_color=color_for(backend),
+                             hovertemplate=f"%{{x}}<br>measured on {backend}: %{{y:.3g}}x<extra></extra>"))
+    fig.add_hline(y=1.0, line=dict(color="#222222", width=1, dash="dash"))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text=f"speedup vs {ref_name} (x)", rangemode="tozero")
+    fig.update_xaxes(title_text="variant", tickangle=-20)
+    return _layout(fig, title or f"Theoretical vs measured speedup (batch {bs})")
+
+
+def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
+    """Backend vs backend: quality and p50 latency of each variant on every backend, side by side."""
+    ok = ok_rows(df)
+    if ok.empty:
+        return empty_figure("No successful runs to plot yet.", title)
+    sel, bs = pick_batch(ok, batch_size)
+    backends = list(dict.fromkeys(sel["backend"]))
+    if len(backends) < 2:
+        return empty_figure("Only one backend ran: choose two or more to compare them.", title)
+    ycol, ytitle, yscale = quality_metric(sel)
+    variants = list(dict.fromkeys(sel["variant"]))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=(ytitle or "quality (not measured)", LATENCY_TITLE))
+    for backend in backends:
+        part = sel[sel["backend"] == backend]
+        q, lat = [], []
+        for v in variants:
+            rows = part[part["variant"] == v]
+            qv = _num(rows, ycol).dropna() if ycol else pd.Series(dtype=float)
+            lv = _num(rows, "latency_p50_ms").dropna()
+            q.append(float(qv.iloc[0]) * yscale if len(qv) else None)
+            lat.append(float(lv.iloc[0]) if len(lv) else None)
+        color = color_for(backend)
+        fig.add_trace(go.Bar(x=variants, y=q, name=backend, marker_color=color, legendgroup=backend,
+                             hovertemplate=f"%{{x}} on {backend}<br>%{{y:.4g}}<extra></extra>"), 1, 1)
+        fig.add_trace(go.Bar(x=variants, y=lat, name=backend, marker_color=color, legendgroup=backend, showlegend=False,
+                             hovertemplate=f"%{{x}} on {backend}<br>%{{y:.4g}} ms<extra></extra>"), 1, 2)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text=ytitle or "quality", row=1, col=1)
+    all_lat = _num(sel, "latency_p50_ms")
+    log_y = wide_range(all_lat)
+    fig.update_yaxes(title_text="ms, log scale" if log_y else "ms", type="log" if log_y else "linear", row=1, col=2)
+    fig.update_xaxes(title_text="variant", tickangle=-20)
+    for ann in fig.layout.annotations:
+        ann.font = dict(size=FONT_SIZE)
+    return _layout(fig, title or f"Backend agreement (batch {bs})")
+
+
+def layer_figure(rows: pd.DataFrame | list[dict], top: int = 20, title: str | None = None) -> go.Figure:
+    """Per-layer MACs and parameters (the ``top`` layers by MACs), as horizontal bars.
+
+    ``rows`` hold ``name``, ``op_type``, ``macs`` and ``params`` (FlopReport.by_module).
+    """
+    frame = pd.DataFrame(rows)
+    if frame.empty or "macs" not in frame:
+        return empty_figure("No per-layer counts for this model.", title)
+    frame = frame.assign(macs=_num(frame, "macs").fillna(0), params=_num(frame, "params").fillna(0))
+    frame = frame.sort_values("macs", ascending=False).head(int(top)).iloc[::-1]
+    labels = [f"{n} ({t})" if t else str(n) for n, t in zip(frame["name"], frame.get("op_type", [""] * len(frame)))]
+    mac_div, mac_title = _scale(frame["macs"], "MACs per sample")
+    par_div, par_title = _scale(frame["params"], "parameters")
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04)
+    fig.add_trace(go.Bar(y=labels, x=frame["macs"] / mac_div, orientation="h", name="MACs", marker_color=PALETTE["fp32"],
+                         hovertemplate="%{y}<br>%{x:.4g}<extra>MACs</extra>"), 1, 1)
+    fig.add_trace(go.Bar(y=labels, x=frame["params"] / par_div, orientation="h", name="parameters",
+                         marker_color=PALETTE["int8-static"], hovertemplate="%{y}<br>%{x:.4g}<extra>params</extra>"), 1, 2)
+    fig.update_xaxes(title_text=mac_title, row=1, col=1)
+    fig.update_xaxes(title_text=par_title, row=1, col=2)
+    fig.update_yaxes(title_text="layer (operator)", row=1, col=1)
+    fig.update_layout(showlegend=False)
+    return _layout(fig, title or f"Per-layer MACs and parameters (top {min(int(top), len(frame))} by MACs)",
+                   height=max(380, 28 * len(frame) + 150))
+
+
+#: Column names accepted as the sensitivity value, in order of preference.
+SENSITIVITY_VALUES = ("delta", "drop", "accuracy_drop", "sensitivity")
+
+
+def sensitivity_figure(frame: pd.DataFrame | list[dict], value: str | None = None, layer: str = "layer",
+                       value_title: str = "quality drop (percentage points)", title: str | None = None) -> go.Figure:
+    """Per-layer sensitivity as horizontal bars, most sensitive at the top.
+
+    ``value`` is the column to plot (default: the first of :data:`SENSITIVITY_VALUES` present),
+    plotted as is; for :func:`benchmark.compress.sensitivity.layer_sensitivity` tables that is
+    ``delta``, the metric drop in percentage points when only that layer is compressed
+    (positive = worse). Hover shows the layer's operator and MACs share when present.
+    """
+    frame = pd.DataFrame(frame)
+    if frame.empty:
+        return empty_figure("No sensitivity results yet: run the analysis.", title)
+    if layer not in frame:
+        layer = next((c for c in ("layer", "name", "node") if c in frame), frame.columns[0])
+    if value is None:
+        value = next((c for c in SENSITIVITY_VALUES if c in frame), None)
+    if value is None or value not in frame:
+        return empty_figure(f"No sensitivity value column (expected one of {', '.join(SENSITIVITY_VALUES)}).", title)
+    frame = frame.assign(_v=_num(frame, value)).dropna(subset=["_v"]).sort_values("_v", ascending=True)
+    if frame.empty:
+        return empty_figure("Every layer failed the sensitivity analysis (see the table).", title)
+    ops = frame["op_type"].astype(str) if "op_type" in frame else pd.Series([""] * len(frame), index=frame.index)
+    share = _num(frame, "macs_share") * 100.0
+    custom = [[o, _fmt(s)] for o, s in zip(ops, share)]
+    colors = ["#D55E00" if v > 0 else "#009E73" for v in frame["_v"]]
+    fig = go.Figure(go.Bar(
+        y=frame[layer].astype(str), x=frame["_v"], orientation="h", marker_color=colors, customdata=custom,
+        hovertemplate="%{y} (%{customdata[0]})<br>%{x:.4g}<br>MACs share %{customdata[1]} %<extra></extra>",
+    ))
+    if (frame["_v"] == 0).all():
+        fig.add_annotation(text="No tested layer changed the quality on these samples.", x=0.5, y=1.0, xref="paper",
+                           yref="paper", yanchor="bottom", showarrow=False, font=dict(size=FONT_SIZE, color="#555555"))
+    fig.update_xaxes(title_text=value_title)
+    fig.update_yaxes(title_text="layer")
+    return _layout(fig, title or "Per-layer sensitivity (longer bar = more damage when compressed)",
+                   height=max(380, 28 * len(frame) + 150))
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+#: Result columns shown in tables, with headers that carry their units.
+TABLE_COLUMNS: dict[str, str] = {
+    "sweep_id": "sweep",
+    "variant": "variant",
+    "backend": "backend",
+    "device": "device",
+    "batch_size": "batch (samples)",
+    "precision": "precision",
+    "prune_ratio": "prune ratio",
+    "latency_p50_ms": "p50 latency (ms)",
+    "latency_p95_ms": "p95 latency (ms)",
+    "latency_p99_ms": "p99 latency (ms)",
+    "latency_mean_ms": "mean latency (ms)",
+    "latency_cv": "latency CV (std/mean)",
+    "throughput_sps": "throughput (samples/s)",
+    "accuracy_top1": "top-1 accuracy (%)",
+    "accuracy_top5": "top-5 accuracy (%)",
+    "fidelity_top1_agreement": "top-1 agreement with FP32 (%)",
+    "fidelity_cosine": "cosine to FP32",
+    "size_mb": "size (MB)",
+    "params": "parameters",
+    "macs_m": "MACs (millions, per sample)",
+    "flops_m": "FLOPs (millions, = 2 x MACs)",
+    "sparsity_pct": "sparsity (%)",
+    "peak_rss_mb": "peak RSS (MB)",
+    "latency_iterations": "timed iterations",
+    "threads": "threads",
+    "status": "status",
+}
+_PERCENT_COLUMNS = ("accuracy_top1", "accuracy_top5", "fidelity_top1_agreement")
+
+
+def display_table(df: pd.DataFrame, include_failed: bool = False) -> pd.DataFrame:
+    """Results as a table for people: unit-carrying headers, percentages, MB and millions of MACs."""
+    if df is None or df.empty:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS.values()))
+    rows = df if include_failed else ok_rows(df)
+    out = rows.copy()
+    for col in _PERCENT_COLUMNS:
+        if col in out:
+            out[col] = _num(out, col) * 100.0
+    out["size_mb"] = _num(out, "size_bytes") / 1e6
+    out["macs_m"] = _num(out, "macs") / 1e6
+    out["flops_m"] = _num(out, "flops") / 1e6
+    out["sparsity_pct"] = _num(out, "sparsity") * 100.0
+    cols = [c for c in TABLE_COLUMNS if c in out]
+    if "sweep_id" in cols and out["sweep_id"].nunique(dropna=True) <= 1:
+        cols.remove("sweep_id")
+    out = out[cols].rename(columns=TABLE_COLUMNS)
+    return out.round(4).reset_index(drop=True)
+
+
+def failures_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that did not succeed (failed, skipped, cancelled, pending, running) with their reason."""
+    cols = ["variant", "backend", "batch_size", "status", "error"]
+    if df is None or df.empty or "status" not in df:
+        return pd.DataFrame(columns=["variant", "backend", "batch (samples)", "status", "reason"])
+    bad = df[df["status"] != "ok"]
+    out = bad[[c for c in cols if c in bad]].copy()
+    if "error" in out:
+        out["error"] = out["error"].fillna("")
+    return out.rename(columns={"batch_size": "batch (samples)", "error": "reason"}).reset_index(drop=True)
+
+
+__all__ = [
+    "PALETTE", "FONT_SIZE", "BACKEND_SYMBOLS", "QUALITY_METRICS", "TABLE_COLUMNS",
+    "color_for", "symbol_for", "wide_range", "empty_figure", "is_empty_figure", "ok_rows", "quality_metric", "pick_batch",
+    "pareto_front", "sweet_spot", "tradeoff_figure", "throughput_figure", "size_macs_figure",
+    "latency_samples_frame", "latency_distribution_figure", "speedup_figure", "agreement_figure",
+    "layer_figure", "sensitivity_figure", "display_table", "failures_table",
+]

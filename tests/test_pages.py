@@ -1,0 +1,306 @@
+"""Dashboard pages driven by streamlit.testing.v1.AppTest against the real engine and store."""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from benchmark.results import RunResult
+from benchmark.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ROOT / "app_pages"
+TIMEOUT = 120
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=TIMEOUT)
+
+
+def tiny_onnx(path: Path, spatial=(8, 8)) -> Path:
+    """Conv(1->4, 3x3, pad 1) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4->3); input x[N,1,H,W].
+
+    MACs per sample at 8x8: conv 4*8*8 outputs x 9 = 2304, gemm 4*3 = 12 -> 2316.
+    Params: 36 + 4 + 12 + 3 = 55.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype("float32"), "w"),
+        numpy_helper.from_array(rng.standard_normal(4).astype("float32"), "b"),
+        numpy_helper.from_array(rng.standard_normal((3, 4)).astype("float32"), "fw"),
+        numpy_helper.from_array(rng.standard_normal(3).astype("float32"), "fb"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, *spatial])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def stored_sweep(model="sample:digits-cnn", rows=None) -> int:
+    """A sweep written through the real store: two ok variants on two backends, one failed row."""
+    store = Store()
+    cfg = {"sweep": {"model": model, "precisions": ["fp32", "int8-static"], "prune_ratios": [0.0],
+                     "backends": ["pytorch", "onnxruntime"], "batch_sizes": [1]}}
+    sid = store.create_sweep(model, cfg, status="done", total_runs=5)
+    rows = rows or [
+        ("fp32", "pytorch", "fp32", 1.0, 0.95, "ok", None),
+        ("fp32", "onnxruntime", "fp32", 0.5, 0.95, "ok", None),
+        ("int8-static[minmax]", "pytorch", "int8-static", 2.0, 0.94, "ok", None),
+        ("int8-static[minmax]", "onnxruntime", "int8-static", 0.2, 0.94, "ok", None),
+        ("bf16", "onnxruntime", "bf16", None, None, "skipped", "bf16 is not supported by onnxruntime on cpu"),
+    ]
+    for variant, backend, precision, p50, acc, status, error in rows:
+        store.add_result(RunResult(
+            model=model, variant=variant, backend=backend, batch_size=1, precision=precision, status=status,
+            error=error, sweep_id=sid, macs=7_000_000, flops=14_000_000, size_bytes=700_000, params=168_170,
+            latency_ms={"mean": p50, "p50": p50, "p95": p50, "iterations": 20} if p50 else None,
+            latency_samples_ms=[p50, p50 * 1.1, p50 * 0.9] if p50 else None,
+            throughput_sps=1000.0 / p50 if p50 else None, accuracy={"top1": acc, "n": 360} if acc else None,
+            env={"cpu_model": "test cpu", "cores": 2}, started_at=time.time(), finished_at=time.time()))
+    return sid
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_app_navigation_renders_home():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert texts(at.title) == ["Slimbench"]
+    at.switch_page(str(PAGES / "results.py")).run()
+    assert not at.exception
+    assert "Results" in texts(at.title)
+
+
+def test_home_shows_backends_samples_and_demo_button():
+    at = page("home").run()
+    assert not at.exception
+    assert any(b.label == "Try the demo" for b in at.button)
+    samples = at.dataframe[0].value
+    assert "sample:digits-cnn" in list(samples["sample"])
+    backends = at.dataframe[1].value
+    ort = backends[(backends["backend"] == "onnxruntime") & (backends["device"] == "cpu")]
+    assert list(ort["available"]) == ["yes"]
+    # every unavailable combination says why
+    assert (backends[backends["available"] == "no"]["why not"].str.len() > 0).all()
+
+
+@pytest.mark.slow
+def test_home_demo_button_starts_the_demo_sweep():
+    at = page("home").run()
+    next(b for b in at.button if b.label == "Try the demo").click().run()
+    assert not at.exception and not at.error
+    sid = at.session_state["demo_sweep_id"]
+    store = Store()
+    rec = store.get_sweep(sid)
+    cfg = rec.config["sweep"]
+    assert rec.model == "sample:digits-cnn"
+    assert cfg["precisions"] == ["fp32", "int8-static"] and cfg["batch_sizes"] == [1, 8]
+    assert any("Demo sweep" in i.value for i in at.info) or any("Demo sweep" in s.value for s in at.success)
+    deadline = time.time() + 60
+    while store.get_sweep(sid).status == "pending" and time.time() < deadline:
+        time.sleep(0.2)  # cancel once its runner has started (a cancel while pending is another test's business)
+    store.request_cancel(sid)
+    deadline = time.time() + 90
+    while store.get_sweep(sid).active and time.time() < deadline:
+        time.sleep(0.5)
+    assert store.get_sweep(sid).status == "cancelled"
+
+
+def test_model_page_shows_counts_for_sample():
+    at = page("model").run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Parameters"] == "168.170 k"
+    assert metrics["MACs (multiply-adds)"].endswith("M")
+    macs = float(metrics["MACs (multiply-adds)"].split()[0])
+    flops = float(metrics["FLOPs = 2 x MACs"].split()[0])
+    assert flops == pytest.approx(2 * macs, rel=1e-3)
+    assert at.session_state["model"]["source"] == "sample:digits-cnn"
+    assert at.session_state["model"]["uploaded"] is False
+
+
+def test_model_page_bad_upload_shows_one_line_error_and_keeps_working():
+    at = page("model").run()
+    at.radio[0].set_value("Upload a file").run()
+    at.file_uploader[0].upload("broken.onnx", b"definitely not an onnx model").run()
+    assert not at.exception
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "broken.onnx" in message and "\n" not in message
+    assert "export the model again" in message  # says what to do next
+    assert at.session_state["model"]["source"] == "sample:digits-cnn"  # the broken file is not handed on
+    # the page still works: switch back to a sample
+    at.radio[0].set_value("Built-in sample").run()
+    assert not at.error and at.session_state["model"]["source"].startswith("sample:")
+
+
+def test_model_page_uploaded_onnx_counts_and_session(tmp_path):
+    data = tiny_onnx(tmp_path / "tiny.onnx").read_bytes()
+    at = page("model").run()
+    at.radio[0].set_value("Upload a file").run()
+    at.file_uploader[0].upload("tiny.onnx", data).run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Parameters"] == "55"
+    assert metrics["MACs (multiply-adds)"] == "2.316 k"
+    assert metrics["FLOPs = 2 x MACs"] == "4.632 k"
+    chosen = at.session_state["model"]
+    assert chosen["uploaded"] and Path(chosen["source"]).is_file() and chosen["name"] == "tiny.onnx"
+
+
+def test_model_page_dynamic_dims_are_editable(tmp_path):
+    data = tiny_onnx(tmp_path / "dyn.onnx", spatial=("H", "W")).read_bytes()
+    at = page("model").run()
+    at.radio[0].set_value("Upload a file").run()
+    at.file_uploader[0].upload("dyn.onnx", data).run()
+    assert not at.exception
+    assert any("not counted" in w.value for w in at.warning)
+    shape = next(t for t in at.text_input if t.label.startswith("x "))
+    assert shape.value == "Nx1xHxW"
+    shape.set_value("Nx1x8x8").run()
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric}["MACs (multiply-adds)"] == "2.316 k"
+    assert at.session_state["model"]["inputs"] == ["x:Nx1x8x8:float32"]
+
+
+def test_run_page_plan_and_bad_choice():
+    at = page("run").run()
+    assert not at.exception and not at.error
+    labels = [w.label for w in at.multiselect]
+    assert {"Precisions", "Backends", "Batch sizes (samples)", "Prune ratios (0 = unpruned)"} <= set(labels)
+    assert any(b.label == "Run sweep" for b in at.button)
+    assert any(i.value.startswith("8 runs: 2 variants x 2 backends x 2 batch sizes") for i in at.info)
+    device = next(r for r in at.radio if r.label == "Device")
+    if device.options == ["cpu"]:
+        assert any("CUDA is not offered" in c.value for c in at.caption)
+    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value([1]).run()
+    assert any(i.value.startswith("4 runs:") for i in at.info)
+    next(w for w in at.multiselect if w.label == "Precisions").set_value([]).run()
+    assert not at.exception
+    assert any("choose at least one precision" in e.value for e in at.error)
+    assert not any(b.label == "Run sweep" for b in at.button)
+
+
+@pytest.mark.slow
+def test_run_page_runs_a_tiny_sweep_to_the_store():
+    at = page("run").run()
+    next(w for w in at.multiselect if w.label == "Precisions").set_value(["fp32"])
+    next(w for w in at.multiselect if w.label == "Backends").set_value(["onnxruntime"])
+    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value([1])
+    next(n for n in at.number_input if n.label.startswith("Timed seconds")).set_value(0.05)
+    next(n for n in at.number_input if n.label.startswith("Timed iterations")).set_value(5)
+    at.run()
+    next(b for b in at.button if b.label == "Run sweep").click().run()
+    assert not at.exception and not at.error
+    sid = at.session_state["my_sweeps"][-1]
+    store = Store()
+    deadline = time.time() + 240
+    while store.get_sweep(sid).active and time.time() < deadline:
+        time.sleep(0.5)
+    rec = store.get_sweep(sid)
+    assert rec.status == "done", rec.error
+    rows = store.get_results(sid)
+    assert [(r.variant, r.backend, r.batch_size, r.status) for r in rows] == [("fp32", "onnxruntime", 1, "ok")]
+    at.run()
+    assert any("No sweep is running" in c.value for c in at.caption)
+
+
+def test_results_page_renders_a_stored_sweep():
+    sid = stored_sweep()
+    at = page("results").run()
+    assert not at.exception and not at.error
+    assert at.session_state["results_sweep_id"] == sid
+    table = at.dataframe[0].value
+    assert len(table) == 4 and "p50 latency (ms)" in table.columns and "top-1 accuracy (%)" in table.columns
+    failed = at.dataframe[1].value
+    assert list(failed["reason"]) == ["bf16 is not supported by onnxruntime on cpu"]
+    assert len(at.get("plotly_chart")) == 6
+    assert any("4 runs ok, 1 failed" in c.value for c in at.caption)
+    at.number_input[0].set_value(0.6).run()  # a latency budget
+    assert not at.exception
+
+
+def test_results_page_failed_sweep_without_rows():
+    store = Store()
+    sid = store.create_sweep("/nowhere/model.onnx", {"sweep": {"precisions": ["fp32"], "backends": ["onnxruntime"]}})
+    store.update_sweep_status(sid, "failed", error="model.onnx: no such file")
+    at = page("results").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"Sweep #{sid} failed: model.onnx: no such file"]
+    assert len(at.get("plotly_chart")) == 6  # each says there is nothing to plot
+
+
+def test_results_page_without_sweeps_says_what_to_do():
+    at = page("results").run()
+    assert not at.exception
+    assert "Try the demo" in at.info[0].value
+
+
+def test_history_page_compare_export_delete():
+    first, second = stored_sweep(), stored_sweep()
+    at = page("history").run()
+    assert not at.exception and not at.error
+    chosen = next(w for w in at.multiselect if w.label.startswith("Sweeps to compare"))
+    assert sorted(chosen.value) == [first, second]
+    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("download_button")) == 2  # CSV and JSON
+    next(b for b in at.button if b.label == "Build the HTML report").click().run()
+    name, html = at.session_state["report_html"]
+    assert html.startswith("<!DOCTYPE html>") and "p50 latency (ms)" in html
+    assert not re.search(r"<script[^>]*\bsrc=", html) and len(html) > 1_000_000  # plotly.js inlined
+    assert len(at.get("download_button")) == 3
+    at.selectbox(key="delete_pick").set_value(next(s for s in at.selectbox(key="delete_pick").options if s.startswith(f"#{first} ")))
+    at.checkbox(key="delete_sure").check()
+    at.run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert not at.exception
+    assert [s.id for s in Store().list_sweeps()] == [second]
+
+
+def test_history_refuses_to_delete_a_running_sweep():
+    sid = Store().create_sweep("sample:digits-cnn", {"sweep": {}}, status="running", pid=os.getpid())  # live owner
+    at = page("history").run()
+    at.checkbox(key="delete_sure").check()
+    at.run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert any("still running" in e.value and "cancel it" in e.value for e in at.error)
+    assert [s.id for s in Store().list_sweeps()] == [sid]
+
+
+def test_sensitivity_page_widgets():
+    at = page("sensitivity").run()
+    assert not at.exception and not at.error
+    assert {b.label for b in at.button} >= {"Run sensitivity analysis", "Run the search"}
+    assert any("digits:test" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_sensitivity_page_runs_two_layers():
+    at = page("sensitivity").run()
+    next(n for n in at.number_input if n.label.startswith("Layers to test")).set_value(2)
+    next(b for b in at.button if b.label == "Run sensitivity analysis").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert len(table) == 2 and "drop (points)" in table.columns
+    assert len(at.get("plotly_chart")) == 1

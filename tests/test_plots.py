@@ -1,0 +1,222 @@
+"""Plot builders: Pareto front on hand-made frames, axis titles with units, empty/failed frames."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from benchmark import plots
+from benchmark.results import RunResult, results_to_frame
+
+
+def _row(variant, backend="onnxruntime", batch=1, p50=1.0, acc=0.9, precision="fp32", prune=0.0,
+         macs=1_000_000, size=400_000, status="ok", samples=None, fid=None, error=None, sweep_id=1):
+    return RunResult(
+        model="m", variant=variant, backend=backend, batch_size=batch, precision=precision, prune_ratio=prune,
+        status=status, error=error, sweep_id=sweep_id,
+        latency_ms=None if status != "ok" else {"mean": p50 * 1.05, "p50": p50, "p95": p50 * 1.2, "cv": 0.05, "iterations": 20},
+        latency_samples_ms=samples, throughput_sps=None if status != "ok" else batch / (p50 * 1.05e-3),
+        macs=macs, flops=None if macs is None else 2 * macs, size_bytes=size, params=size // 4,
+        accuracy=None if acc is None else {"top1": acc, "n": 100}, fidelity=fid,
+    )
+
+
+@pytest.fixture
+def frame():
+    rows = [
+        _row("fp32", p50=2.0, acc=0.95, samples=[2.0, 2.1, 1.9]),
+        _row("int8-static[minmax]", precision="int8-static", p50=0.8, acc=0.94, size=100_000, samples=[0.8, 0.9]),
+        _row("fp32+prune-s0.5", prune=0.5, p50=1.0, acc=0.90, macs=300_000, size=120_000),
+        _row("fp16", precision="fp16", p50=2.5, acc=0.95),  # dominated by fp32 (slower, same accuracy)
+        _row("fp32", backend="pytorch", p50=3.0, acc=0.95),
+        _row("int8-static[minmax]", backend="pytorch", precision="int8-static", p50=1.5, acc=0.93),
+        _row("fp32", batch=8, p50=6.0, acc=0.95),
+        _row("int8-static[minmax]", batch=8, precision="int8-static", p50=2.0, acc=0.94),
+        _row("bf16", precision="bf16", status="failed", acc=None, error="bf16 not supported by this backend"),
+    ]
+    return results_to_frame(rows)
+
+
+def test_pareto_front_hand_made():
+    df = pd.DataFrame({
+        "name": ["a", "b", "c", "d", "e", "f"],
+        "x": [1.0, 2.0, 3.0, 2.5, 4.0, None],
+        "y": [0.5, 0.8, 0.9, 0.7, 0.9, 1.0],
+    })
+    front = plots.pareto_front(df, "x", "y")
+    # d is dominated by b (faster, better); e by c (same y, slower); f has no x.
+    assert list(front["name"]) == ["a", "b", "c"]
+
+
+def test_pareto_front_directions_and_ties():
+    df = pd.DataFrame({"name": ["a", "b", "c", "d"], "x": [1, 1, 2, 3], "y": [5, 5, 4, 1]})
+    # maximise x, minimise y: d (x=3, y=1) dominates everything else.
+    assert list(plots.pareto_front(df, "x", "y", minimize_x=False, maximize_y=False)["name"]) == ["d"]
+    # default directions: identical a and b are both kept; c and d are dominated by them? c: x=2 > 1 and y=4 < 5 -> dominated.
+    assert list(plots.pareto_front(df, "x", "y")["name"]) == ["a", "b"]
+    assert plots.pareto_front(df.iloc[0:0], "x", "y").empty
+
+
+def test_sweet_spot_best_under_budget():
+    df = pd.DataFrame({"v": ["a", "b", "c"], "x": [1.0, 2.0, 5.0], "y": [0.7, 0.9, 0.99]})
+    assert plots.sweet_spot(df, "x", "y", 2.5)["v"] == "b"
+    assert plots.sweet_spot(df, "x", "y", 10)["v"] == "c"
+    assert plots.sweet_spot(df, "x", "y", 0.5) is None
+
+
+def test_tradeoff_figure_pareto_and_budget(frame):
+    fig = plots.tradeoff_figure(frame, latency_budget_ms=1.2)
+    assert "latency" in fig.layout.xaxis.title.text and "ms" in fig.layout.xaxis.title.text
+    assert "accuracy (%)" in fig.layout.yaxis.title.text
+    names = [t.name for t in fig.data]
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    # batch 1 onnxruntime + pytorch points; front = int8 ort (0.8 ms, 94 %) then fp32 ort (2.0 ms, 95 %).
+    assert list(front.x) == [0.8, 2.0]
+    assert list(front.y) == pytest.approx([94.0, 95.0])
+    star = next(t for t in fig.data if t.name.startswith("sweet spot"))
+    assert star.name == "sweet spot: int8-static[minmax] · onnxruntime"
+    assert "bf16 · onnxruntime" not in names  # failed rows are not plotted
+    assert any(a.text == "budget 1.2 ms" for a in fig.layout.annotations)
+    assert fig.layout.xaxis.type == "linear"  # 0.8 .. 3.0 ms: no need for a log axis
+    wide = plots.tradeoff_figure(pd.concat([frame, results_to_frame([_row("slow", p50=300.0, acc=0.5)])]))
+    assert wide.layout.xaxis.type == "log" and "log scale" in wide.layout.xaxis.title.text
+    assert fig.layout.font.size >= 14 and fig.layout.legend.font.size >= 14
+    # hover carries the variant's configuration
+    ort_fp32 = next(t for t in fig.data if t.name == "fp32 · onnxruntime")
+    assert ort_fp32.customdata[0][0] == "fp32" and "precision" in ort_fp32.hovertemplate
+
+
+def test_tradeoff_budget_with_nothing_under(frame):
+    fig = plots.tradeoff_figure(frame, latency_budget_ms=0.1)
+    assert not any(t.name and t.name.startswith("sweet spot") for t in fig.data)
+    assert any("no variant within 0.1 ms" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_tradeoff_uses_fidelity_without_labels():
+    rows = [_row("fp32", acc=None, fid={"top1_agreement": 1.0, "cosine": 1.0}),
+            _row("fp16", precision="fp16", acc=None, p50=0.5, fid={"top1_agreement": 0.98, "cosine": 0.999})]
+    fig = plots.tradeoff_figure(results_to_frame(rows))
+    assert "agreement with FP32" in fig.layout.yaxis.title.text
+
+
+def test_tradeoff_overlay_by_sweep(frame):
+    other = results_to_frame([_row("fp32", p50=1.5, acc=0.96, sweep_id=2)])
+    fig = plots.tradeoff_figure(pd.concat([frame, other]), color_by="sweep")
+    names = [t.name for t in fig.data]
+    assert "#2 fp32 · onnxruntime" in names and "#1 fp32 · onnxruntime" in names
+    c1 = next(t for t in fig.data if t.name == "#1 fp32 · onnxruntime").marker.color
+    c2 = next(t for t in fig.data if t.name == "#2 fp32 · onnxruntime").marker.color
+    assert c1 != c2
+
+
+@pytest.mark.parametrize("builder", [
+    plots.tradeoff_figure, plots.throughput_figure, plots.size_macs_figure, plots.speedup_figure,
+    plots.agreement_figure,
+])
+def test_empty_and_failed_only_frames_give_annotated_figures(builder):
+    empty = results_to_frame([])
+    failed = results_to_frame([_row("fp32", status="failed", acc=None, error="boom")])
+    for df in (empty, failed, None):
+        fig = builder(df)
+        assert isinstance(fig, go.Figure)
+        assert plots.is_empty_figure(fig)
+        assert fig.layout.annotations[0].text
+
+
+@pytest.mark.parametrize("builder", [
+    plots.tradeoff_figure, plots.throughput_figure, plots.size_macs_figure, plots.speedup_figure,
+    plots.agreement_figure,
+])
+def test_figures_have_axis_titles_with_units(builder, frame):
+    fig = builder(frame)
+    assert not plots.is_empty_figure(fig)
+    titles = [fig.layout[k].title.text for k in fig.layout
+              if k.startswith(("xaxis", "yaxis")) and fig.layout[k].title.text]
+    assert len(titles) >= 2
+    assert any("(" in t for t in titles), titles  # at least one carries a unit
+
+
+def test_throughput_lines_per_variant(frame):
+    fig = plots.throughput_figure(frame)
+    ort_int8 = next(t for t in fig.data if t.name == "int8-static[minmax] · onnxruntime")
+    assert list(ort_int8.x) == [1, 8]
+    assert fig.layout.yaxis.title.text.startswith("throughput (samples/s)")
+    assert ort_int8.line.color == plots.PALETTE["int8-static"]
+
+
+def test_speedup_theoretical_and_measured(frame):
+    fig = plots.speedup_figure(frame)
+    theo = next(t for t in fig.data if t.name.startswith("theoretical"))
+    ort = next(t for t in fig.data if t.name == "measured on onnxruntime")
+    idx = list(theo.x).index("fp32+prune-s0.5")
+    assert theo.y[idx] == pytest.approx(1_000_000 / 300_000)
+    assert ort.y[idx] == pytest.approx(2.0 / 1.0)  # mean latency ratio (both scaled by 1.05)
+    assert ort.y[list(ort.x).index("fp32")] == pytest.approx(1.0)
+
+
+def test_agreement_needs_two_backends(frame):
+    fig = plots.agreement_figure(frame)
+    assert {t.name for t in fig.data} == {"onnxruntime", "pytorch"}
+    single = frame[frame["backend"] == "onnxruntime"]
+    assert plots.is_empty_figure(plots.agreement_figure(single))
+
+
+def test_latency_distribution_from_samples(frame):
+    results = [_row("fp32", samples=[2.0, 2.1, 1.9]), _row("int8-static[minmax]", precision="int8-static", samples=[0.8, 0.9]),
+               _row("bf16", status="failed", acc=None, samples=[5.0])]
+    samples = plots.latency_samples_frame(results)
+    assert len(samples) == 5  # failed rows' samples are left out
+    fig = plots.latency_distribution_figure(samples)
+    assert [t.type for t in fig.data] == ["box", "box"]
+    assert "ms" in fig.layout.yaxis.title.text
+    violin = plots.latency_distribution_figure(samples, kind="violin")
+    assert violin.data[0].type == "violin"
+    assert plots.is_empty_figure(plots.latency_distribution_figure(plots.latency_samples_frame([])))
+
+
+def test_layer_and_sensitivity_figures():
+    rows = [{"name": "conv1", "op_type": "Conv", "macs": 2_000_000, "params": 320},
+            {"name": "fc", "op_type": "Linear", "macs": 10_000, "params": 10_010}]
+    fig = plots.layer_figure(rows)
+    assert list(fig.data[0].y) == ["fc (Linear)", "conv1 (Conv)"]  # largest at the top
+    assert "millions" in fig.layout.xaxis.title.text
+    assert plots.is_empty_figure(plots.layer_figure([]))
+    sens = plots.sensitivity_figure([{"layer": "b", "op_type": "Conv", "macs_share": 0.7, "delta": 2.5},
+                                     {"layer": "a", "op_type": "Gemm", "macs_share": 0.3, "delta": 0.1}])
+    assert list(sens.data[0].y) == ["a", "b"] and sens.data[0].x[1] == pytest.approx(2.5)
+    assert "percentage points" in sens.layout.xaxis.title.text
+    assert plots.is_empty_figure(plots.sensitivity_figure([]))
+
+
+def test_display_and_failure_tables(frame):
+    table = plots.display_table(frame)
+    assert "p50 latency (ms)" in table.columns and "top-1 accuracy (%)" in table.columns
+    assert "MACs (millions, per sample)" in table.columns
+    assert len(table) == 8  # failed row excluded
+    assert table["top-1 accuracy (%)"].max() == pytest.approx(95.0)
+    fails = plots.failures_table(frame)
+    assert list(fails["reason"]) == ["bf16 not supported by this backend"]
+    assert plots.failures_table(results_to_frame([])).empty
+
+
+def test_report_is_one_self_contained_page(frame):
+    import re
+    from types import SimpleNamespace
+
+    from benchmark.report import build_report, sweep_label, sweeps_table
+
+    rec = SimpleNamespace(id=1, model="/data/uploads/0123456789abcdef/net.onnx", status="done", total_runs=9, counts={"ok": 8, "failed": 1},
+                          created_at="2026-01-01T10:00:00+00:00", device="cpu",
+                          config={"sweep": {"precisions": ["fp32", "int8-static"], "prune_ratios": [0.0, 0.5],
+                                            "backends": ["onnxruntime", "pytorch"], "batch_sizes": [1, 8]}})
+    assert sweep_label(rec) == "#1 net.onnx [fp32,int8-static] prune 0,0.5 on onnxruntime,pytorch - done (9 runs)"
+    assert sweeps_table([rec]).iloc[0]["failed"] == 1
+    samples = plots.latency_samples_frame([_row("fp32", samples=[2.0, 2.1])])
+    html = build_report(frame, samples=samples, sweeps=[rec], environment={"cpu_model": "Test CPU 9000"},
+                        title="Report <test>", latency_budget_ms=1.0)
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js is inline, nothing is fetched
+    assert html.count("Plotly.newPlot") >= 5  # trade-off, throughput, size/MACs, speedup, backends (+ distribution)
+    assert "Report &lt;test&gt;" in html  # escaped
+    assert "p50 latency (ms)" in html and "bf16 not supported by this backend" in html
+    assert "Test CPU 9000" in html and "FLOPs = 2 x MACs" in html
