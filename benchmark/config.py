@@ -224,8 +224,11 @@ class SweepConfig:
     min_duration_s: float = _help("timed seconds per run (at least)", default=1.0)
     min_iters: int = _help("timed iterations per run (at least)", default=20)
     trust_pickle: bool = _help("allow loading a fully pickled nn.Module (executes code from the file)", default=False)
+    eval_samples: int = _help("samples used for accuracy/fidelity (0 = the whole evaluation split)", default=512)
 
     def __post_init__(self):
+        if int(self.eval_samples) < 0:
+            raise ConfigError(f"eval samples must be >= 0; got {self.eval_samples}")
         for p in self.precisions:
             one_of("precision", p, PRECISIONS)
         one_of("prune kind", self.prune_kind, PRUNE_KINDS)

@@ -1,0 +1,455 @@
+"""The ``run``, ``results`` and ``sweeps`` subcommands of the ``slimbench`` CLI.
+
+``slimbench run MODEL --precision fp32,int8-static --prune 0,0.5 --backend pytorch,onnxruntime
+--batch-size 1,32`` expands the cross product, runs it (each variant in an isolated job, through
+the per-device queue), prints a progress bar on stderr and a result table on stdout, stores every
+row in the results database and, with ``--json PATH``, writes the rows as a JSON list.
+
+A TOML file (``--config sweep.toml``) may hold the same settings as the flags (flags win)::
+
+    model = "sample:digits-cnn"
+    precision = ["fp32", "int8-static"]      # or "fp32,int8-static"
+    prune = [0, 0.5]
+    prune_kind = "structured"
+    backend = ["pytorch", "onnxruntime"]
+    batch_size = [1, 32]
+    min_duration_s = 0.5
+
+Exit status: 0 when every run is ok or skipped, 1 when some run failed, 2 on bad input (one line
+on stderr, nothing stored), 130 when interrupted (finished rows are kept; ``--resume ID``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import CALIB_METHODS, DEVICES, PRECISIONS, PRUNE_KINDS, SweepConfig
+from .errors import ConfigError, StoreError
+
+EXIT_FAILED_RUNS = 1
+EXIT_INTERRUPTED = 130
+
+#: TOML keys (and their aliases) -> SweepConfig fields; "timeout", "db", "json", "plugins" are CLI-only.
+_TOML_KEYS = {
+    "model": "model", "input": "inputs", "inputs": "inputs",
+    "precision": "precisions", "precisions": "precisions",
+    "prune": "prune_ratios", "prune_ratios": "prune_ratios", "prune_kind": "prune_kind",
+    "backend": "backends", "backends": "backends", "device": "device",
+    "batch_size": "batch_sizes", "batch_sizes": "batch_sizes", "data": "data",
+    "calib_method": "calib_method", "calib_samples": "calib_samples",
+    "lowrank_ratio": "lowrank_ratio", "distill": "distill", "distill_epochs": "distill_epochs",
+    "threads": "threads", "min_duration_s": "min_duration_s", "min_iters": "min_iters",
+    "trust_pickle": "trust_pickle", "eval_samples": "eval_samples",
+}
+_CLI_ONLY = ("timeout", "db", "json", "plugins")
+_LIST_FIELDS = {"inputs": str, "precisions": str, "prune_ratios": float, "backends": str, "batch_sizes": int}
+_SCALAR_FIELDS = {"model": str, "prune_kind": str, "device": str, "data": str, "calib_method": str,
+                  "calib_samples": int, "lowrank_ratio": float, "distill": bool, "distill_epochs": int,
+                  "threads": int, "min_duration_s": float, "min_iters": int, "trust_pickle": bool,
+                  "eval_samples": int}
+_WHAT = {"prune_ratios": "prune ratio", "batch_sizes": "batch size", "calib_samples": "calibration samples",
+         "threads": "threads", "min_iters": "min iterations", "min_duration_s": "min duration",
+         "lowrank_ratio": "low-rank ratio", "distill_epochs": "distillation epochs",
+         "eval_samples": "eval samples"}
+
+
+# --------------------------------------------------------------------------------------------
+# parsers
+# --------------------------------------------------------------------------------------------
+def add_run_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "run", help="run a sweep: precisions x prune ratios x backends x batch sizes",
+        description="Build each variant once in an isolated job, measure it on each backend and batch size, "
+                    "store every row in the results database and print a table.",
+    )
+    p.add_argument("model", nargs="?", help="model file (.onnx, .pt, .pt2) or sample:NAME (optional with --resume/--config)")
+    p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
+                   help="override an input's shape/dtype (repeat for several inputs)")
+    p.add_argument("--precision", metavar="LIST", help=f"comma list of {', '.join(PRECISIONS)} (default fp32)")
+    p.add_argument("--prune", metavar="LIST", help="comma list of prune ratios in [0, 1) (default 0)")
+    p.add_argument("--prune-kind", metavar="KIND", help=f"{' or '.join(PRUNE_KINDS)} (default structured)")
+    p.add_argument("--backend", metavar="LIST", help="comma list of backends (default pytorch,onnxruntime)")
+    p.add_argument("--device", metavar="DEVICE", help=f"{' or '.join(DEVICES)} (default cpu)")
+    p.add_argument("--batch-size", metavar="LIST", help="comma list of batch sizes (default 1)")
+    p.add_argument("--data", metavar="NAME|PATH.npz", help="evaluation/calibration data (default: the sample's own)")
+    p.add_argument("--calib-method", metavar="METHOD", help=f"INT8 static calibration: {', '.join(CALIB_METHODS)}")
+    p.add_argument("--calib-samples", metavar="N", help="INT8 static calibration samples (default 128)")
+    p.add_argument("--lowrank", metavar="RATIO", help="low-rank rank ratio for every variant (0 disables)")
+    p.add_argument("--distill", action="store_true", default=None,
+                   help="distil pruned/low-rank variants from the original")
+    p.add_argument("--threads", metavar="N", help="intra-op threads (0 = all cores)")
+    p.add_argument("--min-duration", metavar="S", help="timed seconds per run, at least (default 1.0)")
+    p.add_argument("--min-iters", metavar="N", help="timed iterations per run, at least (default 20)")
+    p.add_argument("--eval-samples", metavar="N", help="samples for accuracy/fidelity (default 512; 0 = all)")
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (flags override it)")
+    p.add_argument("--db", metavar="PATH", help="results database (default $SLIMBENCH_DB or <data dir>/results.db)")
+    p.add_argument("--json", metavar="PATH", help="also write the sweep's rows as a JSON list")
+    p.add_argument("--timeout", metavar="S", help="per-step job timeout in seconds (default 300)")
+    p.add_argument("--trust-pickle", action="store_true", default=None,
+                   help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
+    p.add_argument("--resume", metavar="SWEEP_ID", help="continue an interrupted sweep: run only its missing rows")
+    p.add_argument("--plugin", action="append", metavar="MODULE|FILE.py",
+                   help="import a plugin (e.g. a backend) in the runner and every job; also $SLIMBENCH_PLUGINS")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--sweep-id", type=int, help=argparse.SUPPRESS)  # run a pre-created sweep (background runner)
+    p.set_defaults(func=cmd_run)
+    return p
+
+
+def add_results_parser(subparsers) -> argparse.ArgumentParser:
+    """Adds ``results`` and ``sweeps``."""
+    p = subparsers.add_parser("results", help="show stored results (table, CSV or JSON)")
+    p.add_argument("--db", metavar="PATH", help="results database (default $SLIMBENCH_DB or <data dir>/results.db)")
+    p.add_argument("--sweep", metavar="ID", action="append", help="sweep id (repeatable; default: the latest sweep)")
+    p.add_argument("--all", action="store_true", help="rows of every sweep")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    p.set_defaults(func=cmd_results)
+
+    s = subparsers.add_parser("sweeps", help="list the stored sweeps and their status")
+    s.add_argument("--db", metavar="PATH", help="results database (default $SLIMBENCH_DB or <data dir>/results.db)")
+    s.add_argument("--cancel", metavar="ID", help="cancel a running or queued sweep")
+    s.add_argument("--delete", metavar="ID", help="delete a finished sweep and its rows")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_sweeps)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# building the SweepConfig
+# --------------------------------------------------------------------------------------------
+def _convert(field: str, kind, value: Any) -> Any:
+    what = _WHAT.get(field, field.rstrip("s").replace("_", " "))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{what} must be true or false; got {value!r}")
+    if kind is str:
+        return str(value).strip()
+    try:
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
+        return float(value)
+    except (TypeError, ValueError):
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{what} must be {noun}; got {value!r}") from None
+
+
+def _as_list(field: str, value: Any) -> tuple:
+    kind = _LIST_FIELDS[field]
+    if isinstance(value, str):
+        items = [v for v in (x.strip() for x in value.split(",")) if v]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    return tuple(_convert(field, kind, v) for v in items)
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings in a sweep TOML file, keyed by SweepConfig field (plus CLI-only keys)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    if isinstance(data.get("sweep"), dict):
+        data = {**{k: v for k, v in data.items() if k != "sweep"}, **data["sweep"]}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        norm = key.replace("-", "_")
+        if norm in _CLI_ONLY:
+            out[norm] = value
+            continue
+        field = _TOML_KEYS.get(norm)
+        if field is None:
+            allowed = ", ".join(sorted(set(_TOML_KEYS) | set(_CLI_ONLY)))
+            raise ConfigError(f"config {path}: unknown key {key!r}; known keys: {allowed}")
+        out[field] = _as_list(field, value) if field in _LIST_FIELDS else _convert(field, _SCALAR_FIELDS[field], value)
+    return out
+
+
+def sweep_config_from_args(args) -> tuple[SweepConfig, dict[str, Any]]:
+    """(SweepConfig, CLI-only settings) from parsed flags over an optional TOML file."""
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        for k, v in read_toml(args.config).items():
+            (extra if k in _CLI_ONLY else values)[k] = v
+    flags = {
+        "model": args.model, "inputs": args.input, "precisions": args.precision, "prune_ratios": args.prune,
+        "prune_kind": args.prune_kind, "backends": args.backend, "device": args.device,
+        "batch_sizes": args.batch_size, "data": args.data, "calib_method": args.calib_method,
+        "calib_samples": args.calib_samples, "lowrank_ratio": args.lowrank, "distill": args.distill,
+        "threads": args.threads, "min_duration_s": args.min_duration, "min_iters": args.min_iters,
+        "trust_pickle": args.trust_pickle, "eval_samples": args.eval_samples,
+    }
+    for field, value in flags.items():
+        if value is None:
+            continue
+        if field in _LIST_FIELDS:
+            values[field] = _as_list(field, value) if field != "inputs" else tuple(value)
+        else:
+            values[field] = _convert(field, _SCALAR_FIELDS[field], value)
+    for key in ("timeout", "db", "json"):
+        if getattr(args, key, None) is not None:
+            extra[key] = getattr(args, key)
+    if not values.get("model"):
+        raise ConfigError("no model given: pass MODEL (a file or sample:NAME), or model = \"...\" in --config")
+    for field in ("batch_sizes", "prune_ratios", "precisions", "backends"):
+        if field in values and not values[field]:
+            raise ConfigError(f"--{field.rstrip('s').replace('_ratio', '').replace('_', '-')} is empty; give at least one value")
+    if values.get("threads", 0) < 0:
+        raise ConfigError(f"threads must be >= 0; got {values['threads']}")
+    if "min_iters" in values and values["min_iters"] < 1:
+        raise ConfigError(f"min iterations must be >= 1; got {values['min_iters']}")
+    if "min_duration_s" in values and values["min_duration_s"] < 0:
+        raise ConfigError(f"min duration must be >= 0 s; got {values['min_duration_s']}")
+    if "calib_samples" in values and values["calib_samples"] < 1:
+        raise ConfigError(f"calibration samples must be >= 1; got {values['calib_samples']}")
+    return SweepConfig(**values), extra
+
+
+def _timeout(extra: dict[str, Any]) -> float:
+    from .sweep import DEFAULT_JOB_TIMEOUT_S
+
+    if extra.get("timeout") is None:
+        return DEFAULT_JOB_TIMEOUT_S
+    value = _convert("timeout", float, extra["timeout"])
+    if value <= 0:
+        raise ConfigError(f"timeout must be > 0 s; got {extra['timeout']!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+def _fmt(value, spec: str) -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def format_table(results) -> str:
+    """A plain-text table of results, units in the headers."""
+    headers = ["variant", "backend", "batch", "status", "p50 (ms)", "p95 (ms)", "mean (ms)", "cv",
+               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "size (KiB)", "MACs (M)", "note"]
+    rows = []
+    for r in results:
+        lat = r.latency_ms or {}
+        acc = r.accuracy or {}
+        fid = r.fidelity or {}
+        note = r.error or ""
+        if len(note) > 60:
+            note = note[:57] + "..."
+        rows.append([
+            r.variant, r.backend, str(r.batch_size), r.status,
+            _fmt(lat.get("p50"), ".3f"), _fmt(lat.get("p95"), ".3f"), _fmt(lat.get("mean"), ".3f"),
+            _fmt(lat.get("cv"), ".2f"), _fmt(r.throughput_sps, ".1f"),
+            _fmt(None if acc.get("top1") is None else 100 * acc["top1"], ".2f"),
+            _fmt(None if fid.get("top1_agreement") is None else 100 * fid["top1_agreement"], ".2f"),
+            _fmt(fid.get("cosine"), ".5f"),
+            _fmt(None if r.size_bytes is None else r.size_bytes / 1024, ".1f"),
+            _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
+        ])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    right = {2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
+    lines = []
+    for row in [headers] + rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (a TTY), or one line per finished run otherwise."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_len = 0
+        self.last_draw = 0.0
+        self.started = time.monotonic()
+
+    def __call__(self, message: str, fraction: float | None) -> None:
+        if self.quiet:
+            return
+        if not self.tty:
+            if message.rstrip().endswith((": ok", ": skipped")) or ": failed" in message or message.startswith("done"):
+                print(message, file=self.stream, flush=True)
+            return
+        now = time.monotonic()
+        if now - self.last_draw < 0.1 and fraction != 1.0:
+            return
+        self.last_draw = now
+        frac = fraction or 0.0
+        width = 24
+        filled = int(round(frac * width))
+        text = f"[{'#' * filled}{'.' * (width - filled)}] {100 * frac:5.1f}% {now - self.started:6.1f}s {message}"
+        cols = 120
+        try:
+            cols = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            pass
+        text = text[: cols - 1]
+        self.stream.write("\r" + text + " " * max(0, self.last_len - len(text)))
+        self.stream.flush()
+        self.last_len = len(text)
+
+    def close(self) -> None:
+        if self.tty and self.last_len and not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _write_json(path: str | os.PathLike, results) -> None:
+    path = Path(path)
+    try:
+        path.write_text(json.dumps([r.to_json() for r in results], indent=2, allow_nan=False))
+    except OSError as exc:
+        raise StoreError(f"cannot write JSON results to {path}: {exc.strerror or exc}") from None
+
+
+def _check_json_target(path: str | os.PathLike) -> None:
+    """Fail before the sweep runs when the --json path cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--json {path} is a folder; give a file path")
+    if not path.parent.exists():
+        raise ConfigError(f"--json {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--json {path}: not writable")
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from .jobs import PLUGINS_ENV, plugin_list
+    from .store import Store
+    from .sweep import run_stored_sweep, run_sweep
+
+    if args.plugin:
+        os.environ[PLUGINS_ENV] = ",".join(plugin_list(args.plugin))
+    bar = _ProgressBar(quiet=args.quiet)
+    if args.sweep_id is not None:  # background runner of a sweep created by start_sweep_background
+        store = Store(args.db, create=False)
+        try:
+            run_stored_sweep(store, args.sweep_id, bar, job_timeout_s=float(args.timeout) if args.timeout else None)
+        finally:
+            bar.close()
+        return 0
+    if args.resume is not None:
+        sweep = _convert("resume", int, args.resume)
+        store = Store(args.db or None)
+        extra = {"timeout": args.timeout, "json": args.json}
+        if extra["json"]:
+            _check_json_target(extra["json"])
+        timeout = _timeout(extra) if args.timeout else None
+        try:
+            kwargs = {"job_timeout_s": timeout} if timeout else {}
+            sweep_id = run_sweep(None, store, bar, resume_sweep_id=sweep, **kwargs)
+        finally:
+            bar.close()
+    else:
+        cfg, extra = sweep_config_from_args(args)
+        timeout = _timeout(extra)
+        if extra.get("json"):
+            _check_json_target(extra["json"])
+        store = Store(extra.get("db") or None)  # an unwritable path fails here, before any work
+        try:
+            sweep_id = run_sweep(cfg, store, bar, job_timeout_s=timeout)
+        finally:
+            bar.close()
+    results = store.get_results(sweep_id)
+    print(f"sweep {sweep_id} ({store.path})")
+    print(format_table(results))
+    if extra.get("json"):
+        _write_json(extra["json"], results)
+    return EXIT_FAILED_RUNS if any(r.status == "failed" for r in results) else 0
+
+
+def cmd_results(args) -> int:
+    from .store import Store
+
+    store = Store(args.db, create=False)
+    if args.all:
+        sweep_ids = None
+    elif args.sweep:
+        sweep_ids = [_convert("sweep id", int, s) for s in args.sweep]
+        for sid in sweep_ids:
+            store.get_sweep(sid)  # unknown id -> one-line error naming the recent ones
+    else:
+        latest = store.list_sweeps(limit=1)
+        if not latest:
+            print(f"no sweeps in {store.path} yet; run `slimbench run MODEL` first", file=sys.stderr)
+            return 0
+        sweep_ids = [latest[0].id]
+    results = store.get_results(sweep_ids)
+    if args.format == "json":
+        print(json.dumps([r.to_json() for r in results], indent=2, allow_nan=False))
+    elif args.format == "csv":
+        store.results_frame(sweep_ids).to_csv(sys.stdout, index=False)
+    else:
+        if sweep_ids and len(sweep_ids) == 1:
+            rec = store.get_sweep(sweep_ids[0])
+            print(f"sweep {rec.id}: {rec.model} ({rec.status}, {rec.created_at})")
+        print(format_table(results))
+    return 0
+
+
+def cmd_sweeps(args) -> int:
+    from .store import Store
+
+    store = Store(args.db, create=False)
+    if args.cancel is not None:
+        status = store.request_cancel(_convert("sweep id", int, args.cancel))
+        print(f"sweep {args.cancel}: {status}")
+        return 0
+    if args.delete is not None:
+        sid = _convert("sweep id", int, args.delete)
+        rec = store.get_sweep(sid)
+        if rec.active:
+            raise ConfigError(f"sweep {sid} is {rec.status}; cancel it first (slimbench sweeps --cancel {sid})")
+        n = store.delete_sweep(sid)
+        print(f"deleted sweep {sid} and its {n} rows")
+        return 0
+    store.mark_interrupted()
+    sweeps = store.list_sweeps()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in sweeps], indent=2, default=str))
+        return 0
+    if not sweeps:
+        print(f"no sweeps in {store.path}")
+        return 0
+    print(f"{'id':>4}  {'created (UTC)':19}  {'status':11}  {'ok':>4} {'fail':>4} {'skip':>4} {'left':>4}  model / progress")
+    for s in sweeps:
+        c = s.counts
+        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled"))
+        extra = f"  {s.progress}" if s.active and s.progress else ""
+        if s.error and s.status in ("failed", "interrupted"):
+            extra = f"  {s.error}"
+        print(f"{s.id:>4}  {s.created_at[:19]:19}  {s.status:11}  {c.get('ok', 0):>4} {c.get('failed', 0):>4} "
+              f"{c.get('skipped', 0):>4} {left:>4}  {s.model}{extra}")
+    return 0
+
+
+__all__ = ["add_run_parser", "add_results_parser", "cmd_run", "cmd_results", "cmd_sweeps", "format_table",
+           "read_toml", "sweep_config_from_args"]

@@ -1,0 +1,213 @@
+"""One result row per model x variant x backend x batch size.
+
+Conventions (also shown in the dashboard):
+
+- ``latency_ms``: wall time of one ``session.run`` on one batch, inputs prepared once, after
+  warm-up; statistics over the timed iterations (``perf_counter_ns`` on CPU, CUDA events on GPU).
+  ``cv`` = std / mean. ``latency_samples_ms`` holds every timed iteration (for distributions).
+- ``throughput_sps`` = batch_size / mean latency, in samples per second.
+- ``params``, ``macs``, ``flops`` (= 2 x MACs), ``size_bytes`` and ``sparsity`` describe the
+  variant for ONE sample (batch 1); the same values appear on every row of that variant.
+- ``peak_rss_mb``: peak resident memory of the isolated job process that built and ran the
+  variant (it includes building the variant). ``gpu_peak_mb``: peak CUDA memory, when on GPU.
+- ``accuracy``: ``{top1, top5, n}`` on labelled data (fractions in [0, 1]).
+- ``fidelity``: agreement with the FP32 unpruned reference variant on the same samples and the
+  same backend: ``{top1_agreement, cosine, max_abs_err, mean_abs_err}``.
+- ``started_at`` / ``finished_at``: the timed interval (ISO 8601, UTC).
+
+A value that was not measured is ``None`` (JSON ``null``), never a made-up number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+#: Row statuses. ``pending``/``running`` rows are not finished; ``cancelled`` ones never will be.
+STATUSES = ("ok", "failed", "skipped", "pending", "running", "cancelled")
+#: Statuses of rows that need no further work (a resumed sweep does not rerun them).
+FINISHED_STATUSES = ("ok", "failed", "skipped")
+
+LATENCY_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max", "cv", "iterations")
+ACCURACY_KEYS = ("top1", "top5", "n")
+FIDELITY_KEYS = ("top1_agreement", "cosine", "max_abs_err", "mean_abs_err")
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 UTC with microseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def to_iso(value: Any) -> str | None:
+    """Normalise a timestamp (ISO string, datetime, or UNIX seconds) to ISO 8601 UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(float(value), timezone.utc).isoformat(timespec="microseconds")
+    raise TypeError(f"cannot read a timestamp from {type(value).__name__}")
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def run_key(variant: str, backend: str, batch_size: int) -> str:
+    """The identity of a row inside its sweep (used to resume a sweep)."""
+    return f"{variant}|{backend}|{int(batch_size)}"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays to Python, NaN/Inf to None, tuples to lists."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)  # plain str: subclasses (torch's TorchVersion) would drag their module along
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_clean(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _clean(dataclasses.asdict(value))
+    item = getattr(value, "item", None)  # numpy scalar
+    if callable(item) and getattr(value, "ndim", 1) == 0:
+        return _clean(item())
+    tolist = getattr(value, "tolist", None)  # numpy array
+    if callable(tolist):
+        return _clean(tolist())
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    return str(value)
+
+
+@dataclass
+class RunResult:
+    """One measured (or failed / skipped / pending) combination of variant, backend and batch size."""
+
+    model: str
+    variant: str
+    backend: str
+    batch_size: int
+    device: str = "cpu"
+    precision: str = "fp32"
+    prune_ratio: float = 0.0
+    prune_kind: str | None = None
+    providers: list[str] = field(default_factory=list)
+    threads: int | None = None
+    status: str = "pending"
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    latency_ms: dict[str, float | int | None] | None = None
+    latency_samples_ms: list[float] | None = None
+    throughput_sps: float | None = None
+    peak_rss_mb: float | None = None
+    gpu_peak_mb: float | None = None
+    size_bytes: int | None = None
+    params: int | None = None
+    macs: int | None = None
+    flops: int | None = None
+    sparsity: float | None = None
+    accuracy: dict[str, float | int | None] | None = None
+    fidelity: dict[str, Any] | None = None
+    compression: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+    env: dict[str, Any] | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    created_at: str | None = None
+    id: int | None = None
+    sweep_id: int | None = None
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {self.status!r}")
+        self.batch_size = int(self.batch_size)
+        self.started_at = to_iso(self.started_at)
+        self.finished_at = to_iso(self.finished_at)
+        if self.created_at is None:
+            self.created_at = now_iso()
+
+    # --- identity ---------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        return run_key(self.variant, self.backend, self.batch_size)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    # --- serialisation ----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe nested dict (``json.dumps`` works on it; missing values are ``None``)."""
+        return _clean({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str) -> "RunResult":
+        if isinstance(data, str):
+            data = json.loads(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict for DataFrames: ``latency_ms.p50`` -> ``latency_p50_ms``, ``accuracy.top1`` ->
+        ``accuracy_top1``, ``fidelity.cosine`` -> ``fidelity_cosine``; lists become strings."""
+        data = self.to_json()
+        row: dict[str, Any] = {}
+        for key in ("id", "sweep_id", "model", "variant", "precision", "prune_ratio", "prune_kind",
+                    "backend", "device", "batch_size", "threads", "status", "error"):
+            row[key] = data[key]
+        row["providers"] = ",".join(data["providers"] or [])
+        row["warnings"] = "; ".join(data["warnings"] or [])
+        lat = data["latency_ms"] or {}
+        for k in LATENCY_KEYS:
+            if k == "cv":
+                row["latency_cv"] = lat.get(k)
+            elif k == "iterations":
+                row["latency_iterations"] = lat.get(k)
+            else:
+                row[f"latency_{k}_ms"] = lat.get(k)
+        for key in ("throughput_sps", "peak_rss_mb", "gpu_peak_mb", "size_bytes", "params", "macs",
+                    "flops", "sparsity"):
+            row[key] = data[key]
+        acc = data["accuracy"] or {}
+        for k in ACCURACY_KEYS:
+            row[f"accuracy_{k}"] = acc.get(k)
+        fid = data["fidelity"] or {}
+        for k in FIDELITY_KEYS:
+            row[f"fidelity_{k}"] = fid.get(k)
+        row["compression"] = "; ".join(str(r.get("summary", "")) for r in data["compression"] or [])
+        for key in ("started_at", "finished_at", "created_at"):
+            row[key] = data[key]
+        env = data["env"] or {}
+        for key in ("cpu", "gpu", "git_revision"):
+            if key in env:
+                row[f"env_{key}"] = env[key] if not isinstance(env[key], (dict, list)) else json.dumps(env[key])
+        return row
+
+
+def results_to_frame(results: list[RunResult]):
+    """A pandas DataFrame with one ``to_row()`` per result (columns present even when empty)."""
+    import pandas as pd
+
+    rows = [r.to_row() for r in results]
+    if not rows:
+        columns = list(RunResult(model="", variant="", backend="", batch_size=1).to_row())
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(rows)

@@ -1,0 +1,80 @@
+"""Test-only plugin: misbehaving backends and job functions for the isolation tests.
+
+Loaded in job child processes through ``SLIMBENCH_PLUGINS=<path of this file>`` (or the ``plugins``
+argument). Registers three backends that exist only while this module is imported:
+
+- ``crash-segv``: ``prepare`` kills its own process with SIGSEGV;
+- ``crash-hang``: ``prepare`` sleeps forever;
+- ``crash-raise``: ``prepare`` raises a MeasurementError (an ordinary failure).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from benchmark.backends.base import Backend, register_backend
+from benchmark.errors import MeasurementError
+
+
+class _CrashBackend(Backend):
+    devices = ("cpu", "cuda")
+    mode = ""
+
+    def availability_impl(self, device):
+        return True, ""
+
+    def prepare_impl(self, variant, device, threads, workdir, options=None):
+        if self.mode == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if self.mode == "hang":
+            while True:
+                time.sleep(60)
+        raise MeasurementError(f"{self.name} refuses to prepare {variant.name} (test backend)")
+
+
+for _mode in ("segv", "hang", "raise"):
+    _cls = type(f"Crash{_mode.title()}Backend", (_CrashBackend,), {"name": f"crash-{_mode}", "mode": _mode})
+    register_backend(_cls(), replace=True)
+
+
+# --- job functions for run_isolated ---------------------------------------------------------
+def job_return(payload, emit):
+    emit({"type": "progress", "message": "working", "fraction": 0.5})
+    return {"echo": payload, "pid": os.getpid()}
+
+
+def job_segv(payload, emit):
+    emit({"type": "step", "message": "about to crash"})
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def job_hang(payload, emit):
+    emit({"type": "step", "message": "sleeping forever"})
+    while True:
+        time.sleep(60)
+
+
+def job_steps(payload, emit):
+    """Emits a step every ``payload`` seconds, 4 times: never exceeds a per-step timeout above it."""
+    for i in range(4):
+        emit({"type": "step", "message": f"step {i}"})
+        time.sleep(payload)
+    return "done"
+
+
+def job_bad_input(payload, emit):
+    raise MeasurementError("outputs contain NaN (test)")
+
+
+def job_bug(payload, emit):
+    return {}["missing"]
+
+
+def job_sigkill(payload, emit):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def job_exit(payload, emit):
+    print("last words", flush=True)
+    os._exit(3)

@@ -1,0 +1,161 @@
+"""`slimbench run` / `results` / `sweeps`: bad input, --json rows, TOML config, concurrent sweeps."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from benchmark.__main__ import main
+from benchmark.results import RunResult
+from benchmark.store import Store
+
+FAST_FLAGS = ["--min-duration", "0.05", "--min-iters", "3", "--eval-samples", "32", "--threads", "1"]
+
+
+@pytest.fixture
+def db_with_a_row(tmp_path, monkeypatch):
+    """A results DB (the default one, via SLIMBENCH_DB) that already holds a sweep and a row."""
+    path = tmp_path / "existing.db"
+    store = Store(path)
+    sid = store.create_sweep("old-model", {"sweep": {}}, status="done")
+    store.add_result(RunResult(model="old-model", variant="fp32", backend="pytorch", batch_size=1, status="ok",
+                               sweep_id=sid, throughput_sps=10.0))
+    monkeypatch.setenv("SLIMBENCH_DB", str(path))
+    return path
+
+
+def _snapshot(path):
+    store = Store(path)
+    return [s.id for s in store.list_sweeps()], [r.to_json() for r in store.get_results()]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "sample:digits-cnn", "--batch-size", "0"], "batch size must be >= 1; got 0"),
+    (["run", "sample:digits-cnn", "--batch-size", "1,x"], "batch size must be an integer; got 'x'"),
+    (["run", "sample:digits-cnn", "--backend", "pytorch,nope"], "unknown backend 'nope'; known: "),
+    (["run", "sample:digits-cnn", "--precision", "fp32,int4"], "precision must be one of fp32, fp16"),
+    (["run", "sample:digits-cnn", "--prune", "1.5"], "prune ratio must be in [0, 1); got 1.5"),
+    (["run", "sample:digits-cnn", "--device", "tpu"], "device must be one of cpu, cuda; got 'tpu'"),
+    (["run", "sample:digits-cnn", "--timeout", "0"], "timeout must be > 0 s"),
+    (["run", "--precision", "fp32"], "no model given"),
+    (["run", "--resume", "99"], "no sweep 99 in"),
+    (["results", "--sweep", "42"], "no sweep 42 in"),
+])
+def test_bad_input_is_one_line_exit_2_and_keeps_stored_rows(argv, message, db_with_a_row, capsys):
+    before = _snapshot(db_with_a_row)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err
+    assert _snapshot(db_with_a_row) == before
+
+
+def test_unwritable_db_path(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["run", "sample:digits-cnn", "--db", str(blocker / "results.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write results database at {blocker / 'results.db'}")
+    assert err.count("\n") == 1
+
+
+def test_toml_unknown_key_and_bad_value(tmp_path, capsys):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('model = "sample:digits-cnn"\nprecison = ["fp32"]\n')
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "unknown key 'precison'; known keys: " in capsys.readouterr().err
+    cfg.write_text('model = "sample:digits-cnn"\nbatch_size = [1, 0]\n')
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "batch size must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_real_process_exit_code_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "run", "sample:digits-cnn", "--batch-size", "0",
+                           "--db", str(tmp_path / "r.db")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: batch size must be >= 1; got 0\n"
+    debug = subprocess.run([sys.executable, "-m", "benchmark", "--debug", "run", "sample:digits-cnn",
+                            "--batch-size", "0", "--db", str(tmp_path / "r.db")],
+                           capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+@pytest.mark.slow
+def test_mismatched_data_exit_2_nothing_stored(db_with_a_row, tmp_path):
+    before = _snapshot(db_with_a_row)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark", "run", "sample:digits-cnn", "--data", "digits-tokens",
+         "--backend", "pytorch", *FAST_FLAGS], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+    assert "input" in lines[0]  # names what does not match
+    assert _snapshot(db_with_a_row) == before
+
+
+JSON_KEYS = {"model", "variant", "precision", "prune_ratio", "prune_kind", "backend", "device", "providers",
+             "batch_size", "status", "error", "warnings", "latency_ms", "throughput_sps", "peak_rss_mb",
+             "size_bytes", "params", "macs", "flops", "accuracy", "fidelity", "env", "started_at", "finished_at"}
+
+
+@pytest.mark.slow
+def test_json_rows_toml_config_and_results_commands(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    out = tmp_path / "rows.json"
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(
+        'model = "sample:digits-cnn"\nprecision = ["fp32", "fp16"]\nbackend = "onnxruntime"\n'
+        'batch_size = [1, 4]\nmin_duration_s = 0.05\nmin_iters = 3\neval_samples = 32\nthreads = 1\n'
+    )
+    # the flag overrides the file's precision list
+    code = main(["run", "--config", str(cfg), "--precision", "fp32", "--db", str(db), "--json", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "p50 (ms)" in captured.out and "throughput (samples/s)" in captured.out
+    rows = json.loads(out.read_text())
+    assert [(r["variant"], r["backend"], r["batch_size"]) for r in rows] == [("fp32", "onnxruntime", 1),
+                                                                              ("fp32", "onnxruntime", 4)]
+    for r in rows:
+        assert JSON_KEYS <= set(r), JSON_KEYS - set(r)
+        assert r["status"] == "ok" and r["error"] is None and r["device"] == "cpu"
+        assert {"mean", "std", "p50", "p90", "p95", "p99", "cv"} <= set(r["latency_ms"])
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p95"] <= r["latency_ms"]["p99"]
+        assert r["throughput_sps"] == pytest.approx(r["batch_size"] * 1000 / r["latency_ms"]["mean"])
+        assert {"top1_agreement", "cosine", "max_abs_err"} <= set(r["fidelity"])
+        assert r["accuracy"]["n"] == 32 and 0 <= r["accuracy"]["top1"] <= 1
+        assert r["providers"] == ["CPUExecutionProvider"] and r["env"]["threads"] == 1
+        assert r["macs"] > 0 and r["flops"] == 2 * r["macs"] and r["size_bytes"] > 0
+        assert datetime.fromisoformat(r["started_at"]) < datetime.fromisoformat(r["finished_at"])
+
+    assert main(["results", "--db", str(db), "--format", "json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [r["id"] for r in rows]
+    assert main(["results", "--db", str(db), "--format", "csv"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert {"latency_p50_ms", "latency_p99_ms", "throughput_sps", "accuracy_top1", "fidelity_cosine"} <= set(header)
+    assert main(["sweeps", "--db", str(db)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[1].split()[:3] == ["1", listing[1].split()[1], "done"]
+
+
+@pytest.mark.slow
+def test_two_concurrent_cli_sweeps_share_the_device_queue(tmp_path):
+    db = tmp_path / "r.db"
+    cmd = [sys.executable, "-m", "benchmark", "run", "sample:digits-cnn", "--precision", "fp32",
+           "--backend", "pytorch,onnxruntime", "--batch-size", "1,2", "--db", str(db), "--quiet", *FAST_FLAGS]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    store = Store(db)
+    sweeps = store.list_sweeps()
+    assert len(sweeps) == 2 and {s.status for s in sweeps} == {"done"}
+    rows = store.get_results()
+    assert len(rows) == 8 and {r.status for r in rows} == {"ok"}
+    spans = sorted((datetime.fromisoformat(r.started_at), datetime.fromisoformat(r.finished_at), r.sweep_id)
+                   for r in rows)
+    for (s1, e1, _), (s2, e2, _) in zip(spans, spans[1:]):
+        assert e1 <= s2, f"timed intervals overlap: {s1}..{e1} and {s2}..{e2}"
+    assert len({sid for *_, sid in spans}) == 2
