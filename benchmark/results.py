@@ -196,9 +196,10 @@ class RunResult:
         for key in ("started_at", "finished_at", "created_at"):
             row[key] = data[key]
         env = data["env"] or {}
-        for key in ("cpu", "gpu", "git_revision"):
+        for column, key in (("env_cpu", "cpu_model"), ("env_gpu", "gpu_name"), ("env_threads", "threads"),
+                            ("env_git_revision", "git_revision")):
             if key in env:
-                row[f"env_{key}"] = env[key] if not isinstance(env[key], (dict, list)) else json.dumps(env[key])
+                row[column] = env[key] if not isinstance(env[key], (dict, list)) else json.dumps(env[key])
         return row
 
 

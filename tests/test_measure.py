@@ -152,8 +152,11 @@ def mlp_onnx(tmp_path_factory):
 def test_latency_real_sessions(mlp_onnx, backend):
     sess = get_backend(backend).prepare(mlp_onnx, "cpu", threads=1)
     feeds = mlp_onnx.model.example_inputs(batch_size=4)
-    stats = measure_latency(sess, feeds, _cfg(warmup_iters=3, min_iters=50, min_duration_s=0.05))
-    assert stats.iterations >= 50 and stats.total_s >= 0.05
+    cfg = _cfg(warmup_iters=3, min_iters=50, min_duration_s=0.05)
+    stats = measure_latency(sess, feeds, cfg)
+    # Both minimums hold, unless the iteration cap stopped a very fast model first.
+    assert stats.iterations >= 50
+    assert stats.total_s >= 0.05 or stats.iterations == cfg.max_iters
     assert 0 < stats.min_ms and stats.timer == "perf_counter_ns"
     _assert_ordered(stats)
     assert stats.throughput_sps(4) == pytest.approx(4000.0 / stats.mean_ms)
