@@ -285,55 +285,19 @@ def _quantize(prep: _Prepared, out: Path, cache: Path, calib: Dataset, *, nodes:
 def node_macs(proto, data: Dataset, names: list[str]) -> tuple[dict[str, int], int, list[str]]:
     """(MACs at batch 1 per Conv/ConvTranspose/Gemm/MatMul node, their sum, notes).
 
-    Shapes come from one ONNX Runtime run on the first sample (exact even where ONNX shape
-    inference loses track of dynamic reshapes); MACs use the formulas of
-    :mod:`benchmark.measure.flops` (conv: ``prod(out) * prod(w[1:])``, matmul: ``batch * M * K * N``).
+    Counted by :func:`benchmark.measure.flops.count_onnx` with the inputs' shapes fixed to one
+    sample of ``data`` (it probes shapes with one ONNX Runtime run where ONNX shape inference
+    loses track of dynamic reshapes).
     """
-    import numpy as np
-    from onnx import helper
+    from ..measure.flops import count_onnx
 
-    from ..measure.flops import conv_macs, conv_transpose_macs, matmul_macs
-    from .onnx_prep import copy_model
-
-    m = copy_model(proto)
-    shapes: dict[str, list[int]] = {i.name: list(i.dims) for i in m.graph.initializer}
-    feeds = {n: np.ascontiguousarray(data.arrays[n][:1]) for n in names}
-    shapes.update({n: list(a.shape) for n, a in feeds.items()})
-    nodes = [n for n in m.graph.node if n.op_type in LAYER_OPS and n.name]
-    have = {o.name for o in m.graph.output}
-    wanted = []
-    for node in nodes:
-        for t in list(node.input[:2]) + [node.output[0]]:
-            if t and t not in shapes and t not in wanted:
-                wanted.append(t)
-    for t in wanted:
-        if t not in have:
-            m.graph.output.append(helper.make_empty_tensor_value_info(t))
-    notes: list[str] = []
-    if wanted:
-        sess = _session_from_proto(m)
-        for t, arr in zip(wanted, sess.run(wanted, feeds)):
-            shapes[t] = list(np.shape(arr))
-    out: dict[str, int] = {}
-    for node in nodes:
-        a = shapes.get(node.input[0]) if node.input else None
-        w = shapes.get(node.input[1]) if len(node.input) > 1 else None
-        y = shapes.get(node.output[0])
-        if a is None or w is None or y is None:
-            notes.append(f"MACs of node {node.name} unknown; counted as 0")
-            out[node.name] = 0
-            continue
-        if node.op_type == "Conv":
-            macs = conv_macs(y, w)
-        elif node.op_type == "ConvTranspose":
-            macs = conv_transpose_macs(a, w)
-        elif node.op_type == "Gemm":
-            attrs = {x.name: helper.get_attribute_value(x) for x in node.attribute}
-            k = a[0] if attrs.get("transA", 0) else a[-1]
-            macs = int(np.prod(y)) * int(k)
-        else:
-            macs = matmul_macs(a, w)
-        out[node.name] = int(macs)
+    shapes = {n: (1,) + tuple(data.arrays[n].shape[1:]) for n in names}
+    report = count_onnx(proto, input_shapes=shapes)
+    layer_names = {n.name for n in proto.graph.node if n.op_type in LAYER_OPS and n.name}
+    out = {row["name"]: int(row["macs"] or 0) for row in report.by_module if row["name"] in layer_names}
+    notes = [f"MACs of node {n} unknown; counted as 0" for n in sorted(layer_names - set(out))]
+    for n in layer_names - set(out):
+        out[n] = 0
     return out, int(sum(out.values())), notes
 
 
