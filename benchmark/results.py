@@ -198,8 +198,8 @@ class RunResult:
         env = data["env"] or {}
         for column, key in (("env_cpu", "cpu_model"), ("env_gpu", "gpu_name"), ("env_threads", "threads"),
                             ("env_git_revision", "git_revision")):
-            if key in env:
-                row[column] = env[key] if not isinstance(env[key], (dict, list)) else json.dumps(env[key])
+            value = env.get(key)
+            row[column] = json.dumps(value) if isinstance(value, (dict, list)) else value
         return row
 
 
