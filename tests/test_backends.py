@@ -261,3 +261,30 @@ def test_ort_cuda_uses_cuda_provider_and_io_binding(tiny):
     assert compare_outputs(sess.run(feeds), cpu, atol=1e-3, rtol=1e-3).passed
     sess.bind(feeds)
     sess.run_bound()
+
+
+def test_runtime_errors_become_one_line_measurement_errors(tmp_path):
+    """A runtime's own exception (wrong batch for a fixed-shape graph) is a MeasurementError naming the inputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from benchmark import MeasurementError
+    from benchmark.compress import reference_variant
+    from benchmark.models import load_model
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "fixed.onnx")
+    variant = reference_variant(load_model(tmp_path / "fixed.onnx"))
+    sess = get_backend("onnxruntime").prepare(variant, "cpu", threads=1)
+    bad = {"x": np.zeros((2, 4), np.float32)}
+    with pytest.raises(MeasurementError, match=r"onnxruntime failed to run the model with inputs x 2x4") as info:
+        sess.run(bad)
+    assert "\n" not in str(info.value)
+    sess.bind(bad)
+    with pytest.raises(MeasurementError):
+        sess.run_bound()
+    assert sess.run({"x": np.ones((1, 4), np.float32)})[0].shape == (1, 4)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, MeasurementError
+from ..errors import BackendUnavailableError, MeasurementError, MeasurementError
 from ..registry import Registry
 
 
@@ -107,6 +107,16 @@ class Backend:
 
     def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
         raise NotImplementedError
+
+
+def runtime_failure(backend: str, exc: BaseException, feeds: dict | None = None) -> MeasurementError:
+    """A MeasurementError (one line) for an exception a runtime raised while running a model."""
+    text = str(exc).strip() or type(exc).__name__
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    shapes = ""
+    if feeds:
+        shapes = " with inputs " + ", ".join(f"{k} {'x'.join(map(str, getattr(v, 'shape', ())))}" for k, v in feeds.items())
+    return MeasurementError(f"{backend} failed to run the model{shapes}: {first[:300]}")
 
 
 BACKENDS: Registry[Backend] = Registry("backend")

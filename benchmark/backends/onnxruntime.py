@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
-from .base import Backend, Session, SessionInfo
+from .base import Backend, Session, SessionInfo, runtime_failure
 
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disable")
 _OPTION_NAMES = ("graph_optimization_level", "tensorrt_ep", "io_binding", "trt_engine_cache",
@@ -185,7 +185,10 @@ class OrtSession(Session):
         return res
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._as_float32(self.sess.run(None, self._convert(feeds)))
+        try:
+            return self._as_float32(self.sess.run(None, self._convert(feeds)))
+        except Exception as exc:  # ORT's pybind errors (Fail, InvalidArgument, ...) share no base class
+            raise runtime_failure("onnxruntime", exc, feeds) from None
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
         self._feeds = self._convert(feeds)
@@ -207,10 +210,13 @@ class OrtSession(Session):
     def run_bound(self) -> Any:
         if self._feeds is None:
             raise MeasurementError("run_bound() was called before bind(feeds); bind the inputs first")
-        if self._binding is not None:
-            self.sess.run_with_iobinding(self._binding)
-            return None
-        return self.sess.run(None, self._feeds)
+        try:
+            if self._binding is not None:
+                self.sess.run_with_iobinding(self._binding)
+                return None
+            return self.sess.run(None, self._feeds)
+        except Exception as exc:  # as in run()
+            raise runtime_failure("onnxruntime", exc, self._feeds) from None
 
     def close(self) -> None:
         self._binding = None
@@ -313,9 +319,9 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(path), so, providers=providers_arg)
-        except (RuntimeError, ValueError) as exc:
+        except Exception as exc:  # ORT's pybind errors (Fail, InvalidGraph, ...) share no base class
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendUnavailableError(f"onnxruntime on {device} cannot load {path.name}: {first}") from exc
+            raise BackendUnavailableError(f"onnxruntime on {device} cannot load {path.name}: {first[:300]}") from None
 
         used = list(sess.get_providers())
         warnings: list[str] = list(ep_warnings)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, DataError, MeasurementError
-from .base import Backend, Session, SessionInfo
+from .base import Backend, Session, SessionInfo, runtime_failure
 
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16", "autocast-bf16", "autocast-fp16", "int8")
 OPTION_NAMES = ("cuda_graph", "cuda_graph_max_batch")
@@ -141,7 +141,10 @@ class TorchSession(Session):
             return self.module(*tensors)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        out = self._forward(self._convert(feeds))
+        try:
+            out = self._forward(self._convert(feeds))
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise runtime_failure("pytorch", exc, feeds) from None
         return [_to_numpy(t) for t in _flatten_outputs(out)]
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
@@ -188,7 +191,10 @@ class TorchSession(Session):
         if self._graph is not None:
             self._graph.replay()
             return self._graph_out
-        return self._forward(self._bound)
+        try:
+            return self._forward(self._bound)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise runtime_failure("pytorch", exc) from None
 
     def synchronize(self) -> None:
         if self.device == "cuda":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -224,7 +225,7 @@ def module_fingerprint(module) -> str:
             if t.is_quantized:
                 t = t.dequantize()
             h.update(str(tuple(t.shape)).encode())
-            h.update(t.contiguous().view(-1).float().numpy().tobytes()[:1 << 20])
+            h.update(t.contiguous().view(-1).float().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -245,7 +246,15 @@ def ensure_onnx(variant, workdir: str | Path) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{variant.model.name}-{variant.name}")
     path = workdir / f"{safe}-{module_fingerprint(variant.torch_module)}.onnx"
     if not path.exists():
-        info = export_onnx(variant.torch_module, variant.model.inputs, path)
+        # Export beside the final name and move it into place, so a killed export never leaves a
+        # truncated file that a later call would take for a finished one.
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.onnx")
+        try:
+            info = export_onnx(variant.torch_module, variant.model.inputs, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        info.path = path
         variant.export_info = info
     variant.onnx_path = path
     return path
