@@ -20,26 +20,23 @@ def human(n, unit: str = "") -> str:
 
 @st.cache_data(show_spinner="Loading the model and counting its MACs ...", max_entries=32)
 def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_pickle: bool) -> dict:
-    """Everything the page shows about a model; a load failure is returned as ``{"error": ...}``."""
-    from benchmark import BenchmarkError, InputSpec, describe_io, load_model
-    from benchmark.measure.flops import count_model
+    """Everything the page shows about a model; a load failure is returned as ``{"error": ...}``.
+
+    Uploaded files are loaded and counted in a separate process (``inspect_isolated``): a pickle's
+    code, a crashing parser or a hang never touch the dashboard. Built-in samples load here."""
+    from benchmark import BenchmarkError
+    from benchmark.inspection import inspect_isolated, model_info
 
     try:
-        model = describe_io(load_model(source, inputs=[InputSpec.parse(t) for t in inputs], arch=arch,
-                                       trust_pickle=trust_pickle))
+        if source.startswith("sample:"):
+            info = model_info(source, list(inputs), arch, trust_pickle, strict=False)
+        else:
+            info = inspect_isolated(source, list(inputs), arch, trust_pickle, strict=False)
     except BenchmarkError as exc:
         return {"error": str(exc), "error_type": type(exc).__name__}
-    info = {"name": model.name, "format": model.format, "framework": model.framework, "notes": list(model.notes),
-            "inputs": [{"name": s.name, "shape": "x".join(map(str, s.shape)), "dtype": s.dtype} for s in model.inputs],
-            "outputs": [{"name": s.name, "shape": "x".join(map(str, s.shape)), "dtype": s.dtype} for s in model.outputs],
-            "dataset": model.dataset, "num_classes": model.num_classes}
-    try:
-        rep = count_model(model, batch_size=1)
-        info.update(params=rep.params, macs=rep.macs, flops=rep.flops, size_bytes=rep.size_bytes, sparsity=rep.sparsity,
-                    unsupported_ops=dict(rep.unsupported_ops), counter=rep.counter, by_module=list(rep.by_module))
-        info["notes"] += list(rep.warnings)
-    except BenchmarkError as exc:
-        info["count_error"] = str(exc)
+    info["name"] = info["model"]
+    for key in ("inputs", "outputs"):
+        info[key] = [dict(s, shape="x".join(map(str, s["shape"]))) for s in info[key]]
     return info
 
 

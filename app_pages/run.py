@@ -103,7 +103,7 @@ def sweep_form(model: dict):
             backends=tuple(backends), device=device, batch_sizes=tuple(sorted(batches)), data=data,
             calib_method=calib, calib_samples=int(calib_n), inputs=tuple(model.get("inputs") or ()),
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
-            trust_pickle=bool(model.get("trust_pickle")),
+            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"),
         )
     except BenchmarkError as exc:
         st.error(f"{exc} - change the selection above.")

@@ -10,6 +10,7 @@ from .errors import (
     MeasurementError, ModelLoadError, StoreError, UnsafeArchiveError, UnsafeModelError,
 )
 from .models import LoadedModel, Variant, describe_io, load_model
+from .inspection import inspect_isolated, model_info
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,5 @@ __all__ = [
     "BackendUnavailableError", "BenchmarkError", "CompressionConfig", "CompressionError", "ConfigError",
     "DataError", "ExportError", "InputSpec", "LoadedModel", "MeasurementError", "ModelLoadError",
     "OutputSpec", "RunConfig", "StoreError", "SweepConfig", "UnsafeArchiveError", "UnsafeModelError",
-    "Variant", "describe_io", "load_model",
+    "Variant", "describe_io", "inspect_isolated", "load_model", "model_info",
 ]

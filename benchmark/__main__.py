@@ -11,8 +11,8 @@ import json
 import sys
 import traceback
 
-from .config import InputSpec
 from .errors import BenchmarkError
+from .inspection import model_info
 
 EXIT_ERROR = 2
 
@@ -24,33 +24,6 @@ def _human(n: float | int | None, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.3f} {suffix}{unit}"
     return f"{n} {unit}".strip()
-
-
-def model_info(source: str, inputs: list[str] | None = None, arch: str | None = None, trust_pickle: bool = False,
-               batch_size: int = 1) -> dict:
-    """The facts ``slimbench info`` prints, as one JSON-ready dict."""
-    from .measure.flops import count_model
-    from .models import describe_io, load_model
-
-    overrides = [InputSpec.parse(t) for t in (inputs or [])]
-    model = describe_io(load_model(source, inputs=overrides, arch=arch, trust_pickle=trust_pickle))
-    report = count_model(model, batch_size=batch_size)
-    return {
-        "model": model.name,
-        "format": model.format,
-        "framework": model.framework,
-        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.inputs],
-        "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.outputs],
-        "batch_size": batch_size,
-        "params": report.params,
-        "macs": report.macs,
-        "flops": report.flops,
-        "size_bytes": report.size_bytes,
-        "sparsity": report.sparsity,
-        "unsupported_ops": report.unsupported_ops,
-        "counter": report.counter,
-        "notes": list(model.notes) + list(report.warnings),
-    }
 
 
 def _cmd_info(args) -> int:

@@ -7,7 +7,7 @@ row in the results database and, with ``--json PATH``, writes the rows as a JSON
 
 A TOML file (``--config sweep.toml``) may hold the same settings as the flags (flags win)::
 
-    model = "sample:digits-cnn"
+    model = "sample:digits-cnn"              # or model = "weights.pt" with arch = "digits-cnn"
     precision = ["fp32", "int8-static"]      # or "fp32,int8-static"
     prune = [0, 0.5]
     prune_kind = "structured"
@@ -44,14 +44,14 @@ _TOML_KEYS = {
     "calib_method": "calib_method", "calib_samples": "calib_samples",
     "lowrank_ratio": "lowrank_ratio", "distill": "distill", "distill_epochs": "distill_epochs",
     "threads": "threads", "min_duration_s": "min_duration_s", "min_iters": "min_iters",
-    "trust_pickle": "trust_pickle", "eval_samples": "eval_samples",
+    "trust_pickle": "trust_pickle", "eval_samples": "eval_samples", "arch": "arch",
 }
 _CLI_ONLY = ("timeout", "db", "json", "plugins")
 _LIST_FIELDS = {"inputs": str, "precisions": str, "prune_ratios": float, "backends": str, "batch_sizes": int}
 _SCALAR_FIELDS = {"model": str, "prune_kind": str, "device": str, "data": str, "calib_method": str,
                   "calib_samples": int, "lowrank_ratio": float, "distill": bool, "distill_epochs": int,
                   "threads": int, "min_duration_s": float, "min_iters": int, "trust_pickle": bool,
-                  "eval_samples": int}
+                  "eval_samples": int, "arch": str}
 _WHAT = {"prune_ratios": "prune ratio", "batch_sizes": "batch size", "calib_samples": "calibration samples",
          "threads": "threads", "min_iters": "min iterations", "min_duration_s": "min duration",
          "lowrank_ratio": "low-rank ratio", "distill_epochs": "distillation epochs",
@@ -70,6 +70,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="model file (.onnx, .pt, .pt2) or sample:NAME (optional with --resume/--config)")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
+    p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file (an unknown name lists the known ones)")
     p.add_argument("--precision", metavar="LIST", help=f"comma list of {', '.join(PRECISIONS)} (default fp32)")
     p.add_argument("--prune", metavar="LIST", help="comma list of prune ratios in [0, 1) (default 0)")
     p.add_argument("--prune-kind", metavar="KIND", help=f"{' or '.join(PRUNE_KINDS)} (default structured)")
@@ -197,7 +198,7 @@ def sweep_config_from_args(args) -> tuple[SweepConfig, dict[str, Any]]:
         "batch_sizes": args.batch_size, "data": args.data, "calib_method": args.calib_method,
         "calib_samples": args.calib_samples, "lowrank_ratio": args.lowrank, "distill": args.distill,
         "threads": args.threads, "min_duration_s": args.min_duration, "min_iters": args.min_iters,
-        "trust_pickle": args.trust_pickle, "eval_samples": args.eval_samples,
+        "trust_pickle": args.trust_pickle, "eval_samples": args.eval_samples, "arch": getattr(args, "arch", None),
     }
     for field, value in flags.items():
         if value is None:

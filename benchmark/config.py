@@ -82,19 +82,27 @@ class InputSpec:
     def describe(self) -> str:
         return f"{self.name}: {'x'.join(str(d) for d in self.shape) or 'scalar'} {self.dtype}"
 
-    _PATTERN = re.compile(r"^(?P<name>[^:]+):(?P<shape>[0-9A-Za-z_?x,-]*)(?::(?P<dtype>\w+))?$")
+    _SHAPE = re.compile(r"^[0-9A-Za-z_?,-]+(x[0-9A-Za-z_?,-]+)*$|^$")
 
     @classmethod
     def parse(cls, text: str) -> "InputSpec":
-        """Parse ``name:1x3x32x32[:float32]`` (``N``/``?`` or a word for a dynamic dim)."""
-        m = cls._PATTERN.match(text.strip())
-        if not m:
+        """Parse ``name:1x3x32x32[:float32]`` (``N``/``?`` or a word for a dynamic dim).
+
+        Parsed from the right, so names that contain ``:`` (``input:0``) work.
+        """
+        parts = text.strip().split(":")
+        dtype = "float32"
+        looks_like_dtype = re.match(r"^(u?int|float|bfloat|bool|complex|double|half)\d*$", parts[-1])
+        if len(parts) >= 3 and (looks_like_dtype or not cls._SHAPE.match(parts[-1])):
+            dtype = parts.pop()
+        if len(parts) < 2 or not parts[0] or not cls._SHAPE.match(parts[-1]):
             raise ConfigError(f"input override {text!r} is not of the form name:1x3x32x32[:float32]")
+        raw = parts.pop()
+        name = ":".join(parts)
         dims: list[Dim] = []
-        raw = m.group("shape")
         for tok in filter(None, re.split(r"[x,]", raw)):
             dims.append(int(tok) if tok.lstrip("-").isdigit() else tok)
-        return cls(m.group("name"), tuple(dims), m.group("dtype") or "float32")
+        return cls(name, tuple(dims), dtype)
 
 
 @dataclass(frozen=True)
@@ -225,10 +233,13 @@ class SweepConfig:
     min_iters: int = _help("timed iterations per run (at least)", default=20)
     trust_pickle: bool = _help("allow loading a fully pickled nn.Module (executes code from the file)", default=False)
     eval_samples: int = _help("samples used for accuracy/fidelity (0 = the whole evaluation split)", default=512)
+    arch: str | None = _help("built-in architecture of a state_dict file (the file holds weights only)", default=None)
 
     def __post_init__(self):
         if int(self.eval_samples) < 0:
             raise ConfigError(f"eval samples must be >= 0; got {self.eval_samples}")
+        if self.arch is not None and not str(self.arch).strip():
+            object.__setattr__(self, "arch", None)
         for p in self.precisions:
             one_of("precision", p, PRECISIONS)
         one_of("prune kind", self.prune_kind, PRUNE_KINDS)

@@ -48,3 +48,7 @@ class StoreError(BenchmarkError):
 
 class UnsafeArchiveError(DataError):
     """An uploaded archive tries to write outside its folder or expands beyond the size bound."""
+
+
+class ResourceError(BenchmarkError):
+    """Not enough memory or disk space for a step; the message names what is needed and what is free."""

@@ -624,7 +624,7 @@ TABLE_COLUMNS: dict[str, str] = {
     "macs_m": "MACs (millions, per sample)",
     "flops_m": "FLOPs (millions, = 2 x MACs)",
     "sparsity_pct": "sparsity (%)",
-    "peak_rss_mb": "peak RSS (MB)",
+    "peak_rss_mb": "peak RSS (MiB)",
     "latency_iterations": "timed iterations",
     "threads": "threads",
     "status": "status",

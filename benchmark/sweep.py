@@ -27,6 +27,11 @@ Reliability:
 - Jobs wait their turn in the per-device queue (:class:`~benchmark.jobs.DeviceQueue`); while
   waiting the sweep's status is ``queued`` and its progress says how many sweeps are ahead.
 - Cancelling (:func:`cancel_sweep`) kills the running job of that sweep only.
+- Resources (:mod:`benchmark.resources`): before a backend session is prepared, each batch size's
+  memory is estimated (inputs + outputs + activations + weights) and one that would not fit in the
+  available memory is a ``skipped`` row saying both numbers; before the variant is built and
+  before each session writes exports/engines, the work folder's free disk space is checked and too
+  little fails the variant with the folder and both numbers.
 """
 from __future__ import annotations
 
@@ -182,13 +187,20 @@ def absolute_paths(cfg: SweepConfig) -> SweepConfig:
 
 
 def validate_sweep(cfg: SweepConfig, plugins: list[str] | None = None) -> None:
-    """Checks the parent can make without loading the model: backends exist (plugins loaded)."""
+    """Checks the parent can make without loading the model: backends exist (plugins loaded), the
+    architecture is a built-in one, the resource environment variables are numbers."""
     from .backends import get_backend
     from .jobs import load_plugins
+    from .resources import check_environment
 
     load_plugins(plugins)
     for name in cfg.backends:
         get_backend(name)
+    if getattr(cfg, "arch", None):
+        from .models.archs import get_arch
+
+        get_arch(cfg.arch)
+    check_environment()
     for spec in cfg.inputs:
         InputSpec.parse(spec)
     if cfg.data and not str(cfg.data).strip():
@@ -238,6 +250,10 @@ def _variant_job(payload: dict, emit) -> dict:
     from .measure.latency import measure_latency
     from .measure.memory import gpu_peak_mb, peak_rss_mb, reset_gpu_peak
     from .models import load_model
+    from .resources import (
+        activation_profile, available_memory_bytes, check_disk_space, estimate_batch_memory, input_bytes_per_sample,
+        memory_skip_reason, model_file_bytes,
+    )
 
     def step(message: str) -> None:
         emit({"type": "step", "message": message})
@@ -254,7 +270,7 @@ def _variant_job(payload: dict, emit) -> dict:
 
     step(f"loading {payload['model']}")
     model = load_model(payload["model"], inputs=[InputSpec.parse(t) for t in payload["inputs"]],
-                       trust_pickle=bool(payload["trust_pickle"]))
+                       trust_pickle=bool(payload["trust_pickle"]), arch=payload.get("arch") or None)
     common_warnings: list[str] = []
     eval_data = resolve_dataset(payload["data"], model, "test")
     if eval_data is None:
@@ -277,6 +293,8 @@ def _variant_job(payload: dict, emit) -> dict:
     timeout_s = payload.get("timeout_s")
     ctx = CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=eval_data,
                           progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None)
+    model_bytes = model_file_bytes(model)
+    check_disk_space(workdir, model_bytes, f"building {comp.name}")
     step(f"building {comp.name}")
     variant = build_variant(model, comp, ctx)
 
@@ -309,6 +327,37 @@ def _variant_job(payload: dict, emit) -> dict:
     def send(row: RunResult) -> None:
         emit({"type": "result", "row": row.to_json()})
 
+    profile = None
+    weight_bytes = size["size_bytes"] if size["size_bytes"] is not None else model_bytes
+
+    def memory_check(backend_name: str, runs: list[dict]) -> list[dict]:
+        """Send a skipped row for each run whose batch would not fit in memory; return the others."""
+        nonlocal profile
+        if profile is None:
+            step(f"estimating activation memory of {model.name}")
+            profile = activation_profile(model)
+            if profile.note:
+                variant_warnings.append(f"{profile.note}; the memory check counted inputs, outputs and weights only")
+        available, source = available_memory_bytes(device)
+        try:
+            per_input = input_bytes_per_sample(model.inputs)
+        except BenchmarkError:  # dynamic non-batch dims: the run itself reports them
+            return runs
+        fitting = []
+        for run in runs:
+            est = estimate_batch_memory(int(run["batch_size"]), input_bytes_per_sample=per_input,
+                                        output_bytes_per_sample=profile.output_bytes,
+                                        largest_activation_bytes_per_sample=profile.largest_bytes,
+                                        weight_bytes=weight_bytes)
+            reason = memory_skip_reason(est, available)
+            if reason is None:
+                fitting.append(run)
+                continue
+            notes = [est.breakdown(), f"available memory from {source}"]
+            send(RunResult(**base, backend=backend_name, batch_size=est.batch_size, status="skipped", error=reason,
+                           warnings=list(variant_warnings) + notes, env=env))
+        return fitting
+
     for backend_name, runs in runs_by_backend.items():
         backend = get_backend(backend_name)
         ok, reason = backend.supports(variant, device)
@@ -317,10 +366,14 @@ def _variant_job(payload: dict, emit) -> dict:
                 send(RunResult(**base, backend=backend_name, batch_size=run["batch_size"], status="skipped",
                                error=f"{backend_name} on {device}: {reason}", warnings=list(variant_warnings), env=env))
             continue
+        runs = memory_check(backend_name, runs)
+        if not runs:
+            continue
         step(f"preparing {backend_name} session for {comp.name}")
         # A crash while preparing (or computing the reference) fails every run of this backend.
         emit({"type": "run_started", "keys": [r["key"] for r in runs]})
         try:
+            check_disk_space(workdir, model_bytes, f"preparing {backend_name} for {comp.name}")
             session = backend.prepare(variant, device=device, threads=threads, workdir=workdir)
         except BenchmarkError as exc:
             for run in runs:
@@ -649,6 +702,7 @@ class _Runner:
 
         payload = {
             "model": self.cfg.model, "inputs": list(self.cfg.inputs), "trust_pickle": bool(self.cfg.trust_pickle),
+            "arch": getattr(self.cfg, "arch", None),
             "data": self.cfg.data, "device": self.cfg.device, "settings": self.settings,
             "compression": dataclasses.asdict(job.compression), "workdir": str(self.workdir),
             "timeout_s": self.job_timeout_s,

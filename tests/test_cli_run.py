@@ -159,3 +159,32 @@ def test_two_concurrent_cli_sweeps_share_the_device_queue(tmp_path):
     for (s1, e1, _), (s2, e2, _) in zip(spans, spans[1:]):
         assert e1 <= s2, f"timed intervals overlap: {s1}..{e1} and {s2}..{e2}"
     assert len({sid for *_, sid in spans}) == 2
+
+
+def test_state_dict_sweep_with_arch_flag_and_toml(tmp_path, capsys):
+    import torch
+
+    from benchmark.cli_run import read_toml
+    from benchmark.models import load_model
+
+    weights = tmp_path / "digits.pt"
+    torch.save(load_model("sample:digits-cnn").torch_module.state_dict(), str(weights))
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(f'model = "{weights}"\narch = "digits-cnn"\n')
+    assert read_toml(cfg)["arch"] == "digits-cnn"
+
+    db = tmp_path / "r.db"
+    assert main(["run", str(weights), "--db", str(db), "--backend", "pytorch", "--quiet", *FAST_FLAGS]) == 2
+    assert "a state_dict holds weights only; choose its architecture with --arch" in capsys.readouterr().err
+    assert main(["run", str(weights), "--arch", "nope", "--db", str(db), "--quiet"]) == 2
+    assert "unknown architecture 'nope'; known: digits-cnn" in capsys.readouterr().err
+
+    out = tmp_path / "rows.json"
+    code = main(["run", "--config", str(cfg), "--db", str(db), "--backend", "pytorch", "--json", str(out), "--quiet",
+                 *FAST_FLAGS])
+    assert code == 0, capsys.readouterr().err
+    [row] = json.loads(out.read_text())
+    assert row["status"] == "ok" and row["model"] == "digits" and row["latency_ms"]["p50"] > 0
+    assert row["accuracy"]["top1"] > 0.9  # the architecture's own dataset is used for evaluation
+    [rec] = [s for s in Store(db).list_sweeps() if s.id == row["sweep_id"]]
+    assert rec.config["sweep"]["arch"] == "digits-cnn"

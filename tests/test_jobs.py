@@ -146,3 +146,70 @@ def test_queue_state_uses_data_dir():
         state = queue_state("cpu")
     assert state[0]["position"] == 0 and state[0]["sweep_id"] == 5 and state[0]["pid"] == os.getpid()
     assert queue_state("cpu") == []
+
+
+# --- model inspection in a child ------------------------------------------------------------------
+class _PickledCode:
+    """Pickles as ``eval(code)``: loading the file runs ``code`` in whatever process unpickles it."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):
+        return (eval, (self.code,))
+
+
+def _pickle_file(path: Path, code: str) -> Path:
+    import torch
+
+    torch.save(_PickledCode(code), str(path))
+    return path
+
+
+def test_trusted_pickle_runs_only_in_the_inspection_child(tmp_path):
+    from benchmark.errors import UnsafeModelError
+    from benchmark.inspection import inspect_isolated
+
+    marker = tmp_path / "marker.txt"
+    # writes the unpickling process's pid to the marker, then yields a Linear(4 -> 2): 10 params, 8 MACs
+    model = _pickle_file(tmp_path / "whole.pt", f"(open({str(marker)!r}, 'w').write(str(__import__('os').getpid())), "
+                                                "__import__('torch').nn.Linear(4, 2))[1]")
+    with pytest.raises(UnsafeModelError, match="whole.pt: this file is a full pickle"):
+        inspect_isolated(str(model), trust_pickle=False)
+    assert not marker.exists()  # refused without running the file's code anywhere
+
+    info = inspect_isolated(str(model), ["input:1x4"], trust_pickle=True)
+    assert int(marker.read_text()) != os.getpid()  # the code ran in the child only
+    assert info["format"] == "pickle" and info["params"] == 10 and info["macs"] == 8 and info["flops"] == 16
+    assert info["inputs"] == [{"name": "input", "shape": [1, 4], "dtype": "float32"}]
+    assert sum(r["macs"] or 0 for r in info["by_module"]) == 8
+
+
+def test_inspection_crash_and_hang_are_one_line_errors(tmp_path):
+    from benchmark.errors import ModelLoadError
+    from benchmark.inspection import inspect_isolated
+
+    segv = _pickle_file(tmp_path / "segv.pt", "__import__('os').kill(__import__('os').getpid(), 11)")
+    with pytest.raises(ModelLoadError) as err:
+        inspect_isolated(str(segv), trust_pickle=True)
+    assert str(err.value) == ("segv.pt: the model could not be inspected: killed by signal 11 (SIGSEGV) "
+                              "while inspecting segv.pt")
+    hang = _pickle_file(tmp_path / "hang.pt", "__import__('time').sleep(60)")
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError, match="^hang.pt: the model could not be inspected: timed out after 1 s "
+                                             "while inspecting hang.pt$"):
+        inspect_isolated(str(hang), trust_pickle=True, timeout_s=1)
+    assert time.monotonic() - t0 < 15
+
+
+def test_model_info_reports_a_counting_gap_unless_strict():
+    from benchmark.errors import ConfigError
+    from benchmark.inspection import model_info
+
+    info = model_info("sample:digits-cnn", ["image:Nx1xHx8"], strict=False)  # H has no value: not countable
+    assert info["macs"] is None and info["params"] is None and "dim 2 (H)" in info["count_error"]
+    assert info["inputs"][0]["shape"] == ["N", 1, "H", 8] and info["format"] == "sample"
+    with pytest.raises(ConfigError, match="dim 2 \\(H\\)"):
+        model_info("sample:digits-cnn", ["image:Nx1xHx8"])
+    full = model_info("sample:digits-cnn")
+    assert full["params"] == 168_170 and full["flops"] == 2 * full["macs"] and len(full["by_module"]) > 3

@@ -260,3 +260,8 @@ def test_zip_without_model(tmp_path):
         zf.writestr("readme.txt", "not a model")
     with pytest.raises(ModelLoadError, match="zip archive without a PyTorch model"):
         load_model(p)
+
+
+def test_input_names_with_colons():
+    assert InputSpec.parse("input:0:1x3x8x8") == InputSpec("input:0", (1, 3, 8, 8), "float32")
+    assert InputSpec.parse("serving:input:0:Nx4:int64") == InputSpec("serving:input:0", ("N", 4), "int64")

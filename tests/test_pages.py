@@ -184,6 +184,37 @@ def test_model_page_dynamic_dims_are_editable(tmp_path):
     assert at.session_state["model"]["inputs"] == ["x:Nx1x8x8:float32"]
 
 
+class _PickledCode:
+    """Pickles as ``eval(code)``: unpickling the file runs ``code`` in that process."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):
+        return (eval, (self.code,))
+
+
+def test_model_page_trusted_pickle_runs_only_outside_the_app_process(tmp_path):
+    import io
+
+    import torch
+
+    marker = tmp_path / "marker.txt"
+    buf = io.BytesIO()
+    torch.save(_PickledCode(f"(open({str(marker)!r}, 'w').write(str(__import__('os').getpid())), "
+                            "__import__('torch').nn.Linear(4, 2))[1]"), buf)
+    at = page("model").run()
+    at.radio[0].set_value("Upload a file").run()
+    at.file_uploader[0].upload("whole.pt", buf.getvalue()).run()
+    assert not at.exception and len(at.error) == 1
+    assert "full pickle" in at.error[0].value and "Tick 'I trust this file'" in at.error[0].value
+    assert not marker.exists()
+    next(c for c in at.checkbox if c.label.startswith("I trust this file")).check().run()
+    assert not at.exception and not at.error
+    assert int(marker.read_text()) != os.getpid()  # unpickled in a child, never in the app process
+    assert at.session_state["model"]["trust_pickle"] is True
+
+
 def test_run_page_plan_and_bad_choice():
     at = page("run").run()
     assert not at.exception and not at.error

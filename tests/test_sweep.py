@@ -46,8 +46,10 @@ def test_plan_groups_runs_per_variant_reference_first():
 
 
 def test_config_dict_round_trip():
-    cfg = SweepConfig(model="m.onnx", precisions=("fp32", "fp16"), batch_sizes=(1, 4), inputs=("x:1x3",), **FAST)
+    cfg = SweepConfig(model="m.pt", precisions=("fp32", "fp16"), batch_sizes=(1, 4), inputs=("x:1x3",),
+                      arch="digits-cnn", **FAST)
     assert sweep_config_from_dict(sweep_config_to_dict(cfg)) == cfg
+    assert sweep_config_from_dict({k: v for k, v in sweep_config_to_dict(cfg).items() if k != "arch"}).arch is None
     assert sweep_config_from_dict({**sweep_config_to_dict(cfg), "future_field": 1}) == cfg
 
 

@@ -106,13 +106,10 @@ def summarize(samples_ms: Sequence[float], total_s: float = 0.0, started_at: str
 
 # --- device lock ----------------------------------------------------------------------------------
 def data_dir() -> Path:
-    """Slimbench's data folder: ``$SLIMBENCH_DATA_DIR`` or the platform's user data dir."""
-    env = os.environ.get("SLIMBENCH_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
+    """Slimbench's data folder (see :func:`benchmark.paths.data_dir`)."""
+    from ..paths import data_dir as _data_dir
 
-    return Path(user_data_dir("slimbench", appauthor=False))
+    return _data_dir()
 
 
 _thread_locks: dict[str, threading.RLock] = {}

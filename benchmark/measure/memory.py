@@ -2,10 +2,11 @@
 
 Conventions:
 
-- ``peak_rss_mb``: the peak resident set size of the *current process* (``getrusage`` ``ru_maxrss``;
-  KiB on Linux, bytes on macOS), in MiB (2**20 bytes). It never goes down, so a run's peak is only
-  meaningful in a fresh process: ``run_in_child`` runs a function in a spawned child and returns
-  its peak RSS, the RSS when the function started (imports, interpreter) and the GPU peak.
+- ``peak_rss_mb``: the peak resident set size of the current process in MiB (2**20 bytes): on
+  Linux ``VmHWM``, which ``reset_peak_rss`` restarts so that several runs in one child process
+  each get their own peak; elsewhere ``getrusage`` ``ru_maxrss`` (process-wide). ``run_in_child``
+  runs a function in a spawned child and returns its peak RSS, the RSS when the function started
+  (imports, interpreter) and the GPU peak.
 - ``gpu_peak_mb``: ``torch.cuda.max_memory_allocated`` since the last ``reset_gpu_peak`` in MiB
   (memory allocated through PyTorch's caching allocator; ONNX Runtime/TensorRT allocations are
   not seen by it). None without CUDA.
@@ -28,8 +29,30 @@ from ..errors import MeasurementError
 _MIB = 2**20
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process (Linux: ``/proc/self/clear_refs`` <- 5).
+
+    After it, :func:`peak_rss_mb` reports the peak since this call instead of since the process
+    started, so several runs in one process do not inherit each other's peaks. Returns False
+    where the kernel does not allow it (the peak then stays process-wide).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_mb() -> float:
-    """Peak RSS of this process so far, in MiB."""
+    """Peak RSS in MiB since :func:`reset_peak_rss` (``VmHWM``), else since the process started."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass  # not Linux: fall back to getrusage below
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / _MIB if sys.platform == "darwin" else peak / 1024.0
 
