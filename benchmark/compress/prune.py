@@ -53,15 +53,7 @@ def eager_module(variant: Variant, what: str):
 
 def example_args(model: LoadedModel, batch_size: int = 1, seed: int = 0) -> tuple:
     """Example inputs of ``model`` as a tuple of CPU tensors in input order (integer inputs stay integer)."""
-    import numpy as np
-    import torch
-
-    feeds = model.example_inputs(batch_size, seed=seed)
-    args = []
-    for spec in model.inputs:
-        arr = np.ascontiguousarray(feeds[spec.name])
-        args.append(torch.from_numpy(arr))
-    return tuple(args)
+    return model.example_tensors(batch_size, seed=seed)
 
 
 def first_tensor(out):

@@ -165,17 +165,9 @@ def _is_script(module) -> bool:
 
 
 def _numpy_feeds_to_torch(feeds: dict, variant: Variant) -> tuple:
-    import numpy as np
-    import torch
+    from ..models.base import feeds_to_tensors
 
-    args = []
-    for spec in variant.model.inputs:
-        arr = np.ascontiguousarray(feeds[spec.name])
-        t = torch.from_numpy(arr)
-        if spec.dtype == "bfloat16":
-            t = t.to(torch.bfloat16)
-        args.append(t)
-    return tuple(args)
+    return feeds_to_tensors(feeds, variant.model.inputs)
 
 
 def _torch_outputs(out) -> list:
@@ -319,15 +311,10 @@ def _finish(variant: Variant, cfg: CompressionConfig, method: str, *, summary: s
 
 
 def cpu_flags() -> set[str]:
-    """The CPU feature flags from ``/proc/cpuinfo`` (empty where unreadable)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        return set()
-    return set()
+    """The CPU feature flags (see :func:`benchmark.measure.environment.cpu_flags`)."""
+    from ..measure.environment import cpu_flags as _flags
+
+    return _flags()
 
 
 def choose_int8_format(requested: str = "auto", flags: set[str] | None = None,

@@ -68,6 +68,11 @@ def _cpuinfo() -> tuple[str | None, list[str]]:
     return model or platform.processor() or None, flags
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from ``/proc/cpuinfo`` (empty where unreadable)."""
+    return set(_cpuinfo()[1])
+
+
 def cuda_device_status() -> tuple[bool, str]:
     """(ok, reason) for "is there a usable CUDA GPU?": torch.cuda if torch is installed, else nvidia-smi."""
     return _cuda_device_status()

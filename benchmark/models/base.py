@@ -69,6 +69,10 @@ class LoadedModel:
         new_inputs = [by_name.get(s.name, s) for s in self.inputs]
         return dataclasses.replace(self, inputs=new_inputs)
 
+    def example_tensors(self, batch_size: int = 1, seed: int = 0) -> tuple:
+        """:meth:`example_inputs` as a tuple of CPU tensors in input order."""
+        return feeds_to_tensors(self.example_inputs(batch_size, seed), self.inputs)
+
     def example_inputs(self, batch_size: int = 1, seed: int = 0) -> dict[str, Any]:
         """Random numpy feeds matching the input specs (batch axis = dim 0).
 
@@ -90,6 +94,20 @@ class LoadedModel:
                 arr = rng.integers(0, 2, size=shape).astype(spec.dtype)
             feeds[spec.name] = arr
         return feeds
+
+
+def feeds_to_tensors(feeds: dict[str, Any], inputs) -> tuple:
+    """Numpy feeds as a tuple of CPU tensors in input order (bfloat16 inputs cast; integers stay integers)."""
+    import numpy as np
+    import torch
+
+    args = []
+    for spec in inputs:
+        t = torch.from_numpy(np.ascontiguousarray(feeds[spec.name]))
+        if spec.dtype == "bfloat16":
+            t = t.to(torch.bfloat16)
+        args.append(t)
+    return tuple(args)
 
 
 @dataclass

@@ -34,21 +34,9 @@ class ExportInfo:
 
 
 def _example_args(module, inputs: list[InputSpec], batch_size: int):
-    import numpy as np
-    import torch
-
     from .base import LoadedModel
 
-    tmp = LoadedModel(name="export", format="sample", framework="torch", inputs=list(inputs))
-    feeds = tmp.example_inputs(batch_size)
-    args = []
-    for spec in inputs:
-        arr = feeds[spec.name]
-        if spec.dtype == "bfloat16":
-            args.append(torch.from_numpy(np.asarray(arr, dtype="float32")).to(torch.bfloat16))
-        else:
-            args.append(torch.from_numpy(arr))
-    return tuple(args)
+    return LoadedModel(name="export", format="sample", framework="torch", inputs=list(inputs)).example_tensors(batch_size)
 
 
 def _set_eval(module) -> None:
