@@ -1,5 +1,7 @@
 """Compress & run: choose variants, backends, device, batch sizes and data; start a background sweep
 and follow every running sweep (progress, partial results, cancel). Sweeps queue per device."""
+from pathlib import Path
+
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
@@ -110,8 +112,38 @@ def sweep_form(model: dict):
         return None
 
 
+QUEUE_DEVICES = ("cpu", "cuda")
+
+
+def device_queues() -> dict[str, list[dict]]:
+    """The live device queues (file-lock tickets of every dashboard session and CLI run on this machine)."""
+    from benchmark.jobs import queue_state
+
+    return {device: queue_state(device) for device in QUEUE_DEVICES}
+
+
+def queue_position(rec, queue: list[dict], db_path: Path) -> int:
+    """Jobs ahead of sweep ``rec`` in its device queue; everything queued when it holds no ticket yet."""
+    for entry in queue:
+        if entry["sweep_id"] == rec.id and (not entry["db"] or Path(entry["db"]).resolve() == db_path):
+            return entry["position"]
+    return len(queue)
+
+
+def show_queues(queues: dict[str, list[dict]]) -> None:
+    for device, queue in queues.items():
+        if not queue:
+            continue
+        lines = [f"{e['position'] + 1}. {e['label'] or 'job'}"
+                 + (f" (sweep #{e['sweep_id']})" if e["sweep_id"] is not None else "")
+                 + (f" - {'holds the device' if e['position'] == 0 else 'waiting'} (queued {e['waiting_s']:.0f} s ago)")
+                 for e in queue]
+        st.markdown(f"**{device.upper()} queue** ({plural(len(queue), 'job')}, sweeps and sensitivity jobs from every "
+                    "tab and CLI run)  \n" + "  \n".join(lines))
+
+
 def sweeps_panel() -> None:
-    """Every active sweep (from any tab or CLI run), refreshed while one runs."""
+    """Every active sweep (from any tab or CLI run) and the device queues, refreshed while busy."""
     from benchmark import plots
     from benchmark.report import sweep_label
     from benchmark.store import ACTIVE_SWEEP_STATUSES, Store
@@ -120,22 +152,25 @@ def sweeps_panel() -> None:
     store = Store()
     store.mark_interrupted()
     active = sorted(store.list_sweeps(statuses=ACTIVE_SWEEP_STATUSES), key=lambda r: r.id)
+    queues = device_queues()
     mine = st.session_state.get("my_sweeps", [])
+    show_queues(queues)
     if not active:
-        if st.session_state.pop("_refreshing", False):
+        if not any(queues.values()) and st.session_state.pop("_refreshing", False):
             st.rerun()  # a full rerun redraws this panel without the periodic refresh
         st.caption("No sweep is running.")
         for rec in store.list_sweeps(limit=10):
             if rec.id in mine:
                 st.markdown(f"{sweep_label(rec)}" + (f": {rec.error}" if rec.error else ""))
         return
+    db_path = Path(store.path).resolve()
     for rec in active:
         with st.container(border=True):
             st.markdown(f"**{sweep_label(rec)}**")
-            ahead = sum(1 for o in active if o.id < rec.id and o.device == rec.device)
+            ahead = queue_position(rec, queues.get(rec.device) or [], db_path)
             text = rec.progress or ("starting ..." if rec.status == "pending" else rec.status)
-            if rec.status in ("pending", "queued") and ahead and "queued" not in text:
-                text = f"queued behind {plural(ahead, 'sweep')} - {text}"
+            if rec.status in ("pending", "queued") and ahead and "queued behind" not in text:
+                text = f"queued behind {plural(ahead, 'job')} on {rec.device}" + ("" if text == rec.status else f" - {text}")
             st.progress(min(1.0, max(0.0, float(rec.fraction or 0))), text=text)
             frame = store.results_frame(rec.id)
             done = frame[frame["status"].isin(["ok", "failed", "skipped"])] if not frame.empty else frame
@@ -174,7 +209,7 @@ if cfg is not None:
 st.subheader("Sweeps in progress")
 from benchmark.store import ACTIVE_SWEEP_STATUSES, Store  # noqa: E402
 
-st.session_state["_refreshing"] = bool(Store().list_sweeps(limit=1, statuses=ACTIVE_SWEEP_STATUSES))
+st.session_state["_refreshing"] = bool(Store().list_sweeps(limit=1, statuses=ACTIVE_SWEEP_STATUSES)) or any(device_queues().values())
 st.fragment(sweeps_panel, run_every=2.0 if st.session_state["_refreshing"] else None)()
 try:
     st.page_link("app_pages/results.py", label="Open Results", icon=":material/scatter_plot:")

@@ -1,8 +1,9 @@
 """The ``slimbench`` command line (same as ``python -m benchmark``).
 
 Subcommands: ``info`` (what a model is: inputs, params, MACs/FLOPs, size), ``run`` (a sweep),
-``results`` / ``sweeps`` (what the database holds), ``samples``, ``env``. Errors print one line
-and exit with status 2; ``--debug`` shows the traceback.
+``results`` / ``sweeps`` (what the database holds), ``report`` (an HTML report of sweeps),
+``sensitivity`` / ``search`` (per-layer sensitivity, accuracy-aware INT8 search), ``samples``,
+``env``. Errors print one line and exit with status 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -108,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(sub) -> None:
-    """Sweep commands (run, results, sweeps) live in benchmark.cli_run."""
+    """Sweep and analysis commands (run, results, sweeps, sensitivity, search, report) live in benchmark.cli_run."""
     from . import cli_run
 
     cli_run.add_run_parser(sub)
     cli_run.add_results_parser(sub)
+    cli_run.add_analysis_parsers(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The ``run``, ``results`` and ``sweeps`` subcommands of the ``slimbench`` CLI.
+"""The ``run``, ``results``, ``sweeps``, ``sensitivity``, ``search`` and ``report`` subcommands of
+the ``slimbench`` CLI.
 
 ``slimbench run MODEL --precision fp32,int8-static --prune 0,0.5 --backend pytorch,onnxruntime
 --batch-size 1,32`` expands the cross product, runs it (each variant in an isolated job, through
@@ -17,6 +18,13 @@ A TOML file (``--config sweep.toml``) may hold the same settings as the flags (f
 
 Exit status: 0 when every run is ok or skipped, 1 when some run failed, 2 on bad input (one line
 on stderr, nothing stored), 130 when interrupted (finished rows are kept; ``--resume ID``).
+
+``slimbench sensitivity MODEL [--method int8|prune] [--max-layers N]`` prints the per-layer
+sensitivity table (the Sensitivity page's analysis); ``slimbench search MODEL --budget POINTS``
+runs the accuracy-aware INT8 search and prints every tried configuration and the chosen one (exit
+1 when none met the budget). Both load the model only in a spawned job and hold the CPU queue
+while they run. ``slimbench report --out report.html [--sweep ID]`` writes the History page's
+self-contained HTML report.
 """
 from __future__ import annotations
 
@@ -55,7 +63,8 @@ _SCALAR_FIELDS = {"model": str, "prune_kind": str, "device": str, "data": str, "
 _WHAT = {"prune_ratios": "prune ratio", "batch_sizes": "batch size", "calib_samples": "calibration samples",
          "threads": "threads", "min_iters": "min iterations", "min_duration_s": "min duration",
          "lowrank_ratio": "low-rank ratio", "distill_epochs": "distillation epochs",
-         "eval_samples": "eval samples"}
+         "eval_samples": "eval samples", "max_layers": "max_layers", "max_trials": "max_trials",
+         "budget": "accuracy budget"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +127,51 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_sweeps)
     return p
+
+
+def _add_model_args(p) -> None:
+    p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
+    p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
+                   help="override an input's shape/dtype (repeat for several inputs)")
+    p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
+    p.add_argument("--data", metavar="NAME|PATH.npz",
+                   help="evaluation/calibration data (default: the model's own dataset, else 64 random inputs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--timeout", metavar="S", help="per-step job timeout in seconds (default 300)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_analysis_parsers(subparsers) -> None:
+    """Adds ``sensitivity``, ``search`` and ``report``."""
+    p = subparsers.add_parser(
+        "sensitivity", help="per-layer sensitivity: the quality drop when only one layer is compressed",
+        description="Compress one Conv/Gemm/MatMul layer at a time (INT8 or 50 % magnitude pruning) and print "
+                    "the drop in percentage points of top-1 accuracy (or agreement with FP32), most sensitive first.",
+    )
+    _add_model_args(p)
+    p.add_argument("--method", default="int8", metavar="int8|prune", help="compress each layer with (default int8)")
+    p.add_argument("--max-layers", metavar="N", help="test only the N layers with the most MACs (default all)")
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = subparsers.add_parser(
+        "search", help="accuracy-aware INT8 search: keep sensitive layers FP32 until the drop fits a budget",
+        description="Full static INT8 first; while the drop exceeds the budget, keep the next most sensitive layer "
+                    "in FP32. Prints every tried configuration and the chosen (fastest within budget) one.",
+    )
+    _add_model_args(p)
+    p.add_argument("--budget", metavar="POINTS", help="allowed quality drop in percentage points (required)")
+    p.add_argument("--max-trials", metavar="N", help="at most this many configurations (default 10)")
+    p.add_argument("--save", metavar="FILE.onnx", help="copy the chosen INT8 model to this file")
+    p.set_defaults(func=cmd_search)
+
+    p = subparsers.add_parser("report", help="write a self-contained HTML report of stored sweeps")
+    p.add_argument("--db", metavar="PATH", help="results database (default $SLIMBENCH_DB or <data dir>/results.db)")
+    p.add_argument("--sweep", metavar="ID", action="append", help="sweep id (repeatable; default: the latest sweep)")
+    p.add_argument("--out", metavar="FILE.html", help="where to write the report (required)")
+    p.add_argument("--latency-budget", metavar="MS", help="draw a latency budget line on the trade-off plot")
+    p.set_defaults(func=cmd_report)
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,5 +506,189 @@ def cmd_sweeps(args) -> int:
     return 0
 
 
-__all__ = ["add_run_parser", "add_results_parser", "cmd_run", "cmd_results", "cmd_sweeps", "format_table",
+def _check_out_file(path: str | os.PathLike, flag: str) -> Path:
+    """Fail before any work when ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file path")
+    if not path.parent.exists():
+        raise ConfigError(f"{flag} {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: not writable")
+    return path
+
+
+def _write_text(path: Path, text: str, flag: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _job_timeout(value) -> float:
+    from .compress.sensitivity import DEFAULT_JOB_TIMEOUT_S
+
+    if value is None:
+        return DEFAULT_JOB_TIMEOUT_S
+    seconds = _convert("timeout", float, value)
+    if seconds <= 0:
+        raise ConfigError(f"timeout must be > 0 s; got {value!r}")
+    return seconds
+
+
+def _job_callbacks(args):
+    bar = _ProgressBar(quiet=args.quiet or args.json)
+
+    def on_wait(ahead: int) -> None:
+        bar(f"queued behind {ahead} job(s) on cpu" if ahead else "waiting for the cpu", 0.0)
+
+    return bar, on_wait
+
+
+def _pct(value) -> str:
+    return _fmt(None if value is None else 100 * value, ".2f")
+
+
+def _text_table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = []
+    for row in [headers] + rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_sensitivity(res: dict) -> str:
+    """The ranked sensitivity table of :func:`benchmark.compress.sensitivity.sensitivity_isolated`."""
+    attrs = res.get("attrs") or {}
+    metric = "top-1 accuracy" if attrs.get("metric") == "accuracy" else "top-1 agreement with FP32"
+    rows = [[str(i + 1), r["layer"], r["op_type"], _fmt(None if r["macs_share"] is None else 100 * r["macs_share"], ".2f"),
+             _pct(r["metric_before"]), _pct(r["metric_after"]),
+             "failed (NaN/Inf)" if r["delta"] is None else format(r["delta"], ".2f")]
+            for i, r in enumerate(res["table"])]
+    lines = [f"{res['method']} sensitivity of {res['model']}: {res['data_note']}",
+             f"metric: {metric}; drop = (before - after) x 100 in percentage points, positive = worse; "
+             "MACs share = the layer's multiply-adds over all Conv/Gemm/MatMul layers",
+             _text_table(["rank", "layer", "op", "MACs share (%)", "before (%)", "after (%)", "drop (points)"],
+                         rows, {0, 3, 4, 5, 6})]
+    if attrs.get("layers_not_tested"):
+        lines.append(f"not tested: {attrs['layers_not_tested']} smaller layer(s) (--max-layers)")
+    lines += [f"note: {w}" for w in attrs.get("warnings") or []]
+    return "\n".join(lines)
+
+
+def format_search(res: dict) -> str:
+    """Every tried configuration of the accuracy-aware search, and the chosen one."""
+    metric = "accuracy" if res["metric"] == "accuracy" else "agreement with FP32"
+    rows = [[str(r["trial"]), str(r["n_excluded"]), _pct(r["metric"]),
+             "failed (NaN/Inf)" if r["delta"] is None else format(r["delta"], ".2f"),
+             _fmt(r["size_bytes"] / 1024, ".1f"), _fmt(r["latency_p50_ms"], ".3f"), _fmt(r["speedup_vs_fp32"], ".2f"),
+             "yes" if r["meets_budget"] else "no", ", ".join(r["excluded_layers"]) or "-"]
+            for r in res["tried"]]
+    lines = [f"accuracy-aware INT8 search of {res['model']}, budget {res['budget_points']:g} points: {res['data_note']}",
+             f"FP32 reference: {metric} {_pct(res['reference_metric'])} %, p50 {res['reference_latency_p50_ms']:.3f} ms, "
+             f"size {res['reference_size_bytes'] / 1024:.1f} KiB (p50: median latency of one batch of up to 8 samples, "
+             "ONNX Runtime CPU, 1 thread)",
+             _text_table(["trial", "FP32 layers", f"{metric} (%)", "drop (points)", "size (KiB)", "p50 (ms)",
+                          "speedup (x)", "within budget", "layers kept FP32"], rows, {0, 1, 2, 3, 4, 5, 6})]
+    ch = res["chosen"]
+    if ch is None:
+        lines.append(f"chosen: none - no tried configuration stayed within {res['budget_points']:g} points; "
+                     "raise --budget or --max-trials")
+    else:
+        kept = ", ".join(ch["excluded_layers"]) or "none (full INT8)"
+        cfg = res["chosen_config"]
+        lines.append(f"chosen: trial {ch['trial']}, drop {ch['delta']:.2f} points, {ch['speedup_vs_fp32']:.2f}x FP32 speed, "
+                     f"kept in FP32: {kept}")
+        lines.append(f"rebuild: precision={cfg['precision']}"
+                     + (f" exclude_layers={','.join(cfg['exclude_layers'])}" if cfg["exclude_layers"] else ""))
+        lines.append(f"model: {ch['onnx_path']}")
+    lines += [f"note: {w}" for w in res.get("warnings") or []]
+    return "\n".join(lines)
+
+
+def cmd_sensitivity(args) -> int:
+    from .compress.sensitivity import sensitivity_isolated
+
+    max_layers = None if args.max_layers is None else _convert("max_layers", int, args.max_layers)
+    timeout = _job_timeout(args.timeout)
+    bar, on_wait = _job_callbacks(args)
+    try:
+        res = sensitivity_isolated(args.model, args.input, args.arch, args.trust_pickle, method=args.method,
+                                   data=args.data, max_layers=max_layers, on_progress=bar, on_wait=on_wait,
+                                   timeout_s=timeout)
+    finally:
+        bar.close()
+    print(json.dumps(res, indent=2, allow_nan=False) if args.json else format_sensitivity(res))
+    return 0
+
+
+def cmd_search(args) -> int:
+    import shutil
+
+    from .compress.sensitivity import search_isolated
+
+    if args.budget is None:
+        raise ConfigError("search needs --budget POINTS: the allowed quality drop in percentage points (e.g. --budget 1)")
+    budget = _convert("budget", float, args.budget)
+    trials = 10 if args.max_trials is None else _convert("max_trials", int, args.max_trials)
+    timeout = _job_timeout(args.timeout)
+    save = _check_out_file(args.save, "--save") if args.save else None
+    bar, on_wait = _job_callbacks(args)
+    try:
+        res = search_isolated(args.model, args.input, args.arch, args.trust_pickle, budget_points=budget,
+                              max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout)
+    finally:
+        bar.close()
+    if save is not None and res["chosen"] is not None:
+        try:
+            shutil.copyfile(res["chosen"]["onnx_path"], save)
+        except OSError as exc:
+            raise StoreError(f"cannot write --save {save}: {exc.strerror or exc}") from None
+        res["chosen"]["saved_to"] = str(save)
+    print(json.dumps(res, indent=2, allow_nan=False) if args.json else format_search(res))
+    if save is not None and res["chosen"] is not None and not args.json:
+        print(f"saved: {save}")
+    return 0 if res["chosen"] is not None else EXIT_FAILED_RUNS
+
+
+def cmd_report(args) -> int:
+    from . import plots
+    from .report import build_report
+    from .results import results_to_frame
+    from .store import Store
+
+    if not args.out:
+        raise ConfigError("report needs --out FILE.html: where to write the report")
+    out = _check_out_file(args.out, "--out")
+    budget = None
+    if args.latency_budget is not None:
+        budget = _convert("latency budget", float, args.latency_budget)
+        if budget <= 0:
+            raise ConfigError(f"latency budget must be > 0 ms; got {args.latency_budget!r}")
+    store = Store(args.db, create=False)
+    if args.sweep:
+        sweep_ids = sorted({_convert("sweep id", int, s) for s in args.sweep})
+    else:
+        latest = store.list_sweeps(limit=1)
+        if not latest:
+            raise ConfigError(f"no sweeps in {store.path} yet; run `slimbench run MODEL` first")
+        sweep_ids = [latest[0].id]
+    records = [store.get_sweep(sid) for sid in sweep_ids]  # an unknown id -> one line naming the recent ones
+    results = store.get_results(sweep_ids)
+    env = next((r.env for r in results if r.env), None)
+    html = build_report(results_to_frame(results), samples=plots.latency_samples_frame(results), sweeps=records,
+                        environment=env, latency_budget_ms=budget,
+                        title=f"Slimbench report: sweeps {', '.join(map(str, sweep_ids))}")
+    _write_text(out, html, "--out")
+    print(f"wrote {out} ({len(results)} rows of sweep(s) {', '.join(map(str, sweep_ids))}, {len(html) / 1e6:.1f} MB)")
+    return 0
+
+
+__all__ = ["add_run_parser", "add_results_parser", "add_analysis_parsers", "cmd_run", "cmd_results", "cmd_sweeps",
+           "cmd_sensitivity", "cmd_search", "cmd_report", "format_table", "format_sensitivity", "format_search",
            "read_toml", "sweep_config_from_args"]

@@ -189,3 +189,105 @@ def test_torch_model_is_exported_and_conv_macs_counted(tmp_path):
     assert df[df.op_type == "Gemm"]["macs_share"].tolist() == pytest.approx([80 / total])
     assert df.attrs["total_macs"] == total
     assert len(df) == 3 and list(df["delta"]) == sorted(df["delta"], reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing through the project's latency conventions, and the isolated (child-process) runs
+
+
+def test_search_times_with_measure_latency_under_the_device_lock(model, data, tmp_path, monkeypatch):
+    import benchmark.measure.latency as latency
+    from benchmark.backends.base import Session
+
+    real = latency.measure_latency
+    calls = []
+
+    def spy(session, feeds, cfg, device="cpu", progress=None, lock=True):
+        calls.append({"session": session, "batch": next(iter(feeds.values())).shape[0], "cfg": cfg, "device": device,
+                      "lock": lock})
+        return real(session, feeds, cfg, device, progress=progress, lock=lock)
+
+    monkeypatch.setattr(latency, "measure_latency", spy)
+    ev, calib = data
+    res = accuracy_aware_search(model, ev, calib, budget_points=100.0, workdir=tmp_path, max_trials=3)
+    assert len(res.tried) == 1  # full INT8 is within a 100-point budget
+    assert len(calls) == 2  # the FP32 reference and the one trial
+    for call in calls:
+        assert isinstance(call["session"], Session) and call["session"].info.backend == "onnxruntime"
+        assert call["device"] == "cpu" and call["lock"] is True
+        cfg = call["cfg"]
+        assert (cfg.backend, cfg.threads, cfg.batch_size, cfg.min_iters, cfg.min_duration_s) == ("onnxruntime", 1, 8, 20, 0.2)
+        assert call["batch"] == 8
+    assert res.tried["latency_p50_ms"].iloc[0] > 0 and res.reference_latency_p50_ms > 0
+
+
+@pytest.fixture(scope="module")
+def npz_data(tmp_path_factory):
+    """The digits test split flattened for the MLP, as a user's .npz file (arrays + labels)."""
+    ev = _flat(get_dataset("digits", "test"), 200)
+    path = tmp_path_factory.mktemp("npz") / "digits-flat.npz"
+    np.savez(path, x=ev.arrays["x"], labels=ev.labels)
+    return path
+
+
+def test_sensitivity_isolated_is_json_ready_and_holds_the_queue(model, npz_data):
+    import json
+    import os
+
+    from benchmark.compress.sensitivity import sensitivity_isolated
+    from benchmark.jobs import queue_state
+
+    events, queued = [], []
+
+    def progress(message, fraction):
+        events.append((message, fraction))
+        queued.extend(queue_state("cpu"))
+
+    res = sensitivity_isolated(str(model.onnx_path), method="int8", data=str(npz_data), on_progress=progress)
+    json.dumps(res, allow_nan=False)  # strict JSON: nothing the page or CLI cannot print
+    assert res["columns"] == COLUMNS and len(res["table"]) == 3
+    deltas = [r["delta"] for r in res["table"]]
+    assert deltas == sorted(deltas, reverse=True) and deltas[0] > 20.0  # fc1/fc2 carry the outlier
+    assert res["attrs"]["metric"] == "accuracy" and 0 < res["attrs"]["samples"] <= 200
+    assert "digits-flat" in res["data_note"] and f"({res['attrs']['samples']} samples" in res["data_note"]
+    assert events[-1] == ("int8 sensitivity done", 1.0)
+    assert any(m.startswith("int8 sensitivity: layer 3/3") for m, _ in events)
+    # the job held the CPU queue while it ran, and gave it back
+    assert queued and all(e["pid"] == os.getpid() and "sensitivity" in e["label"] for e in queued)
+    assert queue_state("cpu") == []
+
+
+def test_search_isolated_keeps_only_the_chosen_model(model, npz_data, tmp_path):
+    from benchmark.compress.sensitivity import search_isolated
+
+    work = tmp_path / "search"
+    res = search_isolated(str(model.onnx_path), budget_points=1.0, max_trials=5, data=str(npz_data), workdir=work)
+    assert res["chosen"] is not None and res["chosen"]["delta"] <= 1.0
+    tried = res["tried"]
+    assert tried[0]["excluded_layers"] == [] and tried[0]["delta"] > 1.0
+    order = [r["layer"] for r in res["sensitivity"]]
+    assert [t["excluded_layers"] for t in tried] == [order[:k] for k in range(len(tried))]
+    assert res["chosen_config"] == {"precision": "mixed", "exclude_layers": res["chosen"]["excluded_layers"]}
+    assert [p.name for p in work.iterdir()] == [Path(res["chosen"]["onnx_path"]).name]
+
+
+def test_isolated_bad_input_and_crash_are_one_line_errors(model, tmp_path, monkeypatch):
+    from benchmark.compress.sensitivity import search_isolated, sensitivity_isolated
+    from benchmark.errors import MeasurementError, ModelLoadError
+    from benchmark.jobs import queue_state
+
+    with pytest.raises(ConfigError, match="max_layers must be >= 1"):
+        sensitivity_isolated(str(model.onnx_path), max_layers=0)
+    with pytest.raises(ConfigError, match="budget"):
+        search_isolated(str(model.onnx_path), budget_points=float("nan"))
+    with pytest.raises(ModelLoadError):
+        sensitivity_isolated(str(tmp_path / "missing.onnx"))
+    plugin = tmp_path / "segv_plugin.py"
+    plugin.write_text("import os, signal\nimport benchmark.compress.sensitivity as s\n"
+                      "s.layer_sensitivity = lambda *a, **k: os.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setenv("SLIMBENCH_PLUGINS", str(plugin))
+    with pytest.raises(MeasurementError) as info:
+        sensitivity_isolated(str(model.onnx_path))
+    message = str(info.value)
+    assert "\n" not in message and "SIGSEGV" in message and "mlp.onnx" in message
+    assert queue_state("cpu") == []  # the slot is given back after a crash

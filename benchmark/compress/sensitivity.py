@@ -19,8 +19,10 @@ Conventions:
 - ``macs_share`` is the node's MACs over the MACs of all Conv/ConvTranspose/Gemm/MatMul nodes at
   batch 1 (a MAC = one multiply-add; the formulas of :mod:`benchmark.measure.flops`, with shapes
   from one ONNX Runtime run, so dynamic reshapes in attention do not hide any product).
-- ONNX Runtime runs on CPU; evaluation sessions use 2 intra-op threads, the quick latency uses 1
-  thread, batch 8, 3 warm-up runs, then at least 20 runs and 0.2 s; ``latency_p50_ms`` is the median.
+- ONNX Runtime runs on CPU; evaluation sessions use 2 intra-op threads. The search's latency check
+  is a sweep's timing with short settings: an ONNX Runtime session from :mod:`benchmark.backends`
+  (1 intra-op thread), batch 8, timed by :func:`benchmark.measure.latency.measure_latency` under the
+  CPU device lock: 3 warm-up runs, then at least 20 runs and 0.2 s; ``latency_p50_ms`` is the median.
 - The graph is prepared as the ``int8-static``/``mixed`` compressions prepare it (``Constant``
   weights to initializers, opset 13+, ``quant_pre_process``; the same INT8 format and, for
   attention models, the same op types); layer names are node names of that prepared graph,
@@ -29,7 +31,6 @@ Conventions:
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -49,6 +50,8 @@ COLUMNS = ["layer", "op_type", "macs_share", "metric_before", "metric_after", "d
 EVAL_THREADS = 2
 LATENCY_THREADS = 1
 LATENCY_BATCH = 8
+#: RunConfig timing settings of the search's latency check (short: it times every trial).
+LATENCY_SETTINGS = {"warmup_iters": 3, "warmup_s": 0.0, "min_iters": 20, "min_duration_s": 0.2, "max_iters": 2000}
 CALIB_MAX_SAMPLES = 512
 PRUNE_AMOUNT = 0.5
 
@@ -219,24 +222,30 @@ def _metric(pred, data: Dataset, reference) -> float:
     return float((pred == target[: len(pred)]).mean())
 
 
-def _quick_latency_ms(path: Path, prep: _Prepared, data: Dataset) -> float:
-    """Median latency (ms) of one batch of ``LATENCY_BATCH`` samples, 1 thread."""
+def _latency_p50_ms(path: Path, prep: _Prepared, data: Dataset, model: "LoadedModel", precision: str) -> float:
+    """Median latency (ms) of one batch of ``LATENCY_BATCH`` samples (or the graph's static batch).
+
+    Timed the way sweeps time: an ONNX Runtime CPU session from :mod:`benchmark.backends`
+    (``LATENCY_THREADS`` intra-op thread) and :func:`benchmark.measure.latency.measure_latency`
+    with :data:`LATENCY_SETTINGS`, holding the CPU device lock while it times.
+    """
     import numpy as np
+
+    from ..backends import get_backend
+    from ..config import RunConfig
+    from ..measure.latency import measure_latency
+    from ..models.base import Variant
 
     batch = prep.batch or min(LATENCY_BATCH, len(data))
     feeds = {n: np.ascontiguousarray(data.arrays[n][:batch]) for n in prep.inputs}
-    sess = _session(path, LATENCY_THREADS)
-    for _ in range(3):
-        sess.run(None, feeds)
-    times = []
-    start = time.perf_counter()
-    while len(times) < 20 or time.perf_counter() - start < 0.2:
-        t0 = time.perf_counter_ns()
-        sess.run(None, feeds)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-        if len(times) >= 2000:
-            break
-    return float(np.median(times))
+    cfg = RunConfig(backend="onnxruntime", device="cpu", batch_size=batch, threads=LATENCY_THREADS, **LATENCY_SETTINGS)
+    variant = Variant(name=path.stem, model=model, precision=precision, onnx_path=path)
+    session = get_backend("onnxruntime").prepare(variant, "cpu", threads=cfg.threads)
+    try:
+        stats = measure_latency(session, feeds, cfg, "cpu")
+    finally:
+        session.close()
+    return float(stats.p50_ms)
 
 
 class _Reader:
@@ -474,7 +483,7 @@ def accuracy_aware_search(
     warnings = list(prep.warnings)
     ref_pred = _predict(prep.path, prep, data)
     ref_metric = _metric(ref_pred, data, ref_pred)
-    ref_latency = _quick_latency_ms(prep.path, prep, data)
+    ref_latency = _latency_p50_ms(prep.path, prep, data, model, "fp32")
     ref_size = prep.path.stat().st_size
     if sensitivity is not None:
         missing = set(sensitivity["layer"]) - {n.name for n in prep.proto.graph.node}
@@ -499,7 +508,7 @@ def accuracy_aware_search(
         except MeasurementError as exc:
             warnings.append(f"trial {k}: {exc}")
             metric, delta = float("nan"), float("inf")
-        latency = _quick_latency_ms(out, prep, data)
+        latency = _latency_p50_ms(out, prep, data, model, "mixed" if excluded else "int8-static")
         rows.append({
             "trial": k, "excluded_layers": excluded, "n_excluded": k, "metric": metric, "delta": delta,
             "size_bytes": out.stat().st_size, "latency_p50_ms": latency, "speedup_vs_fp32": ref_latency / latency,
@@ -532,4 +541,274 @@ def accuracy_aware_search(
     )
 
 
-__all__ = ["layer_sensitivity", "accuracy_aware_search", "SearchResult", "node_macs", "METHODS", "COLUMNS"]
+# ---------------------------------------------------------------------------------------------
+# Isolated runs (the dashboard and the CLI): the model is loaded only in a spawned child
+
+
+DEFAULT_JOB_TIMEOUT_S = 300.0
+RANDOM_SAMPLES = 64
+
+WaitCallback = Callable[[int], None]
+
+
+def sensitivity_data(model: "LoadedModel", data: str | Path | None = None) -> tuple[Dataset, Dataset, str]:
+    """(evaluation data, calibration data, note) for the sensitivity analysis and the search.
+
+    ``data``: a built-in dataset name or a ``.npz`` path; None means the model's own dataset
+    (``test`` split to evaluate, ``calib`` split to calibrate; a ``.npz`` file is split as
+    :func:`benchmark.data.resolve_dataset` splits it). A model without a dataset is evaluated and
+    calibrated on ``RANDOM_SAMPLES`` random inputs; the metric is then top-1 agreement with FP32.
+    """
+    from ..data import random_dataset, resolve_dataset
+
+    evaluation = resolve_dataset(data, model, split="test")
+    if evaluation is None:
+        rnd = random_dataset(model.inputs, RANDOM_SAMPLES)
+        return rnd, rnd, (f"{model.name} has no dataset: quality is top-1 agreement with FP32 on "
+                          f"{RANDOM_SAMPLES} random inputs")
+    calib = resolve_dataset(data, model, split="calib")
+    metric = "top-1 accuracy" if evaluation.labels is not None else "top-1 agreement with FP32 (no labels)"
+    note = f"evaluated on {evaluation.name} ({len(evaluation)} samples, {metric})"
+    if calib is None:
+        return evaluation, evaluation, note + ", calibrated on the same samples"
+    return evaluation, calib, note + f", calibrated on {calib.name} ({min(len(calib), CALIB_MAX_SAMPLES)} samples)"
+
+
+def expected_data_note(source: str, arch: str | None = None, data: str | None = None) -> str:
+    """What :func:`sensitivity_data` will evaluate on, said without loading the model (for pages)."""
+    from ..models.archs import get_arch
+    from ..models.samples import get_sample
+
+    if data:
+        return f"evaluated on {Path(str(data)).name if str(data).endswith('.npz') else str(data) + ':test'}"
+    dataset = None
+    if str(source).startswith("sample:"):
+        dataset = get_sample(str(source).removeprefix("sample:")).dataset
+    elif arch:
+        dataset = get_arch(arch).dataset
+    if dataset:
+        return f"evaluated on {dataset}:test, calibrated on {dataset}:calib"
+    return f"no dataset of its own: quality is top-1 agreement with FP32 on {RANDOM_SAMPLES} random inputs"
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON-ready copy: numpy values to Python, NaN/Inf to None (strict JSON)."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and not isinstance(value, (str, bytes)):
+        return _json_safe(tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _job_model(payload: dict, emit) -> "LoadedModel":
+    from ..config import InputSpec
+    from ..models import load_model
+
+    emit({"type": "step", "message": f"loading {payload['label']}", "fraction": 0.0})
+    return load_model(payload["source"], inputs=[InputSpec.parse(t) for t in payload["inputs"]],
+                      arch=payload["arch"], trust_pickle=payload["trust_pickle"])
+
+
+def _job_progress(emit) -> Progress:
+    def progress(message: str, fraction: float | None = None) -> None:
+        emit({"type": "step", "message": message, "fraction": fraction})
+
+    return progress
+
+
+def _sensitivity_job(payload: dict, emit) -> dict:
+    """Child entry of :func:`sensitivity_isolated`."""
+    model = _job_model(payload, emit)
+    evaluation, _, note = sensitivity_data(model, payload["data"])
+    emit({"type": "step", "message": f"preparing the ONNX graph of {model.name}", "fraction": 0.0})
+    df = layer_sensitivity(model, payload["method"], evaluation, progress=_job_progress(emit),
+                           max_layers=payload["max_layers"])
+    return _json_safe({"model": model.name, "method": payload["method"], "data_note": note, "columns": COLUMNS,
+                       "table": df.to_dict("records"), "attrs": dict(df.attrs)})
+
+
+def _search_job(payload: dict, emit) -> dict:
+    """Child entry of :func:`search_isolated`; leaves only the chosen model in the work folder."""
+    import shutil
+
+    import pandas as pd
+
+    model = _job_model(payload, emit)
+    evaluation, calib, note = sensitivity_data(model, payload["data"])
+    table = pd.DataFrame(payload["sensitivity"], columns=COLUMNS) if payload["sensitivity"] else None
+    emit({"type": "step", "message": f"preparing the ONNX graph of {model.name}", "fraction": 0.0})
+    work = Path(payload["workdir"])
+    res = accuracy_aware_search(model, evaluation, calib, budget_points=payload["budget_points"], workdir=work,
+                                progress=_job_progress(emit), max_trials=payload["max_trials"], sensitivity=table)
+    keep = Path(res.chosen["onnx_path"]).name if res.chosen else None
+    for entry in work.iterdir():  # the prepared graph, calibration cache and export are scratch
+        if keep is not None and entry.name.startswith(Path(keep).stem):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    cfg = res.to_config()
+    return _json_safe({
+        "model": model.name, "data_note": note, "budget_points": res.budget_points, "metric": res.metric,
+        "reference_metric": res.reference_metric, "reference_latency_p50_ms": res.reference_latency_p50_ms,
+        "reference_size_bytes": res.reference_size_bytes, "tried": res.tried.to_dict("records"),
+        "chosen": res.chosen,
+        "chosen_config": None if cfg is None else {"precision": cfg.precision, "exclude_layers": list(cfg.exclude_layers)},
+        "sensitivity": None if res.sensitivity is None else res.sensitivity.to_dict("records"),
+        "quantization": res.quantization, "warnings": res.warnings,
+    })
+
+
+def _run_job(target: str, payload: dict, what: str, on_progress: Progress | None, on_wait: WaitCallback | None,
+             timeout_s: float | None, queue: bool) -> dict:
+    """Run ``target`` in a spawned child (holding the CPU queue slot when ``queue``); errors as one line."""
+    import contextlib
+    import os
+    import uuid
+
+    from .. import errors
+    from ..errors import BenchmarkError
+    from ..jobs import DeviceQueue, run_isolated
+    from ..paths import logs_dir
+
+    def on_event(event: dict) -> None:
+        if on_progress is not None and event.get("message"):
+            frac = event.get("fraction")
+            on_progress(str(event["message"]), None if frac is None else float(frac))
+
+    log_path = logs_dir() / f"{target.rpartition(':')[2].strip('_')}-{uuid.uuid4().hex[:12]}.log"
+    slot = DeviceQueue("cpu").slot(label=f"{what} {payload['label']}", on_wait=on_wait) if queue else contextlib.nullcontext()
+    with slot:
+        outcome = run_isolated(target, payload, on_event=on_event, timeout_s=timeout_s, log_path=log_path)
+    if outcome.ok:
+        with contextlib.suppress(OSError):
+            os.unlink(log_path)
+        return outcome.value
+    message = outcome.error or "failed without a message"
+    if outcome.is_bad_input:
+        with contextlib.suppress(OSError):
+            os.unlink(log_path)
+        cls = getattr(errors, outcome.error_type or "", BenchmarkError)
+        raise (cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError)(message)
+    raise MeasurementError(f"{what} of {payload['label']} failed: {message} (log: {log_path})")
+
+
+def _records(table: "pd.DataFrame | list[dict] | None") -> list[dict] | None:
+    if table is None:
+        return None
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
+    return _json_safe(rows) or None
+
+
+def _label(source: str) -> str:
+    return str(source) if str(source).startswith("sample:") else Path(str(source)).name
+
+
+def sensitivity_isolated(
+    source: str,
+    inputs: list[str] | tuple[str, ...] | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    *,
+    method: str = "int8",
+    data: str | None = None,
+    max_layers: int | None = None,
+    on_progress: Progress | None = None,
+    on_wait: WaitCallback | None = None,
+    timeout_s: float | None = DEFAULT_JOB_TIMEOUT_S,
+    queue: bool = True,
+) -> dict[str, Any]:
+    """:func:`layer_sensitivity` of ``source`` (a file or ``sample:NAME``) in a spawned child.
+
+    The caller never loads (or unpickles) the model. The job holds the CPU's device queue slot
+    while it runs (``on_wait(n_ahead)`` while queued; ``queue=False`` skips the queue) and reports
+    ``on_progress(message, fraction)``. ``data``: dataset name or ``.npz`` path (default: the
+    model's own, else random inputs, see :func:`sensitivity_data`). ``timeout_s`` applies per layer.
+
+    Returns ``{"model", "method", "data_note", "columns", "table", "attrs"}``: ``table`` holds
+    the rows of :func:`layer_sensitivity` as dicts (most sensitive first; a layer whose outputs
+    went NaN/Inf has ``metric_after`` and ``delta`` None), ``attrs`` its metadata. Bad input
+    raises the child's error class; a crash, a hang or an exit without answer raises
+    :class:`MeasurementError` naming the cause and the log file.
+    """
+    one_of("sensitivity method", method, METHODS)
+    if max_layers is not None and int(max_layers) < 1:
+        raise ConfigError(f"max_layers must be >= 1; got {max_layers}")
+    payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
+               "data": None if data is None else str(data), "method": method,
+               "max_layers": None if max_layers is None else int(max_layers), "label": _label(source)}
+    return _run_job("benchmark.compress.sensitivity:_sensitivity_job", payload, f"{method} sensitivity analysis",
+                    on_progress, on_wait, timeout_s, queue)
+
+
+def search_isolated(
+    source: str,
+    inputs: list[str] | tuple[str, ...] | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    *,
+    budget_points: float = 1.0,
+    max_trials: int = 10,
+    data: str | None = None,
+    sensitivity: "list[dict] | pd.DataFrame | None" = None,
+    workdir: str | Path | None = None,
+    on_progress: Progress | None = None,
+    on_wait: WaitCallback | None = None,
+    timeout_s: float | None = DEFAULT_JOB_TIMEOUT_S,
+    queue: bool = True,
+) -> dict[str, Any]:
+    """:func:`accuracy_aware_search` of ``source`` in a spawned child (queue, progress and errors as
+    :func:`sensitivity_isolated`; ``timeout_s`` applies per trial).
+
+    ``sensitivity``: rows of an earlier int8 :func:`sensitivity_isolated` table to order the layers
+    (else measured in the child). ``workdir`` (default a new folder under
+    :func:`benchmark.paths.work_root`) keeps only the chosen model's ONNX file; it is removed when
+    nothing was chosen or the job failed.
+
+    Returns ``{"model", "data_note", "budget_points", "metric", "reference_metric",
+    "reference_latency_p50_ms", "reference_size_bytes", "tried", "chosen", "chosen_config",
+    "sensitivity", "quantization", "warnings"}``: ``tried`` holds one dict per configuration
+    (trial, excluded_layers, n_excluded, metric, delta in points, size_bytes, latency_p50_ms,
+    speedup_vs_fp32, meets_budget, onnx_path), ``chosen`` the fastest within the budget or None,
+    ``chosen_config`` the CompressionConfig fields that rebuild it.
+    """
+    import shutil
+    import uuid
+
+    from ..paths import work_root
+
+    budget = float(budget_points)
+    if not budget >= 0:
+        raise ConfigError(f"accuracy budget must be >= 0 points; got {budget_points}")
+    if int(max_trials) < 1:
+        raise ConfigError(f"max_trials must be >= 1; got {max_trials}")
+    work = Path(workdir) if workdir is not None else work_root() / f"search-{uuid.uuid4().hex[:12]}"
+    work.mkdir(parents=True, exist_ok=True)
+    payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
+               "data": None if data is None else str(data), "budget_points": budget, "max_trials": int(max_trials),
+               "sensitivity": _records(sensitivity), "workdir": str(work),
+               "label": _label(source)}
+    try:
+        out = _run_job("benchmark.compress.sensitivity:_search_job", payload, "accuracy-aware search",
+                       on_progress, on_wait, timeout_s, queue)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if out.get("chosen") is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+__all__ = ["layer_sensitivity", "accuracy_aware_search", "SearchResult", "node_macs", "METHODS", "COLUMNS",
+           "sensitivity_data", "expected_data_note", "sensitivity_isolated", "search_isolated",
+           "DEFAULT_JOB_TIMEOUT_S", "LATENCY_SETTINGS"]
