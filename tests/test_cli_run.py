@@ -188,3 +188,121 @@ def test_state_dict_sweep_with_arch_flag_and_toml(tmp_path, capsys):
     assert row["accuracy"]["top1"] > 0.9  # the architecture's own dataset is used for evaluation
     [rec] = [s for s in Store(db).list_sweeps() if s.id == row["sweep_id"]]
     assert rec.config["sweep"]["arch"] == "digits-cnn"
+
+
+# --------------------------------------------------------------------------------------------
+# sensitivity / search / report
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sensitivity", "sample:digits-cnn", "--method", "int4"], "sensitivity method must be one of int8, prune; got 'int4'"),
+    (["sensitivity", "sample:digits-cnn", "--max-layers", "0"], "max_layers must be >= 1; got 0"),
+    (["sensitivity", "sample:digits-cnn", "--max-layers", "x"], "max_layers must be an integer; got 'x'"),
+    (["sensitivity", "sample:digits-cnn", "--timeout", "0"], "timeout must be > 0 s"),
+    (["search", "sample:digits-cnn"], "search needs --budget POINTS"),
+    (["search", "sample:digits-cnn", "--budget", "-1"], "accuracy budget must be >= 0 points; got -1.0"),
+    (["search", "sample:digits-cnn", "--budget", "x"], "accuracy budget must be a number; got 'x'"),
+    (["search", "sample:digits-cnn", "--budget", "1", "--max-trials", "0"], "max_trials must be >= 1; got 0"),
+    (["search", "sample:digits-cnn", "--budget", "1", "--save", "/no/such/folder/m.onnx"], "folder /no/such/folder does not exist"),
+    (["report"], "report needs --out FILE.html"),
+    (["report", "--out", "/no/such/folder/r.html"], "--out /no/such/folder/r.html: folder /no/such/folder does not exist"),
+    (["report", "--out", "{tmp}/r.html", "--sweep", "42"], "no sweep 42 in"),
+    (["report", "--out", "{tmp}/r.html", "--latency-budget", "-2"], "latency budget must be > 0 ms"),
+])
+def test_analysis_commands_bad_input_one_line_exit_2(argv, message, db_with_a_row, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_sensitivity_errors_from_the_job_are_one_line(capsys):
+    assert main(["sensitivity", "sample:nope", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown sample 'nope'; known: digits-cnn" in err
+    assert main(["sensitivity", "sample:digits-cnn", "--data", "digits-tokens", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_sensitivity_prints_the_ranked_table_with_units(capsys):
+    assert main(["sensitivity", "sample:digits-cnn", "--max-layers", "3", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("int8 sensitivity of digits-cnn: evaluated on digits:test (360 samples")
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("rank"))
+    assert "MACs share (%)" in lines[header] and "drop (points)" in lines[header]
+    rows = [ln.split() for ln in lines[header + 2: header + 5]]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    drops = [float(r[-1]) for r in rows]
+    assert drops == sorted(drops, reverse=True)
+    assert "not tested: 3 smaller layer(s) (--max-layers)" in lines
+
+
+def test_sensitivity_json(capsys):
+    assert main(["sensitivity", "sample:digits-cnn", "--method", "prune", "--max-layers", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert captured.err == ""  # --json implies no progress bar
+    assert res["method"] == "prune" and res["model"] == "digits-cnn" and len(res["table"]) == 2
+    assert res["attrs"]["layers_not_tested"] == 4 and res["attrs"]["metric"] == "accuracy"
+    for row in res["table"]:
+        assert row["delta"] == pytest.approx((row["metric_before"] - row["metric_after"]) * 100)
+        assert 0 < row["macs_share"] <= 1
+
+
+def test_search_prints_every_trial_and_saves_the_chosen_model(tmp_path, capsys):
+    import onnx
+
+    saved = tmp_path / "chosen.onnx"
+    assert main(["search", "sample:digits-cnn", "--budget", "1", "--save", str(saved), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["tried"] and res["tried"][0]["excluded_layers"] == [] and res["tried"][0]["trial"] == 0
+    chosen = res["chosen"]
+    assert chosen["meets_budget"] and chosen["delta"] <= 1 and chosen["saved_to"] == str(saved)
+    assert chosen["latency_p50_ms"] > 0 and res["reference_latency_p50_ms"] > 0
+    ops = {n.op_type for n in onnx.load(str(saved)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+    assert main(["search", "sample:digits-cnn", "--budget", "1", "--max-trials", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "FP32 reference: accuracy" in out and "p50 (ms)" in out and "drop (points)" in out
+    assert "\nchosen: trial 0" in out and "rebuild: precision=int8-static" in out
+
+
+def _stored_sweep(db) -> int:
+    store = Store(db)
+    cfg = {"sweep": {"model": "sample:digits-cnn", "precisions": ["fp32", "int8-static"], "backends": ["onnxruntime"],
+                     "batch_sizes": [1]}}
+    sid = store.create_sweep("sample:digits-cnn", cfg, status="done", total_runs=3)
+    for variant, precision, p50, status, error in [("fp32", "fp32", 0.5, "ok", None),
+                                                   ("int8-static[minmax]", "int8-static", 0.2, "ok", None),
+                                                   ("fp16", "fp16", None, "failed", "fp16 produced NaN/Inf outputs")]:
+        store.add_result(RunResult(
+            model="sample:digits-cnn", variant=variant, backend="onnxruntime", batch_size=1, precision=precision,
+            status=status, error=error, sweep_id=sid, macs=7_000_000, flops=14_000_000, size_bytes=700_000,
+            latency_ms={"mean": p50, "p50": p50, "p95": p50, "iterations": 20} if p50 else None,
+            latency_samples_ms=[p50, p50 * 1.1] if p50 else None, throughput_sps=1000 / p50 if p50 else None,
+            accuracy={"top1": 0.95, "n": 360} if p50 else None, env={"cpu_model": "test cpu", "cores": 2}))
+    return sid
+
+
+def test_report_writes_the_history_pages_html(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    first = _stored_sweep(db)
+    second = _stored_sweep(db)
+    out = tmp_path / "report.html"
+    assert main(["report", "--db", str(db), "--out", str(out)]) == 0  # default: the latest sweep
+    assert capsys.readouterr().out.startswith(f"wrote {out} (3 rows of sweep(s) {second}")
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>") and f"Slimbench report: sweeps {second}</title>" in html
+    assert "int8-static[minmax]" in html and "fp16 produced NaN/Inf outputs" in html and "test cpu" in html
+    assert "plotly" in html.lower()
+    assert main(["report", "--db", str(db), "--sweep", str(second), "--sweep", str(first), "--out", str(out),
+                 "--latency-budget", "0.3"]) == 0
+    assert "6 rows" in capsys.readouterr().out
+    assert f"Slimbench report: sweeps {first}, {second}</title>" in out.read_text()
+    empty = tmp_path / "empty.db"
+    Store(empty)
+    assert main(["report", "--db", str(empty), "--out", str(out)]) == 2
+    assert "no sweeps in" in capsys.readouterr().err

@@ -335,3 +335,59 @@ def test_sensitivity_page_runs_two_layers():
     table = at.dataframe[0].value
     assert len(table) == 2 and "drop (points)" in table.columns
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_sensitivity_page_runs_a_trusted_pickle_only_in_a_child(tmp_path):
+    import io
+
+    import torch
+
+    marker = tmp_path / "marker.txt"
+    buf = io.BytesIO()
+    torch.save(_PickledCode(f"(open({str(marker)!r}, 'w').write(str(__import__('os').getpid())), "
+                            "__import__('torch').nn.Sequential(__import__('torch').nn.Linear(4, 8), "
+                            "__import__('torch').nn.Linear(8, 3)))[1]"), buf)
+    path = tmp_path / "whole.pt"
+    path.write_bytes(buf.getvalue())
+    at = page("sensitivity")
+    at.session_state["model"] = {"source": str(path), "inputs": ["input:1x4"], "arch": None, "trust_pickle": True,
+                                 "name": "whole.pt", "uploaded": True}
+    at.run()
+    assert not at.exception and not at.error
+    assert any("random inputs" in c.value for c in at.caption)
+    assert not marker.exists()  # showing the page loads nothing
+    at.radio[0].set_value("prune")
+    next(b for b in at.button if b.label == "Run sensitivity analysis").click().run()
+    assert not at.exception and not at.error
+    assert int(marker.read_text()) != os.getpid()  # unpickled in a child, never in the app process
+    table = at.dataframe[0].value
+    assert len(table) == 2 and list(table["drop (points)"]) == sorted(table["drop (points)"], reverse=True)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_sensitivity_page_job_error_is_one_line(tmp_path):
+    at = page("sensitivity")
+    at.session_state["model"] = {"source": str(tmp_path / "gone.onnx"), "inputs": [], "name": "gone.onnx"}
+    at.run()
+    next(b for b in at.button if b.label == "Run the search").click().run()
+    assert not at.exception and len(at.error) == 1
+    message = at.error[0].value
+    assert message.startswith("Search failed: ") and "gone.onnx" in message and "\n" not in message
+    assert not at.dataframe
+
+
+def test_run_page_shows_the_device_queue_of_every_job():
+    from benchmark.jobs import DeviceQueue
+
+    sid = Store().create_sweep("sample:digits-cnn", {"sweep": {"precisions": ["fp32"], "backends": ["pytorch"]}},
+                               status="queued", pid=os.getpid())
+    with DeviceQueue("cpu").slot(label="int8 sensitivity analysis whole.pt"):
+        at = page("run").run()
+        assert not at.exception
+        queue = [m.value for m in at.markdown if "CPU queue" in m.value]
+        assert len(queue) == 1 and "1. int8 sensitivity analysis whole.pt - holds the device" in queue[0]
+        bars = [p.proto.text for p in at.get("progress")]
+        assert any(t.startswith("queued behind 1 job on cpu") for t in bars), bars
+    assert Store().get_sweep(sid).status == "queued"
+    at.run()
+    assert not any("CPU queue" in m.value for m in at.markdown)
