@@ -492,7 +492,11 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
 
 
 def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
-    """Backend vs backend: quality and p50 latency of each variant on every backend, side by side."""
+    """Backend vs backend: quality and p50 latency of each variant on every backend, side by side,
+    and, where the rows carry it, the cross-backend output check: the worst absolute error of each
+    variant's first output on each backend against the first backend's on the same samples, labelled
+    ``pass``/``FAIL`` at the row's tolerances (``atol``/``rtol``, see
+    :data:`benchmark.results.CROSS_BACKEND_TOLERANCES`)."""
     ok = ok_rows(df)
     if ok.empty:
         return empty_figure("No successful runs to plot yet.", title)
@@ -502,8 +506,11 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
         return empty_figure("Only one backend ran: choose two or more to compare them.", title)
     ycol, ytitle, yscale = quality_metric(sel)
     variants = list(dict.fromkeys(sel["variant"]))
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=(ytitle or "quality (not measured)", LATENCY_TITLE))
+    checked = sel[sel["cross_backend_passed"].notna()] if "cross_backend_passed" in sel else sel.iloc[0:0]
+    refs = list(dict.fromkeys(checked["cross_backend_reference"].dropna().astype(str))) if not checked.empty else []
+    cross_title = f"worst abs error vs {' / '.join(refs)} (first output)" if refs else ""
+    titles = (ytitle or "quality (not measured)", LATENCY_TITLE) + ((cross_title,) if refs else ())
+    fig = make_subplots(rows=1, cols=len(titles), horizontal_spacing=0.08 if refs else 0.1, subplot_titles=titles)
     for backend in backends:
         part = sel[sel["backend"] == backend]
         q, lat = [], []
@@ -518,11 +525,43 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
                              hovertemplate=f"%{{x}} on {backend}<br>%{{y:.4g}}<extra></extra>"), 1, 1)
         fig.add_trace(go.Bar(x=variants, y=lat, name=backend, marker_color=color, legendgroup=backend, showlegend=False,
                              hovertemplate=f"%{{x}} on {backend}<br>%{{y:.4g}} ms<extra></extra>"), 1, 2)
+    all_errors: list[float] = []
+    if refs:
+        for backend in backends:
+            part = checked[checked["backend"] == backend]
+            if part.empty:
+                continue  # the reference backend, or never compared
+            err, text, custom = [], [], []
+            for v in variants:
+                rows = part[part["variant"] == v]
+                if rows.empty:
+                    err.append(None)
+                    text.append("")
+                    custom.append(["", "n/a", "n/a", "n/a"])
+                    continue
+                r = rows.iloc[0]
+                e = _num(rows, "cross_backend_worst_max_abs_err").iloc[0]
+                err.append(None if pd.isna(e) else float(e))
+                if not pd.isna(e):
+                    all_errors.append(float(e))
+                text.append("pass" if bool(r["cross_backend_passed"]) else "FAIL")
+                custom.append([str(r.get("cross_backend_reference") or ""), _fmt(r.get("cross_backend_worst_max_rel_err")),
+                               _fmt(r.get("cross_backend_atol")), _fmt(r.get("cross_backend_rtol"))])
+            fig.add_trace(go.Bar(
+                x=variants, y=err, name=backend, marker_color=color_for(backend), legendgroup=backend, showlegend=False,
+                text=text, textposition="outside", customdata=custom,
+                hovertemplate=(f"%{{x}} on {backend} vs %{{customdata[0]}}: %{{text}}<br>worst abs err %{{y:.3g}}, "
+                               "worst rel err %{customdata[1]}<br>atol %{customdata[2]}, rtol %{customdata[3]}"
+                               "<extra></extra>")), 1, 3)
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text=ytitle or "quality", row=1, col=1)
     all_lat = _num(sel, "latency_p50_ms")
     log_y = wide_range(all_lat)
     fig.update_yaxes(title_text="ms, log scale" if log_y else "ms", type="log" if log_y else "linear", row=1, col=2)
+    if refs:
+        log_e = bool(all_errors) and min(all_errors) > 0 and wide_range(all_errors)
+        fig.update_yaxes(title_text="max |difference| (output units" + (", log scale)" if log_e else ")"),
+                         type="log" if log_e else "linear", row=1, col=3)
     fig.update_xaxes(title_text="variant", tickangle=-20)
     for ann in fig.layout.annotations:
         ann.font = dict(size=FONT_SIZE)
@@ -624,6 +663,9 @@ TABLE_COLUMNS: dict[str, str] = {
     "macs_m": "MACs (millions, per sample)",
     "flops_m": "FLOPs (millions, = 2 x MACs)",
     "sparsity_pct": "sparsity (%)",
+    "compressed_as_asked": "compressed as asked",
+    "cross_backend_passed": "outputs agree with first backend",
+    "cross_backend_worst_max_abs_err": "worst abs error vs first backend",
     "peak_rss_mb": "peak RSS (MiB)",
     "latency_iterations": "timed iterations",
     "threads": "threads",

@@ -4,15 +4,37 @@ Conventions (also shown in the dashboard):
 
 - ``latency_ms``: wall time of one ``session.run`` on one batch, inputs prepared once, after
   warm-up; statistics over the timed iterations (``perf_counter_ns`` on CPU, CUDA events on GPU).
-  ``cv`` = std / mean. ``latency_samples_ms`` holds every timed iteration (for distributions).
+  ``cv`` = std / mean, all computed from every timed iteration. ``latency_samples_ms`` holds the
+  timed iterations for distributions: all of them up to :data:`MAX_STORED_SAMPLES`, beyond that an
+  evenly spaced subsample (in time order) of that many; ``latency_ms.iterations`` is the full count.
 - ``throughput_sps`` = batch_size / mean latency, in samples per second.
 - ``params``, ``macs``, ``flops`` (= 2 x MACs), ``size_bytes`` and ``sparsity`` describe the
   variant for ONE sample (batch 1); the same values appear on every row of that variant.
-- ``peak_rss_mb``: peak resident memory of the isolated job process that built and ran the
-  variant (it includes building the variant). ``gpu_peak_mb``: peak CUDA memory, when on GPU.
+- ``peak_rss_mb``: peak resident memory (MiB) of the isolated job process during this row's window:
+  from just before its backend session was prepared (the first row of a backend) or just before its
+  own evaluation/timing (later rows of the same session) until the row was made. Memory the process
+  already held then (the built variant, a session prepared for an earlier row) counts, since it is
+  resident. Where the kernel refuses the reset the peak is process-wide and a warning says so.
+- ``gpu_peak_mb``: peak GPU memory (MiB) of the run, only where it is known: PyTorch rows on CUDA
+  (``torch.cuda.max_memory_allocated``), TensorRT rows (the engine's device memory, when the session
+  reports it). ONNX Runtime allocates outside PyTorch's allocator, so its rows hold None.
 - ``accuracy``: ``{top1, top5, n}`` on labelled data (fractions in [0, 1]).
 - ``fidelity``: agreement with the FP32 unpruned reference variant on the same samples and the
   same backend: ``{top1_agreement, cosine, max_abs_err, mean_abs_err}``.
+- ``cross_backend``: this variant's first-output logits on this backend compared element-wise with
+  those of the first backend (in the sweep's order) whose evaluation of the same variant produced
+  outputs, on the same evaluation samples:
+  ``{reference_backend, passed, worst_max_abs_err, worst_max_rel_err, atol, rtol}``; None on the
+  reference backend's own rows and where nothing was compared. An element mismatches when its
+  absolute error exceeds ``atol`` **and** its relative error exceeds ``rtol``
+  (:mod:`benchmark.measure.compare`); ``worst_max_rel_err`` is over elements whose reference is
+  not 0. Tolerances: ``atol = rtol = 1e-3`` for fp32 variants,
+  ``1e-2`` for fp16, bf16, int8-dynamic, int8-static and mixed (:data:`CROSS_BACKEND_TOLERANCES`).
+- ``compressed_as_asked``: False when a compression step the row's config asks for changed nothing
+  (its record says ``changed=False``): the row keeps the requested config, but measures the model
+  without that step, and its warnings say which step did nothing (TensorRT rows whose engine was
+  built at the asked precision from the FP32 graph are not flagged for a no-op precision step).
+  None when unknown.
 - ``started_at`` / ``finished_at``: the timed interval (ISO 8601, UTC).
 
 A value that was not measured is ``None`` (JSON ``null``), never a made-up number.
@@ -34,6 +56,14 @@ FINISHED_STATUSES = ("ok", "failed", "skipped")
 LATENCY_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max", "cv", "iterations")
 ACCURACY_KEYS = ("top1", "top5", "n")
 FIDELITY_KEYS = ("top1_agreement", "cosine", "max_abs_err", "mean_abs_err")
+CROSS_BACKEND_KEYS = ("reference_backend", "passed", "worst_max_abs_err", "worst_max_rel_err", "atol", "rtol")
+#: Latency samples kept on a row (statistics are computed from all of them first).
+MAX_STORED_SAMPLES = 2000
+#: (atol, rtol) of the cross-backend output comparison, by the variant's precision.
+CROSS_BACKEND_TOLERANCES: dict[str, tuple[float, float]] = {
+    "fp32": (1e-3, 1e-3), "fp16": (1e-2, 1e-2), "bf16": (1e-2, 1e-2), "int8-dynamic": (1e-2, 1e-2),
+    "int8-static": (1e-2, 1e-2), "mixed": (1e-2, 1e-2),
+}
 
 
 def now_iso() -> str:
@@ -123,6 +153,8 @@ class RunResult:
     sparsity: float | None = None
     accuracy: dict[str, float | int | None] | None = None
     fidelity: dict[str, Any] | None = None
+    cross_backend: dict[str, Any] | None = None
+    compressed_as_asked: bool | None = None
     compression: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] | None = None
     env: dict[str, Any] | None = None
@@ -167,7 +199,8 @@ class RunResult:
 
     def to_row(self) -> dict[str, Any]:
         """A flat dict for DataFrames: ``latency_ms.p50`` -> ``latency_p50_ms``, ``accuracy.top1`` ->
-        ``accuracy_top1``, ``fidelity.cosine`` -> ``fidelity_cosine``; lists become strings."""
+        ``accuracy_top1``, ``fidelity.cosine`` -> ``fidelity_cosine``, ``cross_backend.passed`` ->
+        ``cross_backend_passed``; lists become strings."""
         data = self.to_json()
         row: dict[str, Any] = {}
         for key in ("id", "sweep_id", "model", "variant", "precision", "prune_ratio", "prune_kind",
@@ -192,6 +225,10 @@ class RunResult:
         fid = data["fidelity"] or {}
         for k in FIDELITY_KEYS:
             row[f"fidelity_{k}"] = fid.get(k)
+        cross = data["cross_backend"] or {}
+        for k in CROSS_BACKEND_KEYS:
+            row["cross_backend_reference" if k == "reference_backend" else f"cross_backend_{k}"] = cross.get(k)
+        row["compressed_as_asked"] = data["compressed_as_asked"]
         row["compression"] = "; ".join(str(r.get("summary", "")) for r in data["compression"] or [])
         for key in ("started_at", "finished_at", "created_at"):
             row[key] = data[key]

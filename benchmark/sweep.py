@@ -6,16 +6,42 @@ compression: the job's child process loads the model, builds the variant **once*
 FLOPs, and measures it on every backend x batch size of the job.
 
 Inside the child, for each backend: ``supports`` (a refusal becomes a ``skipped`` row with the
-reason) -> ``prepare`` -> accuracy on the evaluation split (labels) and fidelity to the FP32
-reference (the unpruned FP32 variant's outputs on the same samples on the same backend, computed
-once per sweep and cached in the sweep's work folder) -> latency -> peak RSS -> one
+reason) -> batch sizes the model or data cannot run become ``skipped`` rows -> ``prepare`` ->
+accuracy on the evaluation split (labels) and fidelity to the FP32 reference (the unpruned FP32
+variant's outputs on the same samples on the same backend, computed once per sweep and cached in
+the sweep's work folder) -> cross-backend check -> latency -> peak memory -> one
 :class:`~benchmark.results.RunResult`, sent to the parent and committed to the store at once.
 
 Measurement conventions: latency settings come from the sweep (``min_duration_s``,
 ``min_iters``; warm-up is ``min(5, min_iters)`` iterations and ``min(0.2, min_duration_s)``
-seconds unless the config says otherwise); accuracy uses the first ``eval_samples`` (default 512)
-samples of the evaluation split at the run's batch size; a model without a dataset gets fidelity on
-64 random inputs (said in the row's warnings).
+seconds unless the config says otherwise); statistics use every timed iteration, the row stores
+at most :data:`~benchmark.results.MAX_STORED_SAMPLES` of them (evenly spaced). Accuracy uses the
+first ``eval_samples`` (default 512) samples of the evaluation split, evaluated once per backend at
+its largest batch size (if that fails, the rows say so and each run evaluates at its own batch
+size); a model without a dataset gets fidelity on 64 random inputs (said in the row's warnings). A
+user ``.npz`` file is split: its first 20 % calibrate/train, the rest is evaluated
+(:func:`benchmark.data.split_npz`).
+
+Row honesty:
+
+- Batch sizes: a model whose own input declares a numeric dim 0 (an ONNX graph input ``[1, 4]``)
+  runs that batch only; other batch sizes are ``skipped`` ("model has a fixed batch of 1 ...").
+  With per-feed data (arrays one rank above the input) each timed iteration runs one feed as
+  given, so the feed's leading dim is the batch (throughput = that / mean latency) and other batch
+  sizes are ``skipped`` with the reason.
+- A compression step the config asks for that changed nothing (its record says ``changed=False``)
+  keeps the requested config on the row, sets ``compressed_as_asked=False`` and adds a warning
+  ("int8-dynamic quantized nothing: this row is the unquantized model").
+- Cross-backend agreement: the first backend of the job whose evaluation produced outputs is the
+  reference; every later backend's first output on the same evaluation samples is compared with it
+  element-wise (:func:`cross_backend_check`) and stored in ``cross_backend``.
+- Memory: :func:`~benchmark.measure.memory.reset_peak_rss` starts a new peak-RSS window just
+  before a backend's session is prepared (its first run) and before each later run's evaluation and
+  timing, so ``peak_rss_mb`` is that run's peak, not the job's; ``gpu_peak_mb`` is filled only where
+  it is seen (PyTorch rows; TensorRT's engine memory).
+- Errors: any exception of a backend while preparing, evaluating or timing fails only the rows it
+  concerns (a :class:`BenchmarkError` with its message, anything else as "internal error: ...");
+  the job's other runs go on.
 
 Reliability:
 
@@ -54,7 +80,7 @@ from typing import Any, Callable
 from . import errors as _errors
 from .config import CompressionConfig, InputSpec, RunConfig, SweepConfig
 from .errors import BenchmarkError, ConfigError, StoreError
-from .results import RunResult, run_key
+from .results import CROSS_BACKEND_TOLERANCES, MAX_STORED_SAMPLES, RunResult, run_key
 from .store import Store
 
 Progress = Callable[[str, "float | None"], None]  # (message, overall fraction in [0, 1] or None)
@@ -211,15 +237,166 @@ def validate_sweep(cfg: SweepConfig, plugins: list[str] | None = None) -> None:
 # the child: one variant, several runs
 # --------------------------------------------------------------------------------------------
 def _ds_feeds(dataset, batch_size: int) -> dict | None:
-    """The first batch of ``dataset`` at ``batch_size`` (None when it holds fewer samples)."""
-    per_feed = any(dataset.feed_axis.get(k, False) for k in dataset.arrays)
-    if per_feed:
+    """The first batch of ``dataset`` at ``batch_size`` (None when it holds fewer samples); for
+    per-feed data the first feed as given (see :func:`_feed_batch`)."""
+    if _per_feed(dataset):
         return next(iter(dataset.batches(1)))[0]
     if len(dataset) < batch_size:
         return None
     import numpy as np
 
     return {k: np.ascontiguousarray(v[:batch_size]) for k, v in dataset.arrays.items()}
+
+
+def _per_feed(dataset) -> bool:
+    return dataset is not None and any(dataset.feed_axis.get(k, False) for k in dataset.arrays)
+
+
+def _feed_batch(dataset) -> int:
+    """The batch a per-feed dataset's timed feed holds: the leading dim of its first array that has
+    one (1 for scalar feeds). Each timed iteration runs one feed as given, so that is the batch the
+    throughput is computed with; other batch sizes are skipped (:func:`_batch_skip_reason`)."""
+    feeds = next(iter(dataset.batches(1)))[0]
+    for arr in feeds.values():
+        if getattr(arr, "ndim", 0) >= 1:
+            return int(arr.shape[0])
+    return 1
+
+
+def _fixed_batch(model, overridden: set[str]) -> tuple[int, str] | None:
+    """(batch, description) when the model only runs one batch size, else None.
+
+    The batch is fixed when an input's dim 0 is a number in the model itself: for ONNX models the
+    graph's declared input (whatever ``--input`` overrides say, since ONNX Runtime enforces the
+    graph), for PyTorch models the loaded input spec unless the user overrode it (an override such
+    as ``x:1x3x32x32`` gives example dims; dim 0 still takes the run's batch size).
+    """
+    declared = [s for s in model.inputs if s.name not in overridden]
+    if model.framework == "onnx" and model.onnx_path is not None:
+        import onnx
+
+        from .models.loaders import onnx_io_specs
+
+        with contextlib.suppress(OSError, ValueError):  # read once by the loader already; else keep the specs
+            declared, _ = onnx_io_specs(onnx.load(str(model.onnx_path), load_external_data=False))
+    for spec in declared:
+        if spec.shape and isinstance(spec.shape[0], int):
+            dims = "x".join(str(d) for d in spec.shape)
+            return int(spec.shape[0]), f"input {spec.name!r} is {dims}"
+    return None
+
+
+def _batch_skip_reason(batch_size: int, fixed: tuple[int, str] | None, eval_data) -> str | None:
+    """Why ``batch_size`` cannot be measured for this model/data (None when it can)."""
+    if fixed is not None and int(batch_size) != fixed[0]:
+        return (f"model has a fixed batch of {fixed[0]} ({fixed[1]}): batch size {batch_size} cannot run; "
+                f"export it with a dynamic batch dim to sweep batch sizes")
+    if _per_feed(eval_data):
+        feed_bs = _feed_batch(eval_data)
+        if int(batch_size) != feed_bs:
+            return (f"per-feed data: each feed of {eval_data.name} is run as given and holds a batch of {feed_bs}; "
+                    f"batch size {batch_size} cannot be built from it (sweep batch size {feed_bs})")
+    return None
+
+
+def _stored_samples(samples_ms, limit: int = MAX_STORED_SAMPLES) -> list[float]:
+    """The latency samples kept on a row: all of them up to ``limit``, else ``limit`` evenly spaced
+    ones in time order (first and last included). Statistics are computed from all samples before
+    this; only the stored distribution is thinned."""
+    samples = list(samples_ms)
+    if len(samples) <= limit:
+        return [float(s) for s in samples]
+    import numpy as np
+
+    idx = np.linspace(0, len(samples) - 1, int(limit)).round().astype(int)
+    return [float(samples[i]) for i in idx]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+
+
+def _internal(exc: BaseException) -> str:
+    """The one-line error of a row failed by an exception outside the BenchmarkError tree (a bug)."""
+    return f"internal error: {_one_line(exc)}"
+
+
+#: What a requested compression step that changed nothing means for the row, by step name.
+_NOOP_TEXT = {
+    "prune-structured": "prune-structured removed nothing: this row is the unpruned model",
+    "prune-unstructured": "prune-unstructured zeroed no weight: this row is the unpruned model",
+    "lowrank": "lowrank factorized nothing: this row is the undecomposed model",
+    "distill": "distill changed nothing: this row is the student before fine-tuning",
+    "fp16": "fp16 converted nothing: this row runs the model in FP32",
+    "bf16": "bf16 converted nothing: this row runs the model in FP32",
+    "int8-dynamic": "int8-dynamic quantized nothing: this row is the unquantized model",
+    "int8-static": "int8-static quantized nothing: this row is the unquantized model",
+    "mixed": "mixed converted nothing: this row is the unconverted model",
+}
+_PRECISION_STEPS = ("fp16", "bf16", "int8-dynamic", "int8-static", "mixed")
+
+
+def unapplied_steps(comp: CompressionConfig, records) -> list[str]:
+    """Steps ``comp`` asks for whose every record says ``changed=False`` (they did nothing)."""
+    from .compress import plan_steps
+
+    changed: dict[str, bool] = {}
+    for rec in records:
+        method = rec.method if hasattr(rec, "method") else rec.get("method")
+        flag = rec.changed if hasattr(rec, "changed") else rec.get("changed")
+        changed[method] = changed.get(method, False) or bool(flag)
+    return [s for s in plan_steps(comp) if s in changed and not changed[s]]
+
+
+def noop_warning(step: str) -> str:
+    return _NOOP_TEXT.get(step, f"{step} changed nothing: this row is the model without it")
+
+
+def cross_backend_check(logits, reference, reference_backend: str, precision: str) -> tuple[dict | None, str | None]:
+    """(cross_backend dict, note) comparing first-output ``logits`` with ``reference`` (another
+    backend's, same samples); tolerances from :data:`~benchmark.results.CROSS_BACKEND_TOLERANCES`.
+    ``worst_max_rel_err`` is over elements whose reference is non-zero."""
+    import numpy as np
+
+    from .measure.compare import compare_outputs
+
+    atol, rtol = CROSS_BACKEND_TOLERANCES.get(precision, (1e-2, 1e-2))
+    a = logits if isinstance(logits, list) else [logits]
+    b = reference if isinstance(reference, list) else [reference]
+    if isinstance(logits, list) != isinstance(reference, list) or len(a) != len(b):
+        return None, f"outputs not compared with {reference_backend}'s: they were batched differently"
+    report = compare_outputs(a, b, atol=atol, rtol=rtol)
+    worst_rel = 0.0
+    for x, y in zip(a, b):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if x.shape != y.shape:
+            return ({"reference_backend": reference_backend, "passed": False, "worst_max_abs_err": None,
+                     "worst_max_rel_err": None, "atol": atol, "rtol": rtol},
+                    f"outputs differ in shape from {reference_backend}'s: {x.shape} vs {y.shape}")
+        nz = y != 0
+        if nz.any():
+            worst_rel = max(worst_rel, float(np.max(np.abs(x[nz] - y[nz]) / np.abs(y[nz]))))
+    result = {"reference_backend": reference_backend, "passed": bool(report.passed),
+              "worst_max_abs_err": float(report.worst_max_abs_err), "worst_max_rel_err": worst_rel,
+              "atol": atol, "rtol": rtol}
+    note = None
+    if not report.passed:
+        note = (f"outputs differ from {reference_backend}'s beyond atol={atol:g} and rtol={rtol:g}: worst abs err "
+                f"{report.worst_max_abs_err:.3g}, worst rel err {worst_rel:.3g}")
+    return result, note
+
+
+def _gpu_peak_for(backend_name: str, info, gpu_peak_mb) -> float | None:
+    """GPU peak of a row: PyTorch's allocator peak for pytorch rows, the engine's device memory for
+    tensorrt rows (when the session reports it), None otherwise (not seen by PyTorch)."""
+    if backend_name == "pytorch":
+        return gpu_peak_mb()
+    if backend_name == "tensorrt":
+        mem = (getattr(info, "options", None) or {}).get("engine_device_memory_bytes")
+        return round(float(mem) / 2**20, 1) if mem else None
+    return None
 
 
 def _save_logits(path: Path, logits) -> None:
@@ -240,6 +417,10 @@ def _load_logits(path: Path):
         return chunks if bool(data["is_list"]) else chunks[0]
 
 
+RSS_NOT_RESET = ("peak RSS is the job process's peak since it started: the kernel refused to reset it "
+                 "(/proc/self/clear_refs), so it may come from an earlier run")
+
+
 def _variant_job(payload: dict, emit) -> dict:
     """Child entry: build one variant and measure it on each planned run (see module docstring)."""
     from .backends import get_backend
@@ -248,7 +429,7 @@ def _variant_job(payload: dict, emit) -> dict:
     from .measure.accuracy import evaluate, fidelity
     from .measure.environment import collect_environment
     from .measure.latency import measure_latency
-    from .measure.memory import gpu_peak_mb, peak_rss_mb, reset_gpu_peak
+    from .measure.memory import gpu_peak_mb, peak_rss_mb, reset_gpu_peak, reset_peak_rss
     from .models import load_model
     from .resources import (
         activation_profile, available_memory_bytes, check_disk_space, estimate_batch_memory, input_bytes_per_sample,
@@ -269,7 +450,8 @@ def _variant_job(payload: dict, emit) -> dict:
     comp = CompressionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["compression"].items()})
 
     step(f"loading {payload['model']}")
-    model = load_model(payload["model"], inputs=[InputSpec.parse(t) for t in payload["inputs"]],
+    overrides = [InputSpec.parse(t) for t in payload["inputs"]]
+    model = load_model(payload["model"], inputs=overrides,
                        trust_pickle=bool(payload["trust_pickle"]), arch=payload.get("arch") or None)
     common_warnings: list[str] = []
     eval_data = resolve_dataset(payload["data"], model, "test")
@@ -280,16 +462,20 @@ def _variant_job(payload: dict, emit) -> dict:
         )
     elif settings["eval_samples"]:
         eval_data = eval_data.subset(int(settings["eval_samples"]))
+    fixed = _fixed_batch(model, {s.name for s in overrides})
+    if fixed is not None and not _per_feed(eval_data) and len(eval_data) >= fixed[0] and len(eval_data) % fixed[0]:
+        eval_data = eval_data.subset(len(eval_data) - len(eval_data) % fixed[0])  # whole batches only
     emit({"type": "checked", "model": model.name, "eval_samples": len(eval_data),
           "labels": eval_data.has_labels})
 
     calib = train = None
     if comp.precision in ("int8-static", "mixed"):
-        calib = resolve_dataset(payload["data"], model, "calib")
+        calib = resolve_dataset(payload["data"], model, "calib", warnings=common_warnings)
         if calib is not None:
             calib = calib.subset(comp.calib_samples)
     if comp.distill and (comp.prune_ratio > 0 or comp.lowrank_ratio > 0 or comp.lowrank_energy > 0):
-        train = resolve_dataset(payload["data"], model, "train")
+        train = resolve_dataset(payload["data"], model, "train", warnings=common_warnings)
+    common_warnings[:] = list(dict.fromkeys(common_warnings))
     timeout_s = payload.get("timeout_s")
     ctx = CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=eval_data,
                           progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None)
@@ -314,11 +500,13 @@ def _variant_job(payload: dict, emit) -> dict:
     env = collect_environment(threads)
     env["run_settings"] = dict(settings)
     records = [r.to_dict() for r in variant.records]
+    noops = unapplied_steps(comp, variant.records)
     base = dict(model=model.name, variant=comp.name, device=device, precision=comp.precision,
                 prune_ratio=comp.prune_ratio, prune_kind=comp.prune_kind if comp.prune_ratio > 0 else None,
-                compression=records, config=dataclasses.asdict(comp), **size)
-    variant_warnings = common_warnings + list(variant.warnings) + flop_warnings
-    emit({"type": "variant", "info": {**size, "compression": records, "warnings": variant_warnings}})
+                compression=records, config=dataclasses.asdict(comp), compressed_as_asked=not noops, **size)
+    variant_warnings = common_warnings + [noop_warning(s) for s in noops] + list(variant.warnings) + flop_warnings
+    emit({"type": "variant", "info": {**size, "compression": records, "warnings": variant_warnings,
+                                      "compressed_as_asked": not noops}})
 
     runs_by_backend: dict[str, list[dict]] = {}
     for run in payload["runs"]:
@@ -327,8 +515,24 @@ def _variant_job(payload: dict, emit) -> dict:
     def send(row: RunResult) -> None:
         emit({"type": "result", "row": row.to_json()})
 
+    def send_all(backend_name: str, runs: list[dict], status: str, error: str, warnings: list[str]) -> None:
+        for run in runs:
+            send(RunResult(**base, backend=backend_name, batch_size=run["batch_size"], status=status, error=error,
+                           warnings=list(warnings), env=env))
+
     profile = None
     weight_bytes = size["size_bytes"] if size["size_bytes"] is not None else model_bytes
+
+    def batch_check(backend_name: str, runs: list[dict]) -> list[dict]:
+        """Send a skipped row for each batch size the model or data cannot run; return the others."""
+        left = []
+        for run in runs:
+            reason = _batch_skip_reason(int(run["batch_size"]), fixed, eval_data)
+            if reason is None:
+                left.append(run)
+            else:
+                send_all(backend_name, [run], "skipped", reason, variant_warnings)
+        return left
 
     def memory_check(backend_name: str, runs: list[dict]) -> list[dict]:
         """Send a skipped row for each run whose batch would not fit in memory; return the others."""
@@ -358,32 +562,48 @@ def _variant_job(payload: dict, emit) -> dict:
                            warnings=list(variant_warnings) + notes, env=env))
         return fitting
 
+    cross_reference: tuple[str, Any] | None = None  # (backend, first-output logits) of the first backend
     for backend_name, runs in runs_by_backend.items():
         backend = get_backend(backend_name)
-        ok, reason = backend.supports(variant, device)
-        if not ok:
-            for run in runs:
-                send(RunResult(**base, backend=backend_name, batch_size=run["batch_size"], status="skipped",
-                               error=f"{backend_name} on {device}: {reason}", warnings=list(variant_warnings), env=env))
+        try:
+            ok, reason = backend.supports(variant, device)
+        except BenchmarkError as exc:
+            ok, reason = False, str(exc)
+        except Exception as exc:  # a backend bug: this backend's rows fail, the job goes on
+            send_all(backend_name, runs, "failed", f"{backend_name}: {_internal(exc)}", variant_warnings)
             continue
-        runs = memory_check(backend_name, runs)
+        if not ok:
+            send_all(backend_name, runs, "skipped", f"{backend_name} on {device}: {reason}", variant_warnings)
+            continue
+        runs = batch_check(backend_name, runs)
+        if runs:
+            runs = memory_check(backend_name, runs)
         if not runs:
             continue
         step(f"preparing {backend_name} session for {comp.name}")
         # A crash while preparing (or computing the reference) fails every run of this backend.
         emit({"type": "run_started", "keys": [r["key"] for r in runs]})
+        rss_scoped = reset_peak_rss()  # the first run's window: prepare + evaluation + timing
+        reset_gpu_peak()
         try:
             check_disk_space(workdir, model_bytes, f"preparing {backend_name} for {comp.name}")
             session = backend.prepare(variant, device=device, threads=threads, workdir=workdir)
         except BenchmarkError as exc:
-            for run in runs:
-                send(RunResult(**base, backend=backend_name, batch_size=run["batch_size"], status="failed",
-                               error=f"preparing {backend_name}: {exc}", warnings=list(variant_warnings), env=env))
+            send_all(backend_name, runs, "failed", f"preparing {backend_name}: {exc}", variant_warnings)
+            continue
+        except Exception as exc:
+            send_all(backend_name, runs, "failed", f"preparing {backend_name}: {_internal(exc)}", variant_warnings)
             continue
         try:
             info = session.info
+            providers, info_threads = list(info.providers), info.threads
             backend_warnings = list(getattr(info, "warnings", []) or [])
             env_run = dict(env, session={"precision": info.precision, "options": info.options})
+            row_noops = noops
+            if backend_name == "tensorrt" and (info.options or {}).get("trt_precision") not in (None, "fp32"):
+                row_noops = [s for s in noops if s not in _PRECISION_STEPS]  # TensorRT applied the precision itself
+            dropped = {noop_warning(s) for s in noops if s not in row_noops}
+            row_base = dict(base, compressed_as_asked=not row_noops)
 
             # FP32 reference outputs on this backend (cached per sweep).
             ref_logits, ref_note = None, None
@@ -401,20 +621,47 @@ def _variant_job(payload: dict, emit) -> dict:
             # Accuracy/fidelity once per backend, at the largest batch size of its runs; if that
             # fails (e.g. a fixed batch dimension), each run evaluates at its own batch size.
             acc_report = None
+            eval_notes: list[str] = []
             eval_bs = max(int(r["batch_size"]) for r in runs)
             step(f"evaluating {comp.name} on {backend_name} ({len(eval_data)} samples, batch {eval_bs})")
-            with contextlib.suppress(BenchmarkError):
+            try:
                 acc_report = evaluate(session, eval_data, eval_bs, None, reference_outputs=ref_logits)
-            for run in runs:
+            except BenchmarkError as exc:
+                eval_notes.append(f"evaluation at batch {eval_bs} failed: {exc}")
+            except Exception as exc:
+                eval_notes.append(f"evaluation at batch {eval_bs} failed: {_internal(exc)}")
+            cross, cross_note, cross_done = None, None, False
+        except Exception as exc:  # BenchmarkError or a bug: nothing of this backend can be measured
+            error = str(exc) if isinstance(exc, BenchmarkError) else _internal(exc)
+            with contextlib.suppress(Exception):
+                session.close()
+            send_all(backend_name, runs, "failed", f"{backend_name}: {error}", variant_warnings)
+            continue
+        try:
+            for index, run in enumerate(runs):
                 bs = int(run["batch_size"])
                 emit({"type": "run_started", "keys": [run["key"]]})
-                warnings = list(variant_warnings) + backend_warnings
+                if index:
+                    rss_scoped = reset_peak_rss()  # later runs: their own evaluation + timing
+                    reset_gpu_peak()
+                warnings = [w for w in variant_warnings if w not in dropped] + backend_warnings + eval_notes
+                if not rss_scoped:
+                    warnings.append(RSS_NOT_RESET)
                 try:
                     if acc_report is None:
                         step(f"evaluating {comp.name} on {backend_name} ({len(eval_data)} samples, batch {bs})")
                         acc_report = evaluate(session, eval_data, bs, None, reference_outputs=ref_logits)
                     if _is_reference(comp) and acc_report.logits is not None and not ref_path.exists():
                         _save_logits(ref_path, acc_report.logits)
+                    if not cross_done and acc_report.logits is not None:
+                        cross_done = True
+                        if cross_reference is None:
+                            cross_reference = (backend_name, acc_report.logits)
+                        elif cross_reference[0] != backend_name:
+                            cross, cross_note = cross_backend_check(acc_report.logits, cross_reference[1],
+                                                                    cross_reference[0], comp.precision)
+                    if cross_note:
+                        warnings.append(cross_note)
                     accuracy = fid = None
                     if acc_report.top1 is not None:
                         accuracy = {"top1": acc_report.top1, "top5": acc_report.top5, "n": acc_report.n_samples}
@@ -437,7 +684,6 @@ def _variant_job(payload: dict, emit) -> dict:
                                         min_iters=settings["min_iters"], min_duration_s=settings["min_duration_s"],
                                         max_iters=settings["max_iters"], eval_samples=settings["eval_samples"])
                     step(f"timing {backend_name} batch {bs} ({comp.name})")
-                    reset_gpu_peak()
                     stats = measure_latency(session, feeds, run_cfg, device,
                                             progress=lambda m, f, bn=backend_name, b=bs: progress(
                                                 f"{m} {bn} batch {b} ({comp.name})", f))
@@ -446,20 +692,24 @@ def _variant_job(payload: dict, emit) -> dict:
                     latency["cv"] = lat.get("cv")
                     latency["iterations"] = lat.get("iterations")
                     row = RunResult(
-                        **base, backend=backend_name, batch_size=bs, status="ok",
-                        providers=list(info.providers), threads=info.threads, warnings=warnings,
-                        latency_ms=latency, latency_samples_ms=list(stats.samples_ms),
+                        **row_base, backend=backend_name, batch_size=bs, status="ok",
+                        providers=providers, threads=info_threads, warnings=warnings,
+                        latency_ms=latency, latency_samples_ms=_stored_samples(stats.samples_ms),
                         throughput_sps=stats.throughput_sps(bs), peak_rss_mb=round(peak_rss_mb(), 1),
-                        gpu_peak_mb=gpu_peak_mb(), accuracy=accuracy, fidelity=fid, env=env_run,
-                        started_at=stats.started_at, finished_at=stats.finished_at,
+                        gpu_peak_mb=_gpu_peak_for(backend_name, info, gpu_peak_mb), accuracy=accuracy, fidelity=fid,
+                        cross_backend=cross, env=env_run, started_at=stats.started_at, finished_at=stats.finished_at,
                     )
-                except BenchmarkError as exc:
-                    row = RunResult(**base, backend=backend_name, batch_size=bs, status="failed", error=str(exc),
-                                    providers=list(info.providers), threads=info.threads, warnings=warnings,
-                                    peak_rss_mb=round(peak_rss_mb(), 1), env=env_run)
+                except Exception as exc:  # one run fails; the job's other runs go on
+                    error = str(exc) if isinstance(exc, BenchmarkError) else _internal(exc)
+                    row = RunResult(**row_base, backend=backend_name, batch_size=bs, status="failed", error=error,
+                                    providers=providers, threads=info_threads, warnings=warnings,
+                                    peak_rss_mb=round(peak_rss_mb(), 1), cross_backend=cross, env=env_run)
                 send(row)
         finally:
-            session.close()
+            try:
+                session.close()
+            except Exception as exc:  # closing must not lose the rows of the next backends
+                variant_warnings.append(f"closing the {backend_name} session failed: {_internal(exc)}")
     return {"variant": comp.name}
 
 
@@ -472,16 +722,21 @@ def _reference_logits(backend, ref_variant, eval_data, device, threads, workdir,
         session = backend.prepare(ref_variant, device=device, threads=threads, workdir=workdir)
     except BenchmarkError as exc:
         return None, f"no fidelity: preparing the FP32 reference on {backend.name} failed: {exc}"
+    except Exception as exc:
+        return None, f"no fidelity: preparing the FP32 reference on {backend.name} failed: {_internal(exc)}"
     try:
         last_error = None
         for bs in sorted({int(r["batch_size"]) for r in runs}, reverse=True):
             try:
                 return evaluate(session, eval_data, bs, None).logits, None
             except BenchmarkError as exc:
-                last_error = exc
+                last_error = str(exc)
+            except Exception as exc:
+                last_error = _internal(exc)
         return None, f"no fidelity: the FP32 reference failed on {backend.name}: {last_error}"
     finally:
-        session.close()
+        with contextlib.suppress(Exception):
+            session.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -757,6 +1012,7 @@ class _Runner:
                         config=dataclasses.asdict(c), status="failed", error=error or "failed",
                         warnings=warnings, peak_rss_mb=outcome.peak_rss_mb, sweep_id=self.sweep_id,
                         compression=list(info.get("compression") or []),
+                        compressed_as_asked=info.get("compressed_as_asked"),
                         **{k: info.get(k) for k in ("params", "macs", "flops", "size_bytes", "sparsity")})
         self.store.add_result(row)
         self.done += 1
@@ -893,5 +1149,5 @@ def run_stored_sweep(store: Store, sweep_id: int, progress: Progress | None = No
 __all__ = [
     "Job", "PlannedRun", "plan_sweep", "plan_size", "estimate_duration_s", "run_settings", "run_sweep",
     "start_sweep_background", "run_stored_sweep", "cancel_sweep", "sweep_config_to_dict",
-    "sweep_config_from_dict", "validate_sweep",
+    "sweep_config_from_dict", "validate_sweep", "unapplied_steps", "noop_warning", "cross_backend_check",
 ]

@@ -17,6 +17,7 @@ from benchmark.data import (
     load_npz,
     random_dataset,
     resolve_dataset,
+    split_npz,
 )
 from benchmark.data.builtin import DIGITS_PAD_ID
 from benchmark.errors import ConfigError, DataError, UnsafeArchiveError
@@ -227,6 +228,44 @@ def test_resolve_dataset(tmp_path):
         resolve_dataset("imagenet", _model([IMAGE]))
     with pytest.raises(DataError, match="not found"):
         resolve_dataset(str(tmp_path / "missing.npz"), _model([IMAGE]))
+
+
+def test_npz_splits_calibration_from_evaluation(tmp_path):
+    x = np.arange(20, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 8, 8), np.float32)
+    path = str(_save(tmp_path, image=x, labels=np.arange(20) % 10))
+    model = _model([IMAGE])
+    notes: list[str] = []
+    test = resolve_dataset(path, model, "test", warnings=notes)
+    calib = resolve_dataset(path, model, "calib", warnings=notes)
+    train = resolve_dataset(path, model, "train", warnings=notes)
+    assert notes == []
+    assert calib.arrays["image"][:, 0, 0, 0].tolist() == [0, 1, 2, 3]  # the first 20 %
+    assert train.arrays["image"][:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    assert test.arrays["image"][:, 0, 0, 0].tolist() == list(range(4, 20))  # the rest, never calibrated on
+    assert test.labels.tolist() == [i % 10 for i in range(4, 20)]
+    assert _rows(test.arrays["image"]).isdisjoint(_rows(calib.arrays["image"]))
+    again = resolve_dataset(path, model, "test")  # deterministic
+    assert np.array_equal(again.arrays["image"], test.arrays["image"])
+
+
+def test_small_npz_is_not_split_and_says_so(tmp_path):
+    path = str(_save(tmp_path, image=np.random.default_rng(0).random((9, 1, 8, 8)).astype(np.float32)))
+    notes: list[str] = []
+    calib = resolve_dataset(path, _model([IMAGE]), "calib", warnings=notes)
+    test = resolve_dataset(path, _model([IMAGE]), "test")
+    assert len(calib) == len(test) == 9
+    assert len(notes) == 1 and notes[0].startswith("calibration and evaluation use the same samples")
+    assert "9 samples" in notes[0]
+    with pytest.raises(DataError, match="split must be one of train, calib, test; got 'val'"):
+        split_npz(calib, "val")
+
+
+def test_per_feed_npz_splits_by_feed(tmp_path):
+    x = np.arange(10, dtype=np.float32)[:, None, None, None, None] * np.ones((1, 2, 1, 8, 8), np.float32)
+    path = str(_save(tmp_path, image=x))
+    test = resolve_dataset(path, _model([IMAGE]), "test")
+    assert test.feed_axis == {"image": True} and len(test) == 8
+    assert test.arrays["image"][:, 0, 0, 0, 0].tolist() == list(range(2, 10))
 
 
 def test_resolve_builtin_checks_model_inputs():

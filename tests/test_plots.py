@@ -161,6 +161,38 @@ def test_agreement_needs_two_backends(frame):
     assert plots.is_empty_figure(plots.agreement_figure(single))
 
 
+def test_agreement_shows_the_cross_backend_check():
+    def cross(passed, err):
+        return {"reference_backend": "pytorch", "passed": passed, "worst_max_abs_err": err, "worst_max_rel_err": err * 2,
+                "atol": 1e-3, "rtol": 1e-3}
+
+    rows = [_row("fp32", backend="pytorch"), _row("fp32", backend="onnxruntime"),
+            _row("int8-dynamic", backend="pytorch", precision="int8-dynamic"),
+            _row("int8-dynamic", backend="onnxruntime", precision="int8-dynamic")]
+    rows[1].cross_backend = cross(True, 2e-6)
+    rows[3].cross_backend = cross(False, 0.04)
+    fig = plots.agreement_figure(results_to_frame(rows))
+    [check] = [t for t in fig.data if t.xaxis == "x3"]
+    assert check.name == "onnxruntime" and list(check.x) == ["fp32", "int8-dynamic"]
+    assert list(check.text) == ["pass", "FAIL"] and list(check.y) == pytest.approx([2e-6, 0.04])
+    assert check.customdata[1][0] == "pytorch" and "atol" in check.hovertemplate
+    assert fig.layout.yaxis3.type == "log"  # 2e-6 .. 0.04
+    assert any(a.text == "worst abs error vs pytorch (first output)" for a in fig.layout.annotations)
+    # rows without the check (older sweeps) keep the two-panel figure
+    for r in rows:
+        r.cross_backend = None
+    plain = plots.agreement_figure(results_to_frame(rows))
+    assert not any(t.xaxis == "x3" for t in plain.data) and len(plain.data) == 4
+
+
+def test_table_says_when_a_compression_did_nothing():
+    row = _row("int8-dynamic", precision="int8-dynamic")
+    row.compressed_as_asked = False
+    table = plots.display_table(results_to_frame([row, _row("fp32")]))
+    assert "compressed as asked" in table.columns
+    assert table["compressed as asked"].tolist() == [False, None]
+
+
 def test_latency_distribution_from_samples(frame):
     results = [_row("fp32", samples=[2.0, 2.1, 1.9]), _row("int8-static[minmax]", precision="int8-static", samples=[0.8, 0.9]),
                _row("bf16", status="failed", acc=None, samples=[5.0])]

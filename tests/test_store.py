@@ -57,6 +57,35 @@ def test_missing_values_stay_none_and_nan_becomes_null(store):
     assert json.loads(row.dumps())["throughput_sps"] is None
 
 
+def test_cross_backend_and_as_asked_round_trip_and_flatten(store):
+    sid = store.create_sweep("tiny", {})
+    cross = {"reference_backend": "pytorch", "passed": False, "worst_max_abs_err": 0.04, "worst_max_rel_err": 0.5,
+             "atol": 0.01, "rtol": 0.01}
+    row = _row(sid, cross_backend=cross, compressed_as_asked=False,
+               warnings=["int8-dynamic quantized nothing: this row is the unquantized model"])
+    store.add_result(row)
+    [back] = store.get_results(sid)
+    assert back.cross_backend == cross and back.compressed_as_asked is False
+    df = store.results_frame([sid])
+    assert df["cross_backend_reference"][0] == "pytorch" and not df["cross_backend_passed"][0]
+    assert df["cross_backend_worst_max_abs_err"][0] == 0.04 and df["cross_backend_rtol"][0] == 0.01
+    assert not df["compressed_as_asked"][0]
+
+
+def test_rows_stored_before_the_new_fields_load_with_none(store):
+    sid = store.create_sweep("tiny", {})
+    store.add_result(_row(sid))
+    with store._conn(write=True) as conn:  # a row as an older Slimbench wrote it
+        data = json.loads(conn.execute("SELECT data FROM runs").fetchone()["data"])
+        for key in ("cross_backend", "compressed_as_asked"):
+            data.pop(key)
+        conn.execute("UPDATE runs SET data = ?", (json.dumps(data),))
+    [old] = store.get_results(sid)
+    assert old.cross_backend is None and old.compressed_as_asked is None
+    row = old.to_row()
+    assert row["cross_backend_passed"] is None and row["compressed_as_asked"] is None
+
+
 def test_wal_mode_and_schema_version(store, tmp_path):
     assert store.journal_mode == "wal"
     assert store.user_version == store_mod.schema_version() == len(store_mod.MIGRATIONS)

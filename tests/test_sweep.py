@@ -151,3 +151,344 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# review fixes: row honesty (no-op compressions, fixed batches, per-feed data, memory, samples,
+# cross-backend agreement, errors that fail one row only)
+# --------------------------------------------------------------------------------------------
+def _onnx_file(path, nodes, x_shape, inits, out_shape):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _mlp(path, batch):
+    """x [batch, 4] -> Gemm -> Relu -> Gemm -> y [batch, 3]; ``batch`` an int fixes it."""
+    import numpy as np
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
+    inits = {"w1": rng.standard_normal((8, 4)), "b1": rng.standard_normal(8),
+             "w2": rng.standard_normal((3, 8)), "b2": rng.standard_normal(3)}
+    return _onnx_file(path, nodes, [batch, 4], inits, [batch, 3])
+
+
+def _conv_only(path):
+    """x [N, 1, 8, 8] -> Conv -> Relu -> Conv 1x1 -> GlobalAveragePool -> Flatten: no MatMul/Gemm,
+    so int8-dynamic (MatMul/Gemm only) quantizes nothing."""
+    import numpy as np
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"]), helper.make_node("GlobalAveragePool", ["c2"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["y"])]
+    inits = {"w1": rng.standard_normal((4, 1, 3, 3)), "w2": rng.standard_normal((3, 4, 1, 1))}
+    return _onnx_file(path, nodes, ["N", 1, 8, 8], inits, ["N", 3])
+
+
+def _npz(path, **arrays):
+    import numpy as np
+
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _rows(store, sid):
+    return {(r.variant, r.backend, r.batch_size): r for r in store.get_results(sid)}
+
+
+def test_stored_samples_are_capped_evenly_in_time_order():
+    from benchmark.results import MAX_STORED_SAMPLES
+    from benchmark.sweep import _stored_samples
+
+    few = [float(i) for i in range(50)]
+    assert _stored_samples(few) == few
+    many = [float(i) for i in range(10_000)]
+    kept = _stored_samples(many)
+    assert len(kept) == MAX_STORED_SAMPLES == 2000
+    assert kept[0] == 0.0 and kept[-1] == 9999.0 and kept == sorted(kept)
+    gaps = {round(b - a) for a, b in zip(kept, kept[1:])}
+    assert gaps <= {5, 6}  # evenly spaced: every ~5th iteration
+
+
+def test_unapplied_steps_and_their_row_warnings():
+    from benchmark.config import CompressionConfig
+    from benchmark.models.base import CompressionRecord
+    from benchmark.sweep import noop_warning, unapplied_steps
+
+    cfg = CompressionConfig(precision="int8-dynamic", prune_ratio=0.5)
+    recs = [CompressionRecord("prune-structured", False, "found nothing"),
+            CompressionRecord("int8-dynamic", True, "quantized 3 MatMul")]
+    assert unapplied_steps(cfg, recs) == ["prune-structured"]
+    assert noop_warning("prune-structured") == "prune-structured removed nothing: this row is the unpruned model"
+    as_dicts = [r.to_dict() for r in recs[:1]] + [CompressionRecord("int8-dynamic", False, "nothing").to_dict()]
+    assert unapplied_steps(cfg, as_dicts) == ["prune-structured", "int8-dynamic"]
+    assert noop_warning("int8-dynamic").startswith("int8-dynamic quantized nothing: ")
+    assert unapplied_steps(CompressionConfig(), []) == []  # the FP32 reference asks for nothing
+
+
+def test_gpu_peak_only_where_it_is_seen():
+    from types import SimpleNamespace
+
+    from benchmark.sweep import _gpu_peak_for
+
+    def torch_peak():
+        return 123.0
+
+    assert _gpu_peak_for("pytorch", SimpleNamespace(options={}), torch_peak) == 123.0
+    assert _gpu_peak_for("onnxruntime", SimpleNamespace(options={}), torch_peak) is None
+    trt = SimpleNamespace(options={"engine_device_memory_bytes": 3 * 2**20})
+    assert _gpu_peak_for("tensorrt", trt, torch_peak) == 3.0
+    assert _gpu_peak_for("tensorrt", SimpleNamespace(options={"engine_device_memory_bytes": None}), torch_peak) is None
+
+
+def test_cross_backend_check_tolerances():
+    import numpy as np
+
+    from benchmark.sweep import cross_backend_check
+
+    ref = np.array([[1.0, -2.0, 0.5], [0.25, 4.0, -1.0]], np.float32)
+    same, note = cross_backend_check(ref.copy(), ref, "pytorch", "fp32")
+    assert same == {"reference_backend": "pytorch", "passed": True, "worst_max_abs_err": 0.0,
+                    "worst_max_rel_err": 0.0, "atol": 1e-3, "rtol": 1e-3} and note is None
+    off = ref + np.array([[0, 0, 0], [0, 0.02, 0]], np.float32)  # 0.02 abs, 0.5 % rel on 4.0
+    fp32, note = cross_backend_check(off, ref, "pytorch", "fp32")
+    assert not fp32["passed"] and fp32["worst_max_abs_err"] == pytest.approx(0.02, rel=1e-4)
+    assert note.startswith("outputs differ from pytorch's beyond atol=0.001 and rtol=0.001")
+    fp16, note = cross_backend_check(off, ref, "pytorch", "fp16")  # rel 0.005 <= rtol 1e-2: passes
+    assert fp16["passed"] and fp16["atol"] == fp16["rtol"] == 1e-2 and note is None
+    shape, note = cross_backend_check(ref[:1], ref, "pytorch", "fp32")
+    assert shape["passed"] is False and "shape" in note
+    none, note = cross_backend_check([ref], ref, "pytorch", "fp32")
+    assert none is None and "batched differently" in note
+
+
+def test_fixed_batch_from_the_model_not_from_overrides(tmp_path):
+    from benchmark.config import InputSpec
+    from benchmark.models import load_model
+    from benchmark.sweep import _batch_skip_reason, _fixed_batch
+
+    fixed = load_model(_mlp(tmp_path / "fixed.onnx", 1))
+    assert _fixed_batch(fixed, set()) == (1, "input 'x' is 1x4")
+    # an override cannot unfix what the ONNX graph fixes (ONNX Runtime enforces the graph)
+    over = load_model(str(tmp_path / "fixed.onnx"), inputs=[InputSpec.parse("x:Nx4")])
+    assert _fixed_batch(over, {"x"}) == (1, "input 'x' is 1x4")
+    dynamic = load_model(_mlp(tmp_path / "dyn.onnx", "batch"))
+    assert _fixed_batch(dynamic, set()) is None
+    example = load_model(str(tmp_path / "dyn.onnx"), inputs=[InputSpec.parse("x:1x4")])  # example dims only
+    assert _fixed_batch(example, {"x"}) is None
+    assert _batch_skip_reason(1, (1, "input 'x' is 1x4"), None) is None
+    assert _batch_skip_reason(2, (1, "input 'x' is 1x4"), None).startswith("model has a fixed batch of 1")
+
+
+@pytest.fixture(scope="module")
+def fixed_batch_sweep(tmp_path_factory):
+    """Fixed [1, 4] ONNX model, a 6-sample labelled .npz, fp32 + int8-static at batch 1 and 2, >2000 iterations."""
+    import numpy as np
+
+    tmp = tmp_path_factory.mktemp("fixed")
+    model = _mlp(tmp / "fixed.onnx", 1)
+    rng = np.random.default_rng(1)
+    data = _npz(tmp / "six.npz", x=rng.standard_normal((6, 4)).astype(np.float32), labels=np.arange(6) % 3)
+    store = Store(tmp / "r.db")
+    cfg = SweepConfig(model=model, data=data, precisions=("fp32", "int8-static"), backends=("onnxruntime",),
+                      batch_sizes=(1, 2), min_duration_s=0.01, min_iters=2100, eval_samples=32, threads=1)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    return store, sid
+
+
+def test_fixed_batch_model_skips_other_batch_sizes(fixed_batch_sweep):
+    store, sid = fixed_batch_sweep
+    rows = _rows(store, sid)
+    for variant in ("fp32", "int8-static[minmax]"):
+        ok, other = rows[(variant, "onnxruntime", 1)], rows[(variant, "onnxruntime", 2)]
+        assert ok.status == "ok", ok.error
+        assert ok.accuracy["n"] == 6 and ok.throughput_sps > 0
+        assert other.status == "skipped"
+        assert other.error.startswith("model has a fixed batch of 1 (input 'x' is 1x4): batch size 2 cannot run")
+    assert store.get_sweep(sid).status == "done"
+
+
+def test_small_npz_warns_that_calibration_sees_the_evaluated_samples(fixed_batch_sweep):
+    store, sid = fixed_batch_sweep
+    rows = _rows(store, sid)
+    int8 = rows[("int8-static[minmax]", "onnxruntime", 1)]
+    assert any(w.startswith("calibration and evaluation use the same samples") for w in int8.warnings)
+    fp32 = rows[("fp32", "onnxruntime", 1)]  # nothing calibrated: no such warning
+    assert not any("calibration" in w for w in fp32.warnings)
+
+
+def test_latency_samples_are_capped_on_rows(fixed_batch_sweep):
+    store, sid = fixed_batch_sweep
+    row = _rows(store, sid)[("fp32", "onnxruntime", 1)]
+    assert row.latency_ms["iterations"] >= 2100
+    assert len(row.latency_samples_ms) == 2000
+    assert min(row.latency_samples_ms) == pytest.approx(row.latency_ms["min"])  # statistics from all samples
+    assert row.gpu_peak_mb is None  # onnxruntime memory is not seen by PyTorch's allocator
+
+
+def test_noop_int8_dynamic_is_labelled_and_npz_is_split(tmp_path):
+    import numpy as np
+
+    from benchmark.results import results_to_frame
+
+    model = _conv_only(tmp_path / "conv.onnx")
+    rng = np.random.default_rng(2)
+    data = _npz(tmp_path / "twenty.npz", x=rng.standard_normal((20, 1, 8, 8)).astype(np.float32),
+                labels=np.arange(20) % 3)
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model=model, data=data, precisions=("int8-dynamic",), backends=("onnxruntime",),
+                      batch_sizes=(1,), min_duration_s=0.02, min_iters=3, eval_samples=64, threads=1)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    [row] = store.get_results(sid)
+    assert row.status == "ok", row.error
+    assert row.precision == "int8-dynamic" and row.config["precision"] == "int8-dynamic"  # the request is kept
+    assert row.compressed_as_asked is False
+    assert "int8-dynamic quantized nothing: this row is the unquantized model" in row.warnings
+    assert row.compression[-1]["changed"] is False
+    assert row.accuracy["n"] == 16  # the last 80 % of 20 samples; the first 4 are the calib/train split
+    frame = results_to_frame([row])
+    assert frame["compressed_as_asked"].tolist() == [False]
+
+
+_BUGGY_PLUGIN = '''
+import numpy as np
+
+from benchmark.backends.base import Backend, Session, register_backend
+
+
+class _Wrapped(Session):
+    def __init__(self, inner, name, fail_batch):
+        self.inner, self.fail_batch = inner, fail_batch
+        self.info = inner.info
+        self.info.backend = name
+
+    def _check(self, feeds):
+        if self.fail_batch and next(iter(feeds.values())).shape[0] == self.fail_batch:
+            raise ZeroDivisionError("test backend divides by zero at batch %d" % self.fail_batch)
+
+    def run(self, feeds):
+        self._check(feeds)
+        return self.inner.run(feeds)
+
+    def bind(self, feeds):
+        self._feeds = feeds
+        self.inner.bind(feeds)
+
+    def run_bound(self):
+        self._check(self._feeds)
+        return self.inner.run_bound()
+
+    def synchronize(self):
+        self.inner.synchronize()
+
+    def close(self):
+        self.inner.close()
+
+
+class _Base(Backend):
+    devices = ("cpu",)
+    fail_batch = 0
+
+    def availability_impl(self, device):
+        return True, ""
+
+    def prepare_impl(self, variant, device, threads, workdir, options=None):
+        from benchmark.backends import get_backend
+
+        return _Wrapped(get_backend("onnxruntime").prepare(variant, device, threads, workdir), self.name,
+                        self.fail_batch)
+
+
+class BuggyPrepare(_Base):
+    name = "buggy-prepare"
+
+    def prepare_impl(self, variant, device, threads, workdir, options=None):
+        return {}["engine"]
+
+
+class BuggyRun(_Base):
+    name = "buggy-run"
+    fail_batch = 2
+
+
+class FatPrepare(_Base):
+    name = "fat-prepare"
+
+    def prepare_impl(self, variant, device, threads, workdir, options=None):
+        big = np.ones(300 * 2**20 // 8)  # 300 MiB touched while preparing, then freed
+        del big
+        return super().prepare_impl(variant, device, threads, workdir, options)
+
+
+for cls in (BuggyPrepare, BuggyRun, FatPrepare):
+    register_backend(cls(), replace=True)
+'''
+
+
+def test_backend_errors_fail_one_row_and_the_job_goes_on(tmp_path):
+    from benchmark.measure.memory import reset_peak_rss
+    from benchmark.sweep import RSS_NOT_RESET
+
+    plugin = tmp_path / "buggy_backends.py"
+    plugin.write_text(_BUGGY_PLUGIN)
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model=_mlp(tmp_path / "dyn.onnx", "batch"), backends=("buggy-prepare", "buggy-run", "fat-prepare",
+                      "onnxruntime"), batch_sizes=(1, 2), **FAST)
+    sid = run_sweep(cfg, store, job_timeout_s=120, plugins=[str(plugin)])
+    rows = _rows(store, sid)
+    for bs in (1, 2):  # a non-Benchmark exception while preparing: that backend's rows fail, one line each
+        prep = rows[("fp32", "buggy-prepare", bs)]
+        assert prep.status == "failed" and prep.error == "preparing buggy-prepare: internal error: KeyError: 'engine'"
+    ok, bad = rows[("fp32", "buggy-run", 1)], rows[("fp32", "buggy-run", 2)]
+    # the evaluation at the largest batch (2) failed: said on the rows, then batch 1 evaluated on its own
+    note = "evaluation at batch 2 failed: internal error: ZeroDivisionError: test backend divides by zero at batch 2"
+    assert ok.status == "ok" and note in ok.warnings and ok.latency_ms["p50"] > 0
+    assert bad.status == "failed"
+    assert bad.error == "internal error: ZeroDivisionError: test backend divides by zero at batch 2"
+    # later backends of the same job still ran, and compare their outputs with the first backend's
+    for backend in ("fat-prepare", "onnxruntime"):
+        for bs in (1, 2):
+            row = rows[("fp32", backend, bs)]
+            assert row.status == "ok", row.error
+            assert row.cross_backend == {"reference_backend": "buggy-run", "passed": True, "worst_max_abs_err": 0.0,
+                                         "worst_max_rel_err": 0.0, "atol": 1e-3, "rtol": 1e-3}
+    assert ok.cross_backend is None  # the reference itself
+    # peak RSS has a window per run: the 300 MiB transient of preparing counts for the first run only
+    first, second = rows[("fp32", "fat-prepare", 1)], rows[("fp32", "fat-prepare", 2)]
+    if reset_peak_rss():
+        assert first.peak_rss_mb > second.peak_rss_mb + 200, (first.peak_rss_mb, second.peak_rss_mb)
+        assert RSS_NOT_RESET not in first.warnings
+    else:
+        assert RSS_NOT_RESET in first.warnings and RSS_NOT_RESET in second.warnings
+    assert store.get_sweep(sid).status == "done"
+
+
+def test_per_feed_data_times_the_feed_batch_only(tmp_path):
+    import numpy as np
+
+    data = _npz(tmp_path / "feeds.npz", x=np.random.default_rng(3).standard_normal((12, 3, 4)).astype(np.float32))
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model=_mlp(tmp_path / "dyn.onnx", "batch"), data=data, backends=("onnxruntime",),
+                      batch_sizes=(1, 3), **FAST)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    rows = _rows(store, sid)
+    timed, skipped = rows[("fp32", "onnxruntime", 3)], rows[("fp32", "onnxruntime", 1)]
+    assert timed.status == "ok", timed.error
+    assert timed.throughput_sps == pytest.approx(3 * 1000.0 / timed.latency_ms["mean"])
+    assert timed.fidelity["n"] == 10  # 12 feeds: the first 2 are the calib/train split
+    assert skipped.status == "skipped"
+    assert skipped.error.startswith("per-feed data: each feed of ") and "holds a batch of 3" in skipped.error

@@ -50,16 +50,25 @@ def plan_steps(cfg: CompressionConfig) -> list[str]:
 
 
 def build_variant(model: LoadedModel, cfg: CompressionConfig, ctx: CompressContext) -> Variant:
-    """Build the variant ``cfg`` describes from ``model``; raises CompressionError/ConfigError on failure."""
+    """Build the variant ``cfg`` describes from ``model``; raises CompressionError/ConfigError on failure.
+
+    The variant is named after ``cfg`` and keeps ``cfg`` as its config. ``precision`` is the precision
+    asked for (a backend such as TensorRT applies it itself from the FP32 graph). ``prune_ratio`` and
+    ``prune_kind`` are what the pruning step applied: 0 and None when it removed nothing. A step that
+    changed nothing leaves its ``changed=False`` record in ``records``; callers report it (the sweep
+    puts a warning and ``compressed_as_asked=False`` on the rows) instead of labelling the model as
+    compressed.
+    """
     _load_builtins()
     variant = reference_variant(model)
     steps = plan_steps(cfg)
     for i, step in enumerate(steps):
         ctx.progress(f"{step}: building {cfg.name}", i / max(len(steps), 1))
         variant = COMPRESSIONS.get(step)(variant, cfg, ctx)
+    pruned = any(r.changed and r.method.startswith("prune-") for r in variant.records)
     return dataclasses.replace(
-        variant, name=cfg.name, precision=cfg.precision, prune_ratio=cfg.prune_ratio,
-        prune_kind=cfg.prune_kind if cfg.prune_ratio > 0 else None, config=cfg,
+        variant, name=cfg.name, precision=cfg.precision, config=cfg,
+        prune_ratio=variant.prune_ratio if pruned else 0.0, prune_kind=variant.prune_kind if pruned else None,
     )
 
 

@@ -2,7 +2,8 @@
 
 ``get_dataset("digits", "test")`` returns a built-in split; ``load_npz(path, model.inputs)`` reads
 a user file (rules in :mod:`benchmark.data.npz`); ``resolve_dataset(spec, model)`` does either,
-from a registry name or a path, and checks the data against the model's inputs.
+from a registry name or a path, and checks the data against the model's inputs. A user file is
+split by :func:`split_npz` (first 20 % calibrate/train, the rest is evaluated).
 """
 from __future__ import annotations
 
@@ -46,13 +47,45 @@ def fit_to_inputs(dataset: Dataset, inputs, *, where: str | None = None) -> Data
     return dataclasses.replace(checked, description=dataset.description)
 
 
-def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = "test") -> Dataset | None:
+#: Percentage of a user ``.npz`` file's samples (the first ones) used for calibration / training.
+NPZ_CALIB_PERCENT = 20
+#: Below this many samples a user ``.npz`` file is not split: every split uses all of it.
+NPZ_MIN_SPLIT_SAMPLES = 10
+#: The warning given when calibration/training and evaluation use the same samples.
+SAME_SAMPLES_WARNING = "calibration and evaluation use the same samples"
+
+
+def split_npz(dataset: Dataset, split: str) -> tuple[Dataset, str | None]:
+    """The ``split`` of a user ``.npz`` dataset, and a warning when the splits overlap.
+
+    Deterministic: with N >= :data:`NPZ_MIN_SPLIT_SAMPLES` samples (feeds, for per-feed arrays) the
+    first ``N * 20 // 100`` (:data:`NPZ_CALIB_PERCENT`) are the ``calib`` and ``train`` split and
+    the rest the ``test`` split, so INT8 calibration and distillation never see the evaluated samples. With
+    fewer, every split is the whole file and the warning says that calibration and evaluation use
+    the same samples.
+    """
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    n = len(dataset)
+    if n < NPZ_MIN_SPLIT_SAMPLES:
+        return dataset, (f"{SAME_SAMPLES_WARNING}: {dataset.name} holds {n} samples (fewer than "
+                         f"{NPZ_MIN_SPLIT_SAMPLES}), too few to split")
+    n_calib = n * NPZ_CALIB_PERCENT // 100
+    part = dataset.subset(n_calib) if split in ("calib", "train") else dataset.subset(n - n_calib, start=n_calib)
+    described = dataclasses.replace(part, description=f"{dataset.description} ({split} split: {len(part)} of {n} samples)")
+    return described, None
+
+
+def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = "test", *,
+                    warnings: list[str] | None = None) -> Dataset | None:
     """The dataset to evaluate ``model`` on, checked against its inputs.
 
     ``spec`` is a built-in dataset name or a path to a ``.npz`` file; None means the model's own
     dataset (``model.dataset``, set for samples and registered architectures), or None when it has
     none (then only fidelity to the FP32 reference can be measured, on random inputs). ``split``
-    applies to built-in datasets only.
+    (``train``, ``calib`` or ``test``) picks a built-in dataset's split, or a part of a ``.npz``
+    file (:func:`split_npz`); a warning about the split (too few samples to split) is appended to
+    ``warnings`` when given.
     """
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         if not model.dataset:
@@ -62,7 +95,10 @@ def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = 
         return fit_to_inputs(get_dataset(spec, split), model.inputs, where=f"dataset {spec!r} for model {model.name!r}")
     path = Path(spec)
     if path.suffix.lower() == ".npz" or path.exists():
-        return load_npz(path, model.inputs)
+        data, note = split_npz(load_npz(path, model.inputs), split)
+        if note and warnings is not None:
+            warnings.append(note)
+        return data
     raise DataError(
         f"dataset {str(spec)!r} is neither a built-in dataset ({', '.join(dataset_names())}) nor an "
         f"existing .npz file"
@@ -72,5 +108,6 @@ def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = 
 __all__ = [
     "Dataset", "DATASETS", "SPLITS", "CALIB_SAMPLES", "LABELS", "MAX_NPZ_BYTES",
     "dataset_names", "get_dataset", "load_npz", "check_arrays", "fit_to_inputs",
-    "resolve_dataset", "random_dataset",
+    "resolve_dataset", "random_dataset", "split_npz", "NPZ_CALIB_PERCENT", "NPZ_MIN_SPLIT_SAMPLES",
+    "SAME_SAMPLES_WARNING",
 ]
