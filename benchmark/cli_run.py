@@ -384,13 +384,7 @@ def _write_json(path: str | os.PathLike, results) -> None:
 
 def _check_json_target(path: str | os.PathLike) -> None:
     """Fail before the sweep runs when the --json path cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--json {path} is a folder; give a file path")
-    if not path.parent.exists():
-        raise ConfigError(f"--json {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"--json {path}: not writable")
+    _check_out_file(path, "--json")
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,3 +34,14 @@ def _isolated_data_dir(tmp_path_factory, monkeypatch):
         d = tmp_path_factory.mktemp("slimbench-data")
         monkeypatch.setenv("SLIMBENCH_DATA_DIR", str(d))
         monkeypatch.delenv("SLIMBENCH_DB", raising=False)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a shared 2-core machine two spinning threads slow small models a lot."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -29,13 +29,7 @@ class TinyCNN(nn.Module):
         return self.fc(self.c2(self.c1(image)).mean(dim=(2, 3)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads slow training 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

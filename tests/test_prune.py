@@ -19,13 +19,7 @@ from benchmark.errors import CompressionError, ConfigError
 from benchmark.models.base import LoadedModel, Variant
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads slow small models a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ResConcatCNN(nn.Module):
