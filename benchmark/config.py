@@ -261,14 +261,20 @@ class SweepConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def compressions(self) -> list[CompressionConfig]:
-        """One CompressionConfig per (precision, prune ratio) pair, unpruned first."""
+        """One CompressionConfig per (prune ratio, low-rank ratio, precision), uncompressed first.
+
+        Low-rank is an extra point, like a prune ratio: with ``lowrank_ratio`` set the sweep holds
+        both the full-rank and the decomposed variants, so every variant keeps its FP32 baseline.
+        """
         out = []
+        lowranks = (0.0, float(self.lowrank_ratio)) if self.lowrank_ratio > 0 else (0.0,)
         for ratio in self.prune_ratios:
-            for p in self.precisions:
-                out.append(CompressionConfig(
-                    precision=p, prune_ratio=float(ratio), prune_kind=self.prune_kind,
-                    lowrank_ratio=self.lowrank_ratio, distill=self.distill,
-                    distill_epochs=self.distill_epochs, calib_method=self.calib_method,
-                    calib_samples=self.calib_samples,
-                ))
+            for lowrank in lowranks:
+                for p in self.precisions:
+                    out.append(CompressionConfig(
+                        precision=p, prune_ratio=float(ratio), prune_kind=self.prune_kind,
+                        lowrank_ratio=lowrank, distill=self.distill,
+                        distill_epochs=self.distill_epochs, calib_method=self.calib_method,
+                        calib_samples=self.calib_samples,
+                    ))
         return out

@@ -203,6 +203,21 @@ class Store:
             conn.close()
 
     def _init_schema(self) -> None:
+        """Switch to WAL and migrate, one process at a time.
+
+        Two processes creating the same database at once would otherwise race on the journal-mode
+        switch, which SQLite answers with "database is locked" without waiting for the busy timeout.
+        """
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(f"{self.path}.init.lock", timeout=self.timeout_s):
+                self._init_schema_locked()
+        except Timeout:
+            raise StoreError(f"cannot write results database at {self.path}: another process holds its "
+                             f"set-up lock for more than {self.timeout_s:g} s") from None
+
+    def _init_schema_locked(self) -> None:
         conn = self._open()
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -246,3 +246,22 @@ def test_runner_status_never_overrides_a_cancel_and_reopen_resets(store):
     store.reopen_sweep(sid)
     assert store.sweep_status(sid) == "pending" and store.missing_runs(sid) == ["fp32|onnxruntime|1"]
     assert store.get_results(sid)[0].error is None
+
+
+def test_concurrent_creation_of_one_database(tmp_path):
+    """Several processes opening a new database at once all succeed (no 'database is locked')."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "shared.db"
+    import time
+
+    code = ("import sys, time; from benchmark.store import Store\n"
+            "while time.time() < float(sys.argv[2]): pass\n"  # all start together
+            "Store(sys.argv[1]).create_sweep('m', {})")
+    start = str(time.time() + 3.0)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), start], stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    assert len(Store(db).list_sweeps()) == 6

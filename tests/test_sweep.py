@@ -492,3 +492,12 @@ def test_per_feed_data_times_the_feed_batch_only(tmp_path):
     assert timed.fidelity["n"] == 10  # 12 feeds: the first 2 are the calib/train split
     assert skipped.status == "skipped"
     assert skipped.error.startswith("per-feed data: each feed of ") and "holds a batch of 3" in skipped.error
+
+
+def test_lowrank_keeps_the_full_rank_baseline():
+    from benchmark.config import SweepConfig
+
+    cfg = SweepConfig(model="sample:digits-cnn", precisions=("fp32", "int8-static"), lowrank_ratio=0.5)
+    names = [c.name for c in cfg.compressions()]
+    assert names[:2] == ["fp32", "int8-static[minmax]"]
+    assert "fp32+lowrank0.5" in names and len(names) == 4
