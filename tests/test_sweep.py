@@ -336,7 +336,9 @@ def test_latency_samples_are_capped_on_rows(fixed_batch_sweep):
     row = _rows(store, sid)[("fp32", "onnxruntime", 1)]
     assert row.latency_ms["iterations"] >= 2100
     assert len(row.latency_samples_ms) == 2000
-    assert min(row.latency_samples_ms) == pytest.approx(row.latency_ms["min"])  # statistics from all samples
+    # The statistics come from all iterations; the stored samples are an evenly spaced subset of them.
+    assert min(row.latency_samples_ms) >= row.latency_ms["min"]
+    assert max(row.latency_samples_ms) <= row.latency_ms["max"]
     assert row.gpu_peak_mb is None  # onnxruntime memory is not seen by PyTorch's allocator
 
 
