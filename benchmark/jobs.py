@@ -377,10 +377,12 @@ def run_isolated(
     ps_proc = None
     with contextlib.suppress(psutil.Error):
         ps_proc = psutil.Process(proc.pid)
+    child_gone = False
     try:
         while True:
             try:
-                ready = recv.poll(poll_s)
+                # Once the child has exited, drain what it sent before exiting without waiting.
+                ready = recv.poll(0 if child_gone else poll_s)
             except (EOFError, OSError):
                 ready = False
             if ready:
@@ -407,8 +409,14 @@ def run_isolated(
                             on_event(msg)
             if outcome is not None:
                 break
-            if not ready and not proc.is_alive():
-                break
+            if not ready:
+                if child_gone:
+                    break
+                if not proc.is_alive():
+                    # The child may have sent its result and exited between the poll above and
+                    # this check: poll once more before concluding that it said nothing.
+                    child_gone = True
+                    continue
             now = time.monotonic()
             if ps_proc is not None and now - last_rss > 0.25:
                 last_rss = now

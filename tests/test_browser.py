@@ -115,6 +115,18 @@ def browser():
             b.close()
 
 
+def _wait_text(page, app, text, timeout_ms: int = 60_000) -> None:
+    """Wait for ``text``; on timeout fail with what the page shows and the server log's tail."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_text(text).wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        shown = " | ".join(line for line in page.inner_text("body").splitlines() if line.strip())[-1500:]
+        log = (app.tmp / "streamlit.log").read_text(errors="replace")[-1500:]
+        pytest.fail(f"{text!r} did not appear in {timeout_ms / 1000:g} s.\nPage: {shown}\nServer log: {log}")
+
+
 def _multiselect(page, label: str):
     return page.locator('[data-testid="stMultiSelect"]').filter(has_text=label)
 
@@ -150,12 +162,12 @@ def test_upload_onnx_run_sweep_and_see_results(app, browser):
     page.goto(app.url + "/model")
     page.get_by_text("Upload a file").click()
     page.locator('input[type="file"]').set_input_files(str(model))
-    page.get_by_text("MACs (multiply-adds)").wait_for(timeout=60_000)
+    _wait_text(page, app, "MACs (multiply-adds)")
     assert page.get_by_text("2.316 k", exact=True).is_visible()  # 2304 conv + 12 gemm MACs per sample
     page.screenshot(path=str(app.tmp / "model.png"), full_page=True)
 
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Compress & run").click()
-    page.get_by_text("Model: tiny.onnx").wait_for(timeout=30_000)
+    _wait_text(page, app, "Model: tiny.onnx", 30_000)
     _small_sweep(page, batches_remove=())  # fp32 on every usable backend, batch 1 and 8
     page.get_by_text(re.compile(r"^\d+ runs: 1 variant x")).wait_for(timeout=30_000)
     page.get_by_role("button", name="Run sweep").click()
@@ -192,7 +204,7 @@ def test_two_sessions_start_sweeps_concurrently(app, browser):
     for _ in range(2):
         page = browser.new_context(viewport={"width": 1440, "height": 1800}).new_page()
         page.goto(app.url + "/run")
-        page.get_by_text("Sweeps in progress").wait_for(timeout=60_000)
+        _wait_text(page, app, "Sweeps in progress")
         _small_sweep(page, backends_remove=("pytorch",), batches_remove=(), seconds="0.2")
         page.get_by_text(re.compile(r"^2 runs: 1 variant x 1 backend x 2 batch sizes")).wait_for(timeout=30_000)
         pages.append(page)

@@ -32,6 +32,26 @@ def test_return_value_and_events_come_back():
     assert out.exitcode == 0
 
 
+def test_result_sent_just_before_exit_is_not_lost(monkeypatch):
+    """The child may send its result and exit between a poll that timed out and the liveness
+    check; the parent must still read what is in the pipe (seen under load as "exited with code 0
+    without a result"). A poll that always times out models the worst interleaving."""
+    from multiprocessing.connection import Connection
+
+    real_poll = Connection.poll
+
+    def late_poll(self, timeout=0.0):
+        if timeout:
+            time.sleep(timeout)
+            return False
+        return real_poll(self, 0)
+
+    monkeypatch.setattr(Connection, "poll", late_poll)
+    out = _run("job_return", {"x": 1})
+    assert out.ok, out.error
+    assert out.value["echo"] == {"x": 1} and out.exitcode == 0
+
+
 def test_segfault_is_a_cause_not_a_crash(tmp_path):
     log = tmp_path / "job.log"
     out = _run("job_segv", log_path=log)
