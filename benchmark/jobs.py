@@ -195,6 +195,7 @@ def _child_entry(conn, target: str, payload: Any, plugins: list[str], log_path: 
         load_plugins()
         module_name, _, fn_name = target.partition(":")
         fn = getattr(importlib.import_module(module_name), fn_name)
+        send({"type": "started"})  # start-up is over: the first step's clock starts now
         value = fn(payload, emit)
         send({"type": "return", "value": value})
     except BenchmarkError as exc:
@@ -326,6 +327,9 @@ def _kill_tree(proc) -> None:
     proc.join(10)
 
 
+STARTING = "starting the job process"  # the step a child is in until it reports that it has started
+
+
 def run_isolated(
     target: str,
     payload: Any,
@@ -342,7 +346,8 @@ def run_isolated(
     spawned child process and wait for it.
 
     - ``on_event(event)`` gets each dict the child emits (progress, partial results).
-    - ``timeout_s``: per step; the clock restarts at each ``{"type": "step"}`` event.
+    - ``timeout_s``: per step; the child's start-up (interpreter, plugins, the target's module)
+      is a step of its own, and the clock restarts at each ``{"type": "step"}`` event.
     - ``cancel_check()`` is polled about twice a second; True kills the child (outcome "cancelled").
     - ``on_tick()`` is called about once a second (heartbeats).
 
@@ -364,7 +369,7 @@ def run_isolated(
     oom_before = _oom_kill_count()
     started = time.monotonic()
     step_started = started
-    last_step: str | None = None
+    last_step: str | None = STARTING
     outcome: JobOutcome | None = None
     peak_rss = 0.0
     events: list[dict] = []
@@ -400,6 +405,9 @@ def run_isolated(
                     elif kind == "error":
                         outcome = JobOutcome(False, error=msg.get("message"), error_type=msg.get("error_type"),
                                              traceback=msg.get("traceback"))
+                    elif kind == "started":
+                        step_started = time.monotonic()
+                        last_step = None
                     else:
                         if kind == "step":
                             step_started = time.monotonic()

@@ -68,8 +68,17 @@ def test_hang_times_out_per_step():
     assert time.monotonic() - t0 < 15
 
 
+def test_start_up_is_a_step_of_its_own(tmp_path):
+    slow = tmp_path / "slow_start.py"
+    slow.write_text("import time\ntime.sleep(30)\n")
+    t0 = time.monotonic()
+    out = run_isolated(f"{MOD}:job_return", 1, plugins=[PLUGIN, str(slow)], timeout_s=1.0)
+    assert out.error == "timed out after 1 s while starting the job process" and out.error_type == "timeout"
+    assert time.monotonic() - t0 < 15
+
+
 def test_steps_reset_the_timeout():
-    out = _run("job_steps", 0.6, timeout_s=1.0)  # 4 steps x 0.6 s > 1 s in total, < 1 s each
+    out = _run("job_steps", 0.5, timeout_s=1.5)  # 4 steps x 0.5 s > 1.5 s in total, < 1.5 s each
     assert out.ok and out.value == "done"
 
 
