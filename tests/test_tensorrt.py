@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,6 +133,33 @@ def test_plan_pruned_variants(image_model, tmp_path):
 def test_plan_refuses_what_tensorrt_has_no_equivalent_for(image_model, precision, words):
     plan = te.plan_engine(_variant(image_model, precision))
     assert not plan.ok and words in plan.note
+
+
+def test_plan_tensorrt_11_is_strongly_typed(image_model, tmp_path):
+    """TensorRT 11 removed the FP16/BF16/INT8 builder flags and the calibrators."""
+    assert te.strongly_typed_only("11.4.0") and not te.strongly_typed_only("10.13.0")
+    assert not te.strongly_typed_only(None)
+    fp32 = te.plan_engine(_variant(image_model), "11.4.0", True)
+    assert (fp32.precision, fp32.source) == ("fp32", "variant")
+    fp16 = te.plan_engine(_variant(image_model, "fp16", onnx_path=tmp_path / "h.onnx"), "11.4.0", True)
+    assert (fp16.precision, fp16.source) == ("fp16", "variant") and "strongly typed" in fp16.note
+    pruned = te.plan_engine(_variant(image_model, "fp16", onnx_path=tmp_path / "p.onnx", records=[PRUNED]), "11.4.0")
+    assert pruned.source == "variant" and "prune-structured" in pruned.note
+    no_file = te.plan_engine(_variant(image_model, "fp16", onnx_path=None, torch_module=object()), "11.4.0")
+    assert not no_file.ok and "has none" in no_file.note
+    int8 = te.plan_engine(_variant(image_model, "int8-static"), "11.4.0", True)
+    assert not int8.ok and "symmetric INT8" in int8.note and "tensorrt 10.x" in int8.note
+    bf16 = te.plan_engine(_variant(image_model, "bf16", onnx_path=None), "11.4.0", True)
+    assert not bf16.ok and "BF16-typed" in bf16.note
+    # TensorRT 10 keeps its own conversion from the FP32 graph.
+    assert te.plan_engine(_variant(image_model, "int8-static"), "10.13.0", True).source == "fp32-graph"
+
+
+def test_tensorrt_extra_installs_10x():
+    import tomllib
+
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extra["tensorrt"] == ["tensorrt>=10,<11"]
 
 
 def test_plan_bf16_needs_trt9_and_ampere(image_model):

@@ -29,6 +29,11 @@ Conventions:
   zero points, which TensorRT's explicit quantization does not accept). A pruned/low-rank variant
   keeps no FP32 graph after its precision step: its ``fp16`` ONNX (float32 I/O) is built with the
   FP16 flag; its ``int8``/``bf16`` have no TensorRT engine (skipped with that reason).
+- **TensorRT 11** removed these builder flags and the INT8 calibrators: every network is strongly
+  typed, so the ONNX file's types decide. There ``fp32`` is unchanged, ``fp16`` is built from the
+  variant's own FP16 ONNX file (FP16 nodes, float32 I/O, FP32 block list) with no flag, and
+  ``bf16``/``int8`` are refused with the reason (they need a BF16-typed graph or explicit symmetric
+  INT8 Q/DQ nodes, which Slimbench does not produce). The ``tensorrt`` extra installs 10.x.
 - **Profile**: one optimization profile per engine: ``min`` = batch 1 (an evaluation's last,
   partial batch may be smaller than any timed batch size), ``opt`` = ``max`` = the largest batch
   size of the sweep. TensorRT tunes its kernels for ``opt``: smaller batch sizes run correctly but
@@ -109,6 +114,12 @@ def _has_fp32_graph(variant) -> bool:
     return model.onnx_path is not None or model.torch_module is not None
 
 
+def strongly_typed_only(trt_version: str | None) -> bool:
+    """True for TensorRT >= 11, which has no precision builder flags and no INT8 calibrators."""
+    major = _major(trt_version)
+    return major is not None and major >= 11
+
+
 def plan_engine(variant, trt_version: str | None = None, gpu_bf16: bool | None = None) -> EnginePlan:
     """The TensorRT precision and source graph for ``variant`` (see the module docstring).
 
@@ -134,6 +145,19 @@ def plan_engine(variant, trt_version: str | None = None, gpu_bf16: bool | None =
     if p not in ("fp16", "bf16", "int8-static"):
         return EnginePlan(None, note=f"precision {p!r} has no TensorRT equivalent; TensorRT builds {', '.join(TRT_PRECISIONS)}")
     trt_p = {"fp16": "fp16", "bf16": "bf16", "int8-static": "int8"}[p]
+    if strongly_typed_only(trt_version):
+        if trt_p == "fp16" and variant.onnx_path is not None:
+            after = f" (after {', '.join(structural)})" if structural else ""
+            return EnginePlan("fp16", "variant",
+                              f"built from the variant's FP16 ONNX file{after} as a strongly typed network "
+                              f"(TensorRT {trt_version} has no FP16 builder flag)")
+        needs = {"fp16": "an FP16 ONNX file, and this variant has none",
+                 "bf16": "a BF16-typed ONNX graph (e.g. from NVIDIA ModelOpt AutoCast)",
+                 "int8": "explicit Q/DQ nodes with symmetric INT8 activations (e.g. from NVIDIA ModelOpt); "
+                         "calibrator-based INT8 was removed"}[trt_p]
+        return EnginePlan(None, note=(f"TensorRT {trt_version} builds only strongly typed networks: "
+                                      f"{trt_p.upper()} needs {needs}; install tensorrt 10.x "
+                                      "(pip install 'slimbench[tensorrt]') for TensorRT's own conversion"))
     if trt_p == "bf16":
         major = _major(trt_version)
         if major is None or major < 9:
@@ -653,7 +677,14 @@ def build_serialized_engine(onnx_path: str | os.PathLike, precision: str,
 
     flags = []
     warnings_: list[str] = []
-    if precision == "fp16" or (precision == "int8" and int8_fp16_fallback):
+    if strongly_typed_only(getattr(trt, "__version__", None)):
+        if precision not in ("fp32", "fp16"):
+            raise BackendUnavailableError(
+                f"tensorrt: TensorRT {trt.__version__} builds only strongly typed networks; a {precision} engine "
+                "needs a graph typed in that precision (see plan_engine)")
+        # The ONNX file's types decide (an FP16 variant's file has FP16 nodes): no flag to set.
+        flags.append("STRONGLY_TYPED")
+    elif precision == "fp16" or (precision == "int8" and int8_fp16_fallback):
         if not getattr(builder, "platform_has_fast_fp16", True):
             warnings_.append("this GPU has no fast FP16; TensorRT may keep layers in FP32")
         config.set_flag(trt.BuilderFlag.FP16)
