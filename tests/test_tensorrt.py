@@ -7,6 +7,7 @@ tests/test_gpu.py (marked ``tensorrt``).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -83,6 +84,25 @@ def test_supports_and_prepare_refuse_here(image_model):
     assert not ok and reason.startswith(("TensorRT", "CUDA"))
     with pytest.raises(BackendUnavailableError, match=r"^tensorrt on cuda: (TensorRT|CUDA)"):
         backend.prepare(_variant(image_model), "cuda")
+
+
+def test_int8_calibrates_on_the_variants_own_data(image_model, monkeypatch):
+    """A user's calibration data (the variant was calibrated on it) beats the model's dataset."""
+    monkeypatch.setattr(te, "trt_version", lambda: "10.13.0")  # calibrator-based INT8 (the extra's version)
+    rng = np.random.default_rng(0)
+    user = Dataset("user.npz", {"image": rng.standard_normal((70, 3, 32, 32)).astype("float32")})
+    v = dataclasses.replace(_variant(image_model, "int8-static"), calib_data=user)
+    batches, digest, info = TensorRTBackend._calibration(v, {"calib_batch_size": 32})
+    assert info["dataset"] == "user.npz" and "calibrated on" in info["source"]
+    assert [b["image"].shape[0] for b in batches] == [32, 32] and info["samples"] == 64
+    np.testing.assert_array_equal(batches[1]["image"], user.arrays["image"][32:64])
+    assert digest == te.batches_sha256(batches)
+    # Without a dataset on the model, the variant's data still lets TensorRT INT8 run.
+    no_data = dataclasses.replace(image_model, dataset=None)
+    ok, reason = TensorRTBackend.supports_impl(get_backend("tensorrt"), dataclasses.replace(v, model=no_data), "cuda")
+    assert ok, reason
+    ok, reason = TensorRTBackend.supports_impl(get_backend("tensorrt"), _variant(no_data, "int8-static"), "cuda")
+    assert not ok and "needs data" in reason
 
 
 def test_options_are_checked_before_any_gpu_work(image_model):

@@ -40,7 +40,8 @@ Options (``prepare(..., options={...})``):
 - ``workspace_mb``: builder workspace limit (default: TensorRT's, the device memory).
 - ``int8_fp16_fallback`` (True): int8 engines also allow FP16 for layers without INT8 kernels.
 - ``calib_data``: a :class:`~benchmark.data.base.Dataset` for INT8 calibration (default: the
-  model's own dataset, ``calib`` split, ``calib_samples`` of the variant's config, else 128).
+  data the int8-static variant was calibrated on, such as a user's ``--data`` file, else the
+  model's own dataset, ``calib`` split; ``calib_samples`` of the variant's config, else 128).
 - ``calib_batch_size`` (32).
 """
 from __future__ import annotations
@@ -414,9 +415,9 @@ class TensorRTBackend(Backend):
         plan = self.plan(variant)
         if not plan.ok:
             return False, plan.note
-        if plan.precision == "int8" and not variant.model.dataset:
-            return False, ("TensorRT INT8 calibration needs data: the model has no dataset "
-                           "(pass options={'calib_data': Dataset} to prepare)")
+        if plan.precision == "int8" and not variant.model.dataset and getattr(variant, "calib_data", None) is None:
+            return False, ("TensorRT INT8 calibration needs data: the model has no dataset and the variant "
+                           "was not calibrated on any (pass --data, or options={'calib_data': Dataset} to prepare)")
         return True, ""
 
     def prepare(self, variant, device: str = "cpu", threads: int = 0, workdir=None,
@@ -455,6 +456,9 @@ class TensorRTBackend(Backend):
     def _calibration(variant, options: dict[str, Any]):
         data = options.get("calib_data")
         source = "options['calib_data']"
+        if data is None and getattr(variant, "calib_data", None) is not None:
+            data = variant.calib_data
+            source = "the data the variant's INT8 ranges were calibrated on"
         if data is None:
             from ..data import resolve_dataset
 

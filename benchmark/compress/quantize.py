@@ -1132,9 +1132,10 @@ def _static(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, meth
                      + (f", {len(t['excluded_modules'])} kept FP32" if t["excluded_modules"] else ""))
     label = "mixed[int8]" if method == "mixed" else method
     summary = f"{label}: " + ("; ".join(parts) or "nothing quantized")
-    return _finish(variant, cfg, method, summary=summary, details=details, warnings_=warnings_,
-                   torch_side=(torch_module, "int8"), onnx_side=onnx_out,
-                   torch_changed=torch_changed, onnx_changed=onnx_changed)
+    out = _finish(variant, cfg, method, summary=summary, details=details, warnings_=warnings_,
+                  torch_side=(torch_module, "int8"), onnx_side=onnx_out,
+                  torch_changed=torch_changed, onnx_changed=onnx_changed)
+    return dataclasses.replace(out, calib_data=data)
 
 
 def _check_layers(variant: Variant, onnx_model, layers) -> None:

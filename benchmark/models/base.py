@@ -145,6 +145,7 @@ class Variant:
     records: list[CompressionRecord] = field(default_factory=list)
     config: Any = None  # the CompressionConfig that built it
     export_info: Any = None  # benchmark.models.export.ExportInfo when exported here
+    calib_data: Any = None  # the Dataset its INT8 ranges were calibrated on (TensorRT calibrates on it too)
 
     @property
     def warnings(self) -> list[str]:
