@@ -375,11 +375,6 @@ def _write_json(path: str | os.PathLike, results) -> None:
         raise StoreError(f"cannot write JSON results to {path}: {exc.strerror or exc}") from None
 
 
-def _check_json_target(path: str | os.PathLike) -> None:
-    """Fail before the sweep runs when the --json path cannot be written."""
-    _check_out_file(path, "--json")
-
-
 # --------------------------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------------------------
@@ -403,7 +398,7 @@ def cmd_run(args) -> int:
         store = Store(args.db or None)
         extra = {"timeout": args.timeout, "json": args.json}
         if extra["json"]:
-            _check_json_target(extra["json"])
+            _check_out_file(extra["json"], "--json")
         timeout = _timeout(extra) if args.timeout else None
         try:
             kwargs = {"job_timeout_s": timeout} if timeout else {}
@@ -414,7 +409,7 @@ def cmd_run(args) -> int:
         cfg, extra = sweep_config_from_args(args)
         timeout = _timeout(extra)
         if extra.get("json"):
-            _check_json_target(extra["json"])
+            _check_out_file(extra["json"], "--json")
         store = Store(extra.get("db") or None)  # an unwritable path fails here, before any work
         try:
             sweep_id = run_sweep(cfg, store, bar, job_timeout_s=timeout)

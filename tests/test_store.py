@@ -250,12 +250,7 @@ def test_runner_status_never_overrides_a_cancel_and_reopen_resets(store):
 
 def test_concurrent_creation_of_one_database(tmp_path):
     """Several processes opening a new database at once all succeed (no 'database is locked')."""
-    import subprocess
-    import sys
-
     db = tmp_path / "shared.db"
-    import time
-
     code = ("import sys, time; from benchmark.store import Store\n"
             "while time.time() < float(sys.argv[2]): pass\n"  # all start together
             "Store(sys.argv[1]).create_sweep('m', {})")

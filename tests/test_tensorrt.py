@@ -99,9 +99,9 @@ def test_int8_calibrates_on_the_variants_own_data(image_model, monkeypatch):
     assert digest == te.batches_sha256(batches)
     # Without a dataset on the model, the variant's data still lets TensorRT INT8 run.
     no_data = dataclasses.replace(image_model, dataset=None)
-    ok, reason = TensorRTBackend.supports_impl(get_backend("tensorrt"), dataclasses.replace(v, model=no_data), "cuda")
+    ok, reason = get_backend("tensorrt").supports_impl(dataclasses.replace(v, model=no_data), "cuda")
     assert ok, reason
-    ok, reason = TensorRTBackend.supports_impl(get_backend("tensorrt"), _variant(no_data, "int8-static"), "cuda")
+    ok, reason = get_backend("tensorrt").supports_impl(_variant(no_data, "int8-static"), "cuda")
     assert not ok and "needs data" in reason
 
 

@@ -415,7 +415,7 @@ class TensorRTBackend(Backend):
         plan = self.plan(variant)
         if not plan.ok:
             return False, plan.note
-        if plan.precision == "int8" and not variant.model.dataset and getattr(variant, "calib_data", None) is None:
+        if plan.precision == "int8" and not variant.model.dataset and variant.calib_data is None:
             return False, ("TensorRT INT8 calibration needs data: the model has no dataset and the variant "
                            "was not calibrated on any (pass --data, or options={'calib_data': Dataset} to prepare)")
         return True, ""
@@ -456,7 +456,7 @@ class TensorRTBackend(Backend):
     def _calibration(variant, options: dict[str, Any]):
         data = options.get("calib_data")
         source = "options['calib_data']"
-        if data is None and getattr(variant, "calib_data", None) is not None:
+        if data is None and variant.calib_data is not None:
             data = variant.calib_data
             source = "the data the variant's INT8 ranges were calibrated on"
         if data is None:

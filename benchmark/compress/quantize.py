@@ -288,8 +288,9 @@ def validate_onnx(path: Path, feeds: dict | None, what: str) -> dict[str, Any]:
 
 def _finish(variant: Variant, cfg: CompressionConfig, method: str, *, summary: str, details: dict,
             warnings_: list[str], torch_side: tuple[Any, str] | None, onnx_side: Path | None,
-            torch_changed: bool, onnx_changed: bool) -> Variant:
-    """Assemble the output variant; unchanged sides are dropped unless nothing changed at all."""
+            torch_changed: bool, onnx_changed: bool, calib_data=None) -> Variant:
+    """Assemble the output variant; unchanged sides are dropped unless nothing changed at all.
+    ``calib_data``: the Dataset a static INT8 step calibrated on (kept on the variant)."""
     changed = bool(torch_changed or onnx_changed)
     if changed:
         torch_module, torch_precision = torch_side if (torch_changed and torch_side) else (None, "fp32")
@@ -303,6 +304,7 @@ def _finish(variant: Variant, cfg: CompressionConfig, method: str, *, summary: s
     return dataclasses.replace(
         variant, precision=method, torch_module=torch_module, torch_precision=torch_precision,
         onnx_path=onnx_path, records=list(variant.records) + [record],
+        calib_data=calib_data if calib_data is not None else variant.calib_data,
     )
 
 
@@ -1132,10 +1134,9 @@ def _static(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, meth
                      + (f", {len(t['excluded_modules'])} kept FP32" if t["excluded_modules"] else ""))
     label = "mixed[int8]" if method == "mixed" else method
     summary = f"{label}: " + ("; ".join(parts) or "nothing quantized")
-    out = _finish(variant, cfg, method, summary=summary, details=details, warnings_=warnings_,
-                  torch_side=(torch_module, "int8"), onnx_side=onnx_out,
-                  torch_changed=torch_changed, onnx_changed=onnx_changed)
-    return dataclasses.replace(out, calib_data=data)
+    return _finish(variant, cfg, method, summary=summary, details=details, warnings_=warnings_,
+                   torch_side=(torch_module, "int8"), onnx_side=onnx_out,
+                   torch_changed=torch_changed, onnx_changed=onnx_changed, calib_data=data)
 
 
 def _check_layers(variant: Variant, onnx_model, layers) -> None:
