@@ -91,6 +91,11 @@ def sweep_form(model: dict):
                 st.caption(f"{r['backend']} unavailable on {device}: {r['reason']}")
         backends = st.multiselect("Backends", usable, default=[b for b in ("pytorch", "onnxruntime") if b in usable],
                                   help=h("backends"))
+        cuda_graph = False
+        if device == "cuda":
+            cuda_graph = st.checkbox("CUDA graphs for PyTorch (batch <= 16)", help=h("cuda_graph"))
+        else:
+            st.caption("GPU-only settings (CUDA graphs, GPU energy, TensorRT engines) appear with device cuda.")
         batches = st.multiselect("Batch sizes (samples)", BATCH_CHOICES, default=[1, 8], help=h("batch_sizes"))
     with c3:
         st.markdown("**Data and timing**")
@@ -105,7 +110,7 @@ def sweep_form(model: dict):
             backends=tuple(backends), device=device, batch_sizes=tuple(sorted(batches)), data=data,
             calib_method=calib, calib_samples=int(calib_n), inputs=tuple(model.get("inputs") or ()),
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
-            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"),
+            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), cuda_graph=cuda_graph,
         )
     except BenchmarkError as exc:
         st.error(f"{exc} - change the selection above.")

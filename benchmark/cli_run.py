@@ -52,14 +52,14 @@ _TOML_KEYS = {
     "calib_method": "calib_method", "calib_samples": "calib_samples",
     "lowrank_ratio": "lowrank_ratio", "distill": "distill", "distill_epochs": "distill_epochs",
     "threads": "threads", "min_duration_s": "min_duration_s", "min_iters": "min_iters",
-    "trust_pickle": "trust_pickle", "eval_samples": "eval_samples", "arch": "arch",
+    "trust_pickle": "trust_pickle", "eval_samples": "eval_samples", "arch": "arch", "cuda_graph": "cuda_graph",
 }
 _CLI_ONLY = ("timeout", "db", "json", "plugins")
 _LIST_FIELDS = {"inputs": str, "precisions": str, "prune_ratios": float, "backends": str, "batch_sizes": int}
 _SCALAR_FIELDS = {"model": str, "prune_kind": str, "device": str, "data": str, "calib_method": str,
                   "calib_samples": int, "lowrank_ratio": float, "distill": bool, "distill_epochs": int,
                   "threads": int, "min_duration_s": float, "min_iters": int, "trust_pickle": bool,
-                  "eval_samples": int, "arch": str}
+                  "eval_samples": int, "arch": str, "cuda_graph": bool}
 _WHAT = {"prune_ratios": "prune ratio", "batch_sizes": "batch size", "calib_samples": "calibration samples",
          "threads": "threads", "min_iters": "min iterations", "min_duration_s": "min duration",
          "lowrank_ratio": "low-rank ratio", "distill_epochs": "distillation epochs",
@@ -92,6 +92,8 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lowrank", metavar="RATIO", help="low-rank rank ratio for every variant (0 disables)")
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil pruned/low-rank variants from the original")
+    p.add_argument("--cuda-graph", action="store_true", default=None,
+                   help="PyTorch on cuda: replay CUDA graphs at batch sizes <= 16 (recorded per row)")
     p.add_argument("--threads", metavar="N", help="intra-op threads (0 = all cores)")
     p.add_argument("--min-duration", metavar="S", help="timed seconds per run, at least (default 1.0)")
     p.add_argument("--min-iters", metavar="N", help="timed iterations per run, at least (default 20)")
@@ -253,6 +255,7 @@ def sweep_config_from_args(args) -> tuple[SweepConfig, dict[str, Any]]:
         "calib_samples": args.calib_samples, "lowrank_ratio": args.lowrank, "distill": args.distill,
         "threads": args.threads, "min_duration_s": args.min_duration, "min_iters": args.min_iters,
         "trust_pickle": args.trust_pickle, "eval_samples": args.eval_samples, "arch": getattr(args, "arch", None),
+        "cuda_graph": getattr(args, "cuda_graph", None),
     }
     for field, value in flags.items():
         if value is None:

@@ -234,8 +234,12 @@ class SweepConfig:
     trust_pickle: bool = _help("allow loading a fully pickled nn.Module (executes code from the file)", default=False)
     eval_samples: int = _help("samples used for accuracy/fidelity (0 = the whole evaluation split)", default=512)
     arch: str | None = _help("built-in architecture of a state_dict file (the file holds weights only)", default=None)
+    cuda_graph: bool = _help("PyTorch on cuda: capture each batch size <= 16 into a CUDA graph and time its replay "
+                             "(cuts launch overhead; recorded per row)", default=False)
 
     def __post_init__(self):
+        if self.cuda_graph and self.device != "cuda":
+            raise ConfigError("CUDA graphs apply to device cuda only; choose device cuda or turn cuda_graph off")
         if int(self.eval_samples) < 0:
             raise ConfigError(f"eval samples must be >= 0; got {self.eval_samples}")
         if self.arch is not None and not str(self.arch).strip():

@@ -667,11 +667,18 @@ TABLE_COLUMNS: dict[str, str] = {
     "cross_backend_passed": "outputs agree with first backend",
     "cross_backend_worst_max_abs_err": "worst abs error vs first backend",
     "peak_rss_mb": "peak RSS (MiB)",
+    "gpu_peak_mb": "GPU peak memory (MiB)",
+    "build_time_s": "engine build time (s)",
+    "build_cached": "engine from cache",
+    "energy_mean_power_w": "mean GPU power (W)",
+    "energy_mj_per_sample": "GPU energy (mJ/sample)",
     "latency_iterations": "timed iterations",
     "threads": "threads",
     "status": "status",
 }
 _PERCENT_COLUMNS = ("accuracy_top1", "accuracy_top5", "fidelity_top1_agreement")
+#: Columns only some backends or devices fill: left out of a table where no row has a value.
+_OPTIONAL_COLUMNS = ("gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample")
 
 
 def display_table(df: pd.DataFrame, include_failed: bool = False) -> pd.DataFrame:
@@ -687,7 +694,8 @@ def display_table(df: pd.DataFrame, include_failed: bool = False) -> pd.DataFram
     out["macs_m"] = _num(out, "macs") / 1e6
     out["flops_m"] = _num(out, "flops") / 1e6
     out["sparsity_pct"] = _num(out, "sparsity") * 100.0
-    cols = [c for c in TABLE_COLUMNS if c in out]
+    out["energy_mj_per_sample"] = _num(out, "energy_joules_per_sample") * 1000.0
+    cols = [c for c in TABLE_COLUMNS if c in out and not (c in _OPTIONAL_COLUMNS and out[c].isna().all())]
     if "sweep_id" in cols and out["sweep_id"].nunique(dropna=True) <= 1:
         cols.remove("sweep_id")
     out = out[cols].rename(columns=TABLE_COLUMNS)

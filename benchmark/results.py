@@ -18,6 +18,14 @@ Conventions (also shown in the dashboard):
 - ``gpu_peak_mb``: peak GPU memory (MiB) of the run, only where it is known: PyTorch rows on CUDA
   (``torch.cuda.max_memory_allocated``), TensorRT rows (the engine's device memory, when the session
   reports it). ONNX Runtime allocates outside PyTorch's allocator, so its rows hold None.
+- ``build_time_s``: seconds the backend took to build what the row ran on: the TensorRT engine
+  of its batch size (``tensorrt``) or the compiled module (``torch-tensorrt``); never part of the
+  latency. For an engine loaded from the engine cache (``build_cached`` True) it is the build time
+  recorded when the engine was built. None where nothing is built (PyTorch eager, ONNX Runtime).
+- ``energy`` (CUDA rows with NVML, :mod:`benchmark.measure.energy`): the GPU board's energy over
+  the timed iterations: ``{method, interval_s, energy_j, mean_power_w, joules_per_batch,
+  joules_per_sample, power_samples, gpu, note}``; None where it was not measured (the row's
+  warnings say why).
 - ``accuracy``: ``{top1, top5, n}`` on labelled data (fractions in [0, 1]).
 - ``fidelity``: agreement with the FP32 unpruned reference variant on the same samples and the
   same backend: ``{top1_agreement, cosine, max_abs_err, mean_abs_err}``.
@@ -56,6 +64,7 @@ FINISHED_STATUSES = ("ok", "failed", "skipped")
 LATENCY_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max", "cv", "iterations")
 ACCURACY_KEYS = ("top1", "top5", "n")
 FIDELITY_KEYS = ("top1_agreement", "cosine", "max_abs_err", "mean_abs_err")
+ENERGY_KEYS = ("mean_power_w", "joules_per_sample", "joules_per_batch", "method")
 CROSS_BACKEND_KEYS = ("reference_backend", "passed", "worst_max_abs_err", "worst_max_rel_err", "atol", "rtol")
 #: Latency samples kept on a row (statistics are computed from all of them first).
 MAX_STORED_SAMPLES = 2000
@@ -146,6 +155,9 @@ class RunResult:
     throughput_sps: float | None = None
     peak_rss_mb: float | None = None
     gpu_peak_mb: float | None = None
+    build_time_s: float | None = None
+    build_cached: bool | None = None
+    energy: dict[str, Any] | None = None
     size_bytes: int | None = None
     params: int | None = None
     macs: int | None = None
@@ -200,7 +212,7 @@ class RunResult:
     def to_row(self) -> dict[str, Any]:
         """A flat dict for DataFrames: ``latency_ms.p50`` -> ``latency_p50_ms``, ``accuracy.top1`` ->
         ``accuracy_top1``, ``fidelity.cosine`` -> ``fidelity_cosine``, ``cross_backend.passed`` ->
-        ``cross_backend_passed``; lists become strings."""
+        ``cross_backend_passed``, ``energy.mean_power_w`` -> ``energy_mean_power_w``; lists become strings."""
         data = self.to_json()
         row: dict[str, Any] = {}
         for key in ("id", "sweep_id", "model", "variant", "precision", "prune_ratio", "prune_kind",
@@ -216,9 +228,12 @@ class RunResult:
                 row["latency_iterations"] = lat.get(k)
             else:
                 row[f"latency_{k}_ms"] = lat.get(k)
-        for key in ("throughput_sps", "peak_rss_mb", "gpu_peak_mb", "size_bytes", "params", "macs",
-                    "flops", "sparsity"):
+        for key in ("throughput_sps", "peak_rss_mb", "gpu_peak_mb", "build_time_s", "build_cached", "size_bytes",
+                    "params", "macs", "flops", "sparsity"):
             row[key] = data[key]
+        energy = data["energy"] or {}
+        for k in ENERGY_KEYS:
+            row[f"energy_{k}"] = energy.get(k)
         acc = data["accuracy"] or {}
         for k in ACCURACY_KEYS:
             row[f"accuracy_{k}"] = acc.get(k)

@@ -183,6 +183,7 @@ def run_settings(cfg: SweepConfig) -> dict[str, Any]:
         "warmup_s": float(getattr(cfg, "warmup_s", min(0.2, min_duration_s))),
         "max_iters": int(getattr(cfg, "max_iters", max(10000, min_iters))),
         "eval_samples": int(getattr(cfg, "eval_samples", DEFAULT_EVAL_SAMPLES)),
+        "cuda_graph": bool(getattr(cfg, "cuda_graph", False)),
     }
 
 
@@ -399,6 +400,27 @@ def _gpu_peak_for(backend_name: str, info, gpu_peak_mb) -> float | None:
     return None
 
 
+def backend_options(backend_name: str, device: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """Backend options a sweep's settings ask for: CUDA-graph capture for PyTorch on CUDA."""
+    if backend_name == "pytorch" and device.startswith("cuda") and settings.get("cuda_graph"):
+        return {"cuda_graph": True}
+    return None
+
+
+def row_extras(session, stats, batch_size: int, meter_note: str) -> tuple[dict[str, Any], list[str]]:
+    """A timed row's build time and GPU energy fields, and the notes that go with them."""
+    notes: list[str] = []
+    build = session.build()
+    extras: dict[str, Any] = {"build_time_s": None if build is None else build.get("build_time_s"),
+                              "build_cached": None if build is None else build.get("cached")}
+    reading = stats.energy
+    extras["energy"] = None if reading is None else reading.for_run(stats.iterations, batch_size)
+    note = stats.energy_note or (reading.note if reading is not None else meter_note)
+    if note:
+        notes.append(note)
+    return extras, notes
+
+
 def _save_logits(path: Path, logits) -> None:
     import numpy as np
 
@@ -427,6 +449,7 @@ def _variant_job(payload: dict, emit) -> dict:
     from .compress import CompressContext, build_variant, reference_variant
     from .data import random_dataset, resolve_dataset
     from .measure.accuracy import evaluate, fidelity
+    from .measure.energy import nvml_meter
     from .measure.environment import collect_environment
     from .measure.latency import measure_latency
     from .measure.memory import gpu_peak_mb, peak_rss_mb, reset_gpu_peak, reset_peak_rss
@@ -587,7 +610,8 @@ def _variant_job(payload: dict, emit) -> dict:
         reset_gpu_peak()
         try:
             check_disk_space(workdir, model_bytes, f"preparing {backend_name} for {comp.name}")
-            session = backend.prepare(variant, device=device, threads=threads, workdir=workdir)
+            session = backend.prepare(variant, device=device, threads=threads, workdir=workdir,
+                                      options=backend_options(backend_name, device, settings))
         except BenchmarkError as exc:
             send_all(backend_name, runs, "failed", f"preparing {backend_name}: {exc}", variant_warnings)
             continue
@@ -637,6 +661,7 @@ def _variant_job(payload: dict, emit) -> dict:
                 session.close()
             send_all(backend_name, runs, "failed", f"{backend_name}: {error}", variant_warnings)
             continue
+        meter, meter_note = nvml_meter(device) if device.startswith("cuda") else (None, "")
         try:
             for index, run in enumerate(runs):
                 bs = int(run["batch_size"])
@@ -684,9 +709,11 @@ def _variant_job(payload: dict, emit) -> dict:
                                         min_iters=settings["min_iters"], min_duration_s=settings["min_duration_s"],
                                         max_iters=settings["max_iters"], eval_samples=settings["eval_samples"])
                     step(f"timing {backend_name} batch {bs} ({comp.name})")
-                    stats = measure_latency(session, feeds, run_cfg, device,
+                    stats = measure_latency(session, feeds, run_cfg, device, meter=meter,
                                             progress=lambda m, f, bn=backend_name, b=bs: progress(
                                                 f"{m} {bn} batch {b} ({comp.name})", f))
+                    extras, extra_notes = row_extras(session, stats, bs, meter_note)
+                    warnings += extra_notes
                     lat = stats.to_dict(samples=False)
                     latency = {k: lat.get(f"{k}_ms") for k in ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")}
                     latency["cv"] = lat.get("cv")
@@ -698,6 +725,7 @@ def _variant_job(payload: dict, emit) -> dict:
                         throughput_sps=stats.throughput_sps(bs), peak_rss_mb=round(peak_rss_mb(), 1),
                         gpu_peak_mb=_gpu_peak_for(backend_name, info, gpu_peak_mb), accuracy=accuracy, fidelity=fid,
                         cross_backend=cross, env=env_run, started_at=stats.started_at, finished_at=stats.finished_at,
+                        **extras,
                     )
                 except Exception as exc:  # one run fails; the job's other runs go on
                     error = str(exc) if isinstance(exc, BenchmarkError) else _internal(exc)
@@ -706,6 +734,8 @@ def _variant_job(payload: dict, emit) -> dict:
                                     peak_rss_mb=round(peak_rss_mb(), 1), cross_backend=cross, env=env_run)
                 send(row)
         finally:
+            if meter is not None:
+                meter.close()
             try:
                 session.close()
             except Exception as exc:  # closing must not lose the rows of the next backends

@@ -10,7 +10,9 @@ at inference over FP32 weights)) and timed with ``measure_latency``: inputs boun
 then per-iteration CUDA events (``timer`` = ``cuda_events``). Reported: p50 and mean latency in
 ms, throughput in samples/s, speed-up of p50 over fp32, the peak CUDA memory PyTorch allocated
 during the timed loop (``torch.cuda.max_memory_allocated``, reset before each run) and the largest
-absolute difference of the first output from fp32 on the same inputs. ``--cuda-graph`` adds rows
+absolute difference of the first output from fp32 on the same inputs; with ``nvidia-ml-py``, the
+GPU board's mean power (W) and energy per sample (mJ) over the timed loop (NVML's energy counter,
+:mod:`benchmark.measure.energy`). ``--cuda-graph`` adds rows
 with the backend's ``cuda_graph`` option (a captured CUDA graph replayed per iteration).
 
 Without a CUDA device it prints "no CUDA device: nothing measured" and exits with status 0.
@@ -77,6 +79,7 @@ def main(argv=None) -> int:
     from benchmark.backends import get_backend
     from benchmark.config import RunConfig
     from benchmark.errors import BenchmarkError
+    from benchmark.measure.energy import nvml_meter
     from benchmark.measure.latency import measure_latency
     from benchmark.measure.memory import gpu_peak_mb, reset_gpu_peak
     from benchmark.models.base import Variant
@@ -84,12 +87,15 @@ def main(argv=None) -> int:
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name} (compute capability {props.major}.{props.minor}, "
           f"{props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}")
+    meter, why = nvml_meter("cuda")
+    if meter is None:
+        print(why)
     backend = get_backend("pytorch")
     settings = [(p, False) for p in PRECISIONS]
     if args.cuda_graph:
         settings += [(p, True) for p in ("fp32", "fp16")]
     header = (f"{'model':<26} {'batch':>5} {'precision':<22} {'p50 ms':>9} {'mean ms':>9} {'samples/s':>11} "
-              f"{'vs fp32':>8} {'peak MiB':>9} {'max|d| vs fp32':>15}")
+              f"{'vs fp32':>8} {'peak MiB':>9} {'max|d| vs fp32':>15} {'W':>6} {'mJ/sample':>10}")
     print(header)
     print("-" * len(header))
     for model in _models():
@@ -115,7 +121,7 @@ def main(argv=None) -> int:
                     cfg = RunConfig(backend="pytorch", device="cuda", batch_size=batch, warmup_iters=10,
                                     warmup_s=0.3, min_iters=50, min_duration_s=args.min_s)
                     reset_gpu_peak()
-                    stats = measure_latency(session, feeds, cfg, "cuda")
+                    stats = measure_latency(session, feeds, cfg, "cuda", meter=meter)
                     peak = gpu_peak_mb()
                 except (BenchmarkError, RuntimeError) as exc:  # RuntimeError: a dtype mismatch inside the model
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -128,8 +134,13 @@ def main(argv=None) -> int:
                 diff = float(np.max(np.abs(out - ref_out))) if ref_out is not None else float("nan")
                 speed = ref_p50 / stats.p50_ms if ref_p50 else float("nan")
                 assert stats.timer == "cuda_events", stats.timer
+                energy = "-" if stats.energy is None else (
+                    f"{stats.energy.mean_power_w:>6.0f} "
+                    f"{1000 * stats.energy.for_run(stats.iterations, batch)['joules_per_sample']:>10.4f}")
                 print(f"{model.name:<26} {batch:>5} {label:<22} {stats.p50_ms:>9.3f} {stats.mean_ms:>9.3f} "
-                      f"{stats.throughput_sps(batch):>11.0f} {speed:>7.2f}x {peak or 0:>9.1f} {diff:>15.2e}")
+                      f"{stats.throughput_sps(batch):>11.0f} {speed:>7.2f}x {peak or 0:>9.1f} {diff:>15.2e} {energy}")
+    if meter is not None:
+        meter.close()
     return 0
 
 

@@ -47,10 +47,10 @@ def _variant(model, net=None, onnx_path=None, torch_precision="fp32", name="v"):
 
 
 def test_builtins_registered_without_heavy_imports():
-    assert {"pytorch", "onnxruntime", "tensorrt"} <= set(BACKENDS.names())
+    assert {"pytorch", "onnxruntime", "tensorrt", "torch-tensorrt"} <= set(BACKENDS.names())
     code = (
         "import sys, benchmark.backends as b; "
-        "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'tensorrt') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'tensorrt', 'torch_tensorrt', 'pynvml') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -41,6 +41,7 @@ def _snapshot(path):
     (["run", "sample:digits-cnn", "--prune", "1.5"], "prune ratio must be in [0, 1); got 1.5"),
     (["run", "sample:digits-cnn", "--device", "tpu"], "device must be one of cpu, cuda; got 'tpu'"),
     (["run", "sample:digits-cnn", "--timeout", "0"], "timeout must be > 0 s"),
+    (["run", "sample:digits-cnn", "--cuda-graph"], "CUDA graphs apply to device cuda only"),
     (["run", "--precision", "fp32"], "no model given"),
     (["run", "--resume", "99"], "no sweep 99 in"),
     (["results", "--sweep", "42"], "no sweep 42 in"),
@@ -52,6 +53,23 @@ def test_bad_input_is_one_line_exit_2_and_keeps_stored_rows(argv, message, db_wi
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert "Traceback" not in err
     assert _snapshot(db_with_a_row) == before
+
+
+def test_cuda_graph_flag_and_toml_key(tmp_path):
+    import argparse
+
+    from benchmark.cli_run import add_run_parser, sweep_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_parser(parser.add_subparsers())
+    cfg, _ = sweep_config_from_args(parser.parse_args(["run", "sample:digits-cnn", "--device", "cuda", "--cuda-graph"]))
+    assert cfg.cuda_graph is True and cfg.device == "cuda"
+    cfg, _ = sweep_config_from_args(parser.parse_args(["run", "sample:digits-cnn"]))
+    assert cfg.cuda_graph is False
+    toml = tmp_path / "s.toml"
+    toml.write_text('model = "sample:digits-cnn"\ndevice = "cuda"\ncuda_graph = true\n')
+    cfg, _ = sweep_config_from_args(parser.parse_args(["run", "--config", str(toml)]))
+    assert cfg.cuda_graph is True
 
 
 def test_unwritable_db_path(tmp_path, capsys):

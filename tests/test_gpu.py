@@ -108,6 +108,32 @@ def test_ort_tensorrt_ep_options_follow_the_variant(tmp_path):
     assert opts["trt_int8_use_native_calibration_table"] == "True"
     opts, notes = tensorrt_ep_options("int8-dynamic", plain, {"trt_engine_cache": False})
     assert opts["trt_int8_enable"] == "False" and "CUDAExecutionProvider" in notes[0]
+    # the engine cache prefix is the file's hash: same graph, other weights -> other engines
+    from benchmark.backends.trt_engine import file_sha256
+
+    opts, _ = tensorrt_ep_options("fp32", plain, {"trt_engine_cache_dir": cache})
+    assert opts["trt_engine_cache_prefix"] == "sb_" + file_sha256(plain)[:16]
+
+
+def test_ort_tensorrt_ep_warns_about_asymmetric_qdq(tmp_path):
+    """TensorRT takes symmetric INT8 Q/DQ only; ORT's own static quantization writes uint8 zero points."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from benchmark.backends.onnxruntime import asymmetric_qdq
+
+    symmetric = _onnx(tmp_path / "sym.onnx", True)  # int8 zero point 0
+    assert asymmetric_qdq(symmetric) == []
+    _, notes = tensorrt_ep_options("int8-static", symmetric, {"trt_engine_cache": False})
+    assert notes == []
+    model = onnx.load(str(symmetric))
+    model.graph.initializer[1].CopyFrom(helper.make_tensor("z", TensorProto.UINT8, [], [128]))
+    model.graph.node[1].input[2] = "z"
+    model.graph.node[0].name = "q0"
+    onnx.save(model, str(tmp_path / "asym.onnx"))
+    assert asymmetric_qdq(tmp_path / "asym.onnx") == ["q0"]
+    _, notes = tensorrt_ep_options("int8-static", tmp_path / "asym.onnx", {"trt_engine_cache": False})
+    assert len(notes) == 1 and "symmetric INT8 Q/DQ" in notes[0] and "CUDAExecutionProvider" in notes[0]
 
 
 # --- PyTorch on CUDA ------------------------------------------------------------------------------
@@ -215,6 +241,7 @@ def test_trt_fp32_engine_runs_and_is_cached(tiny, tmp_path):
         # per-batch engines: batch 4 gets its own engine, tuned for it
         first.bind(feeds)
         assert [e["batch_sizes"] for e in first.info.options["engines"]][-1] == [4]
+        assert first.build()["cached"] is False and first.build()["build_time_s"] > 0
         stats = measure_latency(first, feeds, _timing(4), "cuda")
         assert stats.timer == "cuda_events" and stats.iterations >= 5
     finally:
@@ -227,6 +254,8 @@ def test_trt_fp32_engine_runs_and_is_cached(tiny, tmp_path):
     try:
         assert again.info.options["engines"][0]["cache_hit"] is True
         assert again.info.options["build_time_s"] == 0.0
+        again.bind(_feeds(1))
+        assert again.build()["cached"] is True and again.build()["build_time_s"] > 0  # the recorded build time
         np.testing.assert_allclose(again.run(_feeds(1))[0], _reference(tiny, _feeds(1)), rtol=1e-3, atol=1e-3)
     finally:
         again.close()
@@ -292,3 +321,146 @@ def test_trt_skips_pruned_int8(tiny, tmp_path):
     ok, reason = get_backend("tensorrt").supports(variant, "cuda")
     assert not ok and "keeps no FP32 graph" in reason
 
+
+
+# --- torch-tensorrt -------------------------------------------------------------------------------
+def _params(**defaults):
+    """A compile() signature: parameter name -> default, as ``inspect.signature(...).parameters`` gives."""
+    import inspect
+
+    return {name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
+            for name, value in defaults.items()}
+
+
+WEAK = _params(enabled_precisions={torch.float32})  # releases before explicit typing
+EXPLICIT = _params(enabled_precisions={torch.float32}, use_explicit_typing=True, enable_autocast=False,
+                   autocast_low_precision_type=None)
+EXPLICIT_NO_AUTOCAST = _params(enabled_precisions={torch.float32}, use_explicit_typing=True)
+
+
+def test_torch_tensorrt_compile_settings_follow_the_release():
+    from benchmark.backends.torch_tensorrt import compile_settings
+
+    assert compile_settings("fp32", EXPLICIT) == (None, {}, "")
+    assert compile_settings("fp32", _params(disable_tf32=False)) == (None, {"disable_tf32": True}, "")
+    # fp16/bf16: the cast is in the graph; weakly typed releases are also told the allowed precision
+    assert compile_settings("fp16", EXPLICIT) == ("float16", {}, "")
+    assert compile_settings("fp16", WEAK) == ("float16", {"enabled_precisions": ("float16",)}, "")
+    assert compile_settings("bf16", WEAK) == ("bfloat16", {"enabled_precisions": ("bfloat16",)}, "")
+    # autocast: Torch-TensorRT's own autocast where it exists, TensorRT's per-layer choice on weak typing
+    assert compile_settings("autocast-fp16", EXPLICIT) == (
+        None, {"enable_autocast": True, "autocast_low_precision_type": "float16", "use_explicit_typing": True}, "")
+    assert compile_settings("autocast-bf16", WEAK) == (None, {"enabled_precisions": ("float32", "bfloat16")}, "")
+    cast, kwargs, reason = compile_settings("autocast-fp16", EXPLICIT_NO_AUTOCAST)
+    assert reason == "this torch-tensorrt release types explicitly and has no autocast; use the fp16 variant instead"
+    assert "ModelOpt" in compile_settings("int8", EXPLICIT)[2]
+    assert compile_settings("int4", EXPLICIT)[2].startswith("torch-tensorrt runs fp32, fp16")
+
+
+def test_torch_tensorrt_is_registered_and_says_why_it_cannot_run():
+    import importlib.util
+
+    from benchmark.backends import backend_names
+    from benchmark.backends.torch_tensorrt import TorchTensorRTBackend
+    from benchmark.measure.environment import backend_status
+
+    assert "torch-tensorrt" in backend_names()
+    backend = get_backend("torch-tensorrt")
+    assert isinstance(backend, TorchTensorRTBackend)
+    ok, reason = backend.availability("cpu")
+    assert not ok and reason == "torch-tensorrt runs on NVIDIA GPUs only (device 'cuda'), not on cpu"
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        ok, reason = backend.availability("cuda")
+        assert not ok and reason.startswith("torch-tensorrt: package not installed (pip install \"torch-tensorrt==X.Y.*\"")
+    rows = [r for r in backend_status() if r["backend"] == "torch-tensorrt"]
+    assert {r["device"] for r in rows} == {"cpu", "cuda"} and not any(r["available"] for r in rows if r["device"] == "cpu")
+
+
+def test_torch_tensorrt_options_checked_before_any_gpu_work(tiny):
+    from benchmark.backends.torch_tensorrt import check_options
+
+    with pytest.raises(ConfigError, match="unknown torch-tensorrt option.*known: min_block_size, workspace_mb"):
+        check_options({"fast": 1})
+    with pytest.raises(ConfigError, match="min_block_size must be >= 1"):
+        check_options({"min_block_size": 0})
+    with pytest.raises(ConfigError, match="workspace_mb must be > 0"):
+        get_backend("torch-tensorrt").prepare(_variant(tiny), "cuda", options={"workspace_mb": -1})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("torch_precision, tol", [("fp32", 1e-3), ("fp16", 2e-2)])
+def test_torch_tensorrt_compiles_runs_and_reports_build_time(tiny, torch_precision, tol):
+    pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed")
+    session = get_backend("torch-tensorrt").prepare(_variant(tiny, torch_precision=torch_precision), "cuda")
+    try:
+        assert session.info.options["compiled"][0]["max_batch"] == 1
+        feeds = _feeds(4)
+        np.testing.assert_allclose(session.run(feeds)[0], _reference(tiny, feeds), rtol=tol, atol=tol)
+        stats = measure_latency(session, feeds, _timing(4), "cuda")
+        assert stats.timer == "cuda_events" and stats.iterations >= 5
+        build = session.build()
+        assert build["build_time_s"] > 0 and build["cached"] is False
+        assert [c["max_batch"] for c in session.info.options["compiled"]] == [1, 4]
+    finally:
+        session.close()
+
+
+@pytest.mark.gpu
+def test_cuda_sweep_records_graphs_memory_and_energy(tmp_path):
+    """A whole sweep on CUDA: CUDA-graph replay recorded per row, GPU peak memory, and GPU energy
+    (or, without nvidia-ml-py, the reason it was not measured)."""
+    import importlib.util
+
+    from benchmark.config import SweepConfig
+    from benchmark.store import Store
+    from benchmark.sweep import run_sweep
+
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model="sample:digits-cnn", precisions=("fp32", "fp16"), backends=("pytorch",), device="cuda",
+                      batch_sizes=(1, 64), cuda_graph=True, min_duration_s=1.0, min_iters=20, eval_samples=64)
+    sid = run_sweep(cfg, store, job_timeout_s=300)
+    rows = {(r.variant, r.batch_size): r for r in store.get_results(sid)}
+    assert all(r.status == "ok" for r in rows.values()), [r.error for r in rows.values()]
+    for (variant, batch), row in rows.items():
+        options = row.env["session"]["options"]
+        assert options["cuda_graph"] is True
+        assert row.gpu_peak_mb > 0 and row.accuracy["top1"] > 0.9
+        assert row.build_time_s is None  # eager PyTorch builds nothing ahead
+        if importlib.util.find_spec("pynvml") is not None:
+            assert row.energy["mean_power_w"] > 0 and row.energy["joules_per_sample"] > 0
+        else:
+            assert row.energy is None and any("nvidia-ml-py is not installed" in w for w in row.warnings)
+    assert 1 in rows[("fp32", 1)].env["session"]["options"]["cuda_graph_batches"]
+    assert 64 not in rows[("fp32", 64)].env["session"]["options"]["cuda_graph_batches"]  # above the limit: eager
+
+
+# --- onnxruntime-trt ------------------------------------------------------------------------------
+def test_onnxruntime_trt_is_its_own_backend_and_says_why_it_cannot_run():
+    from benchmark.backends import backend_names
+
+    assert "onnxruntime-trt" in backend_names()
+    backend = get_backend("onnxruntime-trt")
+    ok, reason = backend.availability("cpu")
+    assert not ok and reason == "onnxruntime-trt runs on NVIDIA GPUs only (device 'cuda'), not on cpu"
+    if not torch.cuda.is_available():
+        ok, reason = backend.availability("cuda")
+        assert not ok and reason.startswith(("CUDA", "onnxruntime")), reason
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+def test_onnxruntime_trt_rows_run_on_the_tensorrt_provider(tiny, tmp_path):
+    _ort_cuda_or_skip()
+    backend = get_backend("onnxruntime-trt")
+    ok, reason = backend.availability("cuda")
+    if not ok:
+        pytest.skip(reason)
+    session = backend.prepare(_variant(tiny), "cuda", workdir=tmp_path,
+                              options={"trt_engine_cache_dir": str(tmp_path / "ort-trt")})
+    try:
+        assert session.info.backend == "onnxruntime-trt"
+        assert session.info.providers[0] == "TensorrtExecutionProvider"
+        feeds = _feeds()
+        np.testing.assert_allclose(session.run(feeds)[0], _reference(tiny, feeds), rtol=1e-3, atol=1e-3)
+    finally:
+        session.close()

@@ -225,6 +225,8 @@ def test_run_page_plan_and_bad_choice():
     device = next(r for r in at.radio if r.label == "Device")
     if device.options == ["cpu"]:
         assert any("CUDA is not offered" in c.value for c in at.caption)
+    assert not any(c.label.startswith("CUDA graphs") for c in at.checkbox)  # a GPU-only setting, hidden on cpu
+    assert any("GPU-only settings" in c.value for c in at.caption)
     next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value([1]).run()
     assert any(i.value.startswith("4 runs:") for i in at.info)
     next(w for w in at.multiselect if w.label == "Precisions").set_value([]).run()

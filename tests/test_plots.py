@@ -193,6 +193,23 @@ def test_table_says_when_a_compression_did_nothing():
     assert table["compressed as asked"].tolist() == [False, None]
 
 
+def test_table_shows_gpu_columns_only_where_a_row_has_them(frame):
+    cpu = plots.display_table(frame)
+    for header in ("GPU peak memory (MiB)", "engine build time (s)", "mean GPU power (W)", "GPU energy (mJ/sample)"):
+        assert header not in cpu.columns
+    trt = _row("fp16", backend="tensorrt", precision="fp16", batch=4)
+    trt.device, trt.gpu_peak_mb, trt.build_time_s, trt.build_cached = "cuda", 12.0, 31.5, False
+    trt.energy = {"method": "energy_counter", "mean_power_w": 210.0, "joules_per_batch": 0.02,
+                  "joules_per_sample": 0.005}
+    table = plots.display_table(results_to_frame([trt, _row("fp32")]))
+    assert table["engine build time (s)"].tolist()[0] == 31.5
+    assert table["mean GPU power (W)"].tolist()[0] == 210.0
+    assert table["GPU energy (mJ/sample)"].tolist()[0] == pytest.approx(5.0)
+    cached = table["engine from cache"].tolist()[0]
+    assert not pd.isna(cached) and not cached
+    assert pd.isna(table["mean GPU power (W)"].tolist()[1])  # the CPU row has none
+
+
 def test_latency_distribution_from_samples(frame):
     results = [_row("fp32", samples=[2.0, 2.1, 1.9]), _row("int8-static[minmax]", precision="int8-static", samples=[0.8, 0.9]),
                _row("bf16", status="failed", acc=None, samples=[5.0])]

@@ -255,6 +255,50 @@ def test_gpu_peak_only_where_it_is_seen():
     assert _gpu_peak_for("tensorrt", SimpleNamespace(options={"engine_device_memory_bytes": None}), torch_peak) is None
 
 
+def test_backend_options_and_row_extras():
+    from types import SimpleNamespace
+
+    from benchmark.measure.energy import EnergyReading
+    from benchmark.sweep import backend_options, row_extras
+
+    assert backend_options("pytorch", "cuda", {"cuda_graph": True}) == {"cuda_graph": True}
+    assert backend_options("pytorch", "cpu", {"cuda_graph": True}) is None
+    assert backend_options("onnxruntime", "cuda", {"cuda_graph": True}) is None
+    assert backend_options("pytorch", "cuda", {"cuda_graph": False}) is None
+
+    class Built:
+        def build(self):
+            return {"build_time_s": 12.5, "cached": True}
+
+    reading = EnergyReading("energy_counter", 2.0, 100.0, 50.0, 0, "GPU", "")
+    stats = SimpleNamespace(energy=reading, energy_note="", iterations=50)
+    extras, notes = row_extras(Built(), stats, 4, "")
+    assert extras["build_time_s"] == 12.5 and extras["build_cached"] is True
+    assert extras["energy"]["joules_per_batch"] == pytest.approx(2.0)
+    assert extras["energy"]["joules_per_sample"] == pytest.approx(0.5)
+    assert notes == []
+    # no meter: the row says why; a failed reading: the row says what failed
+    plain = SimpleNamespace(build=lambda: None)
+    extras, notes = row_extras(plain, SimpleNamespace(energy=None, energy_note="", iterations=5), 1,
+                               "GPU energy not measured: nvidia-ml-py is not installed")
+    assert extras == {"build_time_s": None, "build_cached": None, "energy": None}
+    assert notes == ["GPU energy not measured: nvidia-ml-py is not installed"]
+    _, notes = row_extras(plain, SimpleNamespace(energy=None, energy_note="counter went backwards", iterations=5),
+                          1, "")
+    assert notes == ["counter went backwards"]
+
+
+def test_cuda_graph_is_a_cuda_setting_of_the_sweep():
+    from benchmark.errors import ConfigError
+    from benchmark.sweep import run_settings
+
+    with pytest.raises(ConfigError, match="CUDA graphs apply to device cuda only"):
+        SweepConfig(model="sample:digits-cnn", cuda_graph=True)
+    cfg = SweepConfig(model="sample:digits-cnn", device="cuda", cuda_graph=True)
+    assert run_settings(cfg)["cuda_graph"] is True
+    assert run_settings(SweepConfig(model="sample:digits-cnn"))["cuda_graph"] is False
+
+
 def test_cross_backend_check_tolerances():
     import numpy as np
 
@@ -340,6 +384,9 @@ def test_latency_samples_are_capped_on_rows(fixed_batch_sweep):
     assert min(row.latency_samples_ms) >= row.latency_ms["min"]
     assert max(row.latency_samples_ms) <= row.latency_ms["max"]
     assert row.gpu_peak_mb is None  # onnxruntime memory is not seen by PyTorch's allocator
+    # CPU rows: nothing was built ahead of running and no GPU energy was read, and no note claims otherwise
+    assert row.build_time_s is None and row.build_cached is None and row.energy is None
+    assert not any("energy" in w for w in row.warnings)
 
 
 def test_noop_int8_dynamic_is_labelled_and_npz_is_split(tmp_path):

@@ -444,5 +444,13 @@ def test_ort_trt_options_refusals(tmp_path, kwargs, match):
 
 
 def test_ort_cuda_options():
-    assert te.ort_cuda_provider_options() == {"device_id": "0"}
-    assert te.ort_cuda_provider_options(2) == {"device_id": "2"}
+    assert te.ort_cuda_provider_options() == {"device_id": "0", "use_tf32": "0"}
+    assert te.ort_cuda_provider_options(2) == {"device_id": "2", "use_tf32": "0"}
+
+
+def test_ort_trt_engine_cache_prefix_follows_the_weights(tmp_path):
+    a = te.ort_tensorrt_provider_options("fp32", cache_dir=tmp_path, model_sha256="ab" * 32)
+    b = te.ort_tensorrt_provider_options("fp32", cache_dir=tmp_path, model_sha256="cd" * 32)
+    assert a["trt_engine_cache_prefix"] == "sb_" + "ab" * 8 and a["trt_engine_cache_prefix"] != b["trt_engine_cache_prefix"]
+    assert "trt_engine_cache_prefix" not in te.ort_tensorrt_provider_options("fp32", engine_cache=False,
+                                                                             model_sha256="ab" * 32)

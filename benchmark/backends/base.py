@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, MeasurementError, MeasurementError
+from ..errors import BackendUnavailableError, MeasurementError
 from ..registry import Registry
 
 
@@ -64,6 +64,15 @@ class Session:
             raise MeasurementError("run_bound() was called before bind(feeds); bind the inputs first")
         return self.run(feeds)
 
+    def build(self) -> dict[str, Any] | None:
+        """What the bound inputs run on, if this backend built it: ``{"build_time_s", "cached"}``.
+
+        ``build_time_s``: seconds the engine or compiled module took to build (for one loaded from
+        a cache, its recorded build time); ``cached``: loaded from a cache in this session. None
+        where nothing is built ahead of running (eager PyTorch, ONNX Runtime).
+        """
+        return None
+
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on CPU)."""
 
@@ -75,11 +84,14 @@ class Backend:
     """Base class: subclasses set ``name`` and implement the ``*_impl`` methods."""
 
     name: str = ""
+    label: str = ""  # how reasons name it (default: ``name``)
     devices: tuple[str, ...] = ("cpu",)
 
     def availability(self, device: str = "cpu") -> tuple[bool, str]:
         """(ok, reason). Never raises; never imports heavy packages at module import."""
         if device not in self.devices:
+            if self.devices == ("cuda",):
+                return False, f"{self.label or self.name} runs on NVIDIA GPUs only (device 'cuda'), not on {device}"
             return False, f"{self.name} does not run on {device}"
         return self.availability_impl(device)
 

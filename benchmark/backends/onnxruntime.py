@@ -102,6 +102,27 @@ def _has_qdq(path: Path) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
+def asymmetric_qdq(path: Path) -> list[str]:
+    """QuantizeLinear nodes TensorRT cannot take: a uint8 or non-zero zero point (TensorRT's Q/DQ
+    is symmetric INT8 only). Zero points held outside the top-level initializers are not inspected."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name: t for t in model.graph.initializer}
+    bad = []
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is None:
+            continue  # no zero point: 0 (uint8 by default in opsets < 21, which TensorRT also refuses)
+        arr = numpy_helper.to_array(zp)
+        if arr.dtype != np.int8 or np.any(arr != 0):
+            bad.append(node.name or node.output[0])
+    return bad
+
+
 def tensorrt_ep_options(precision: str, path: Path, options: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """(TensorRT provider options, warnings) for a variant of ``precision`` stored at ``path``."""
     from .trt_engine import ort_tensorrt_provider_options
@@ -120,11 +141,21 @@ def tensorrt_ep_options(precision: str, path: Path, options: dict[str, Any]) -> 
         cache_dir = data_dir() / "ort-trt-cache"
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    from .trt_engine import file_sha256
+
+    qdq = _has_qdq(path)
     opts = ort_tensorrt_provider_options(
         trt_precision, cache_dir=cache_dir, engine_cache=engine_cache,
         calibration_table=options.get("trt_calibration_table"),
         native_calibration_table=bool(options.get("trt_native_calibration_table", False)),
-        qdq=_has_qdq(path))
+        qdq=qdq, model_sha256=file_sha256(path) if engine_cache else None)
+    if qdq:
+        bad = asymmetric_qdq(path)
+        if bad:
+            warnings.append(
+                f"{len(bad)} QuantizeLinear node(s) have uint8 or non-zero zero points (e.g. {bad[0]}); TensorRT "
+                "takes only symmetric INT8 Q/DQ, so ONNX Runtime runs those parts on CUDAExecutionProvider "
+                "(the tensorrt backend calibrates its own INT8 engine from the FP32 graph)")
     return opts, warnings
 
 
@@ -217,6 +248,11 @@ class OrtSession(Session):
             return self.sess.run(None, self._feeds)
         except Exception as exc:  # as in run()
             raise runtime_failure("onnxruntime", exc, self._feeds) from None
+
+    def synchronize(self) -> None:
+        """Wait for the bound outputs (ORT's Run already waits for its own stream unless told not to)."""
+        if self._binding is not None:
+            self._binding.synchronize_outputs()
 
     def close(self) -> None:
         self._binding = None
@@ -354,3 +390,37 @@ class OnnxRuntimeBackend(Backend):
             warnings=warnings,
         )
         return OrtSession(sess, device, io_binding, info)
+
+
+class OnnxRuntimeTensorRTBackend(OnnxRuntimeBackend):
+    """ONNX Runtime with TensorrtExecutionProvider in front of CUDA (registered as ``onnxruntime-trt``).
+
+    The same session as ``onnxruntime`` with ``tensorrt_ep`` on, under its own name so that a sweep
+    holds ORT-CUDA and ORT-TensorRT rows side by side. A session in which the TensorRT provider did
+    not load is refused (its rows would be CUDA rows under a TensorRT name). ONNX Runtime builds
+    the TensorRT engines inside the session (at creation, or at the first run of a new shape), so
+    their build time is part of preparing and evaluating, not a separate figure.
+    """
+
+    name = "onnxruntime-trt"
+    devices = ("cuda",)
+
+    def availability_impl(self, device: str) -> tuple[bool, str]:
+        ok, reason = super().availability_impl(device)
+        if not ok:
+            return ok, reason
+        import onnxruntime as ort
+
+        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+            return False, "onnxruntime: this build has no TensorRT provider (install onnxruntime-gpu)"
+        return _provider_loads("TensorrtExecutionProvider")
+
+    def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
+        session = super().prepare_impl(variant, device, threads, workdir, {**options, "tensorrt_ep": True})
+        session.info.backend = self.name
+        if "TensorrtExecutionProvider" not in session.info.providers:
+            session.close()
+            raise BackendUnavailableError(
+                "onnxruntime-trt: TensorrtExecutionProvider did not load (the TensorRT libraries "
+                "are missing or do not match this onnxruntime-gpu build)")
+        return session

@@ -14,7 +14,9 @@ global); 0 means ``os.cpu_count()``. Outputs are returned as numpy arrays, float
 float32. The variant's module is never modified: a converted copy is made when the precision or
 device needs one.
 
-On ``cuda``: ``synchronize`` is ``torch.cuda.synchronize()``; ``bind`` resets PyTorch's CUDA
+On ``cuda``: TF32 is turned off (``torch.backends.cuda.matmul.allow_tf32`` and
+``torch.backends.cudnn.allow_tf32``; recorded as ``options["tf32"]``), so fp32 rows compute in
+IEEE FP32 like the other backends' fp32 rows; ``synchronize`` is ``torch.cuda.synchronize()``; ``bind`` resets PyTorch's CUDA
 peak-memory counter (``torch.cuda.reset_peak_memory_stats``), so ``max_memory_allocated`` after a
 timed loop is that run's peak; ``weights_gpu_mb`` records the memory allocated once the module is
 on the GPU.
@@ -144,7 +146,7 @@ class TorchSession(Session):
         try:
             out = self._forward(self._convert(feeds))
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            raise runtime_failure("pytorch", exc, feeds) from None
+            raise runtime_failure(self.info.backend, exc, feeds) from None
         return [_to_numpy(t) for t in _flatten_outputs(out)]
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
@@ -194,7 +196,7 @@ class TorchSession(Session):
         try:
             return self._forward(self._bound)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            raise runtime_failure("pytorch", exc) from None
+            raise runtime_failure(self.info.backend, exc) from None
 
     def synchronize(self) -> None:
         if self.device == "cuda":
@@ -236,10 +238,10 @@ class PyTorchBackend(Backend):
         if precision == "int8" and device != "cpu":
             return False, "quantized (int8) PyTorch modules run on CPU only"
         if device == "cuda" and precision in ("bf16", "autocast-bf16"):
-            import torch
+            from ..measure.environment import gpu_has_native_bf16
 
-            if not torch.cuda.is_bf16_supported():
-                return False, "this GPU does not support bfloat16"
+            if not gpu_has_native_bf16():
+                return False, "this GPU has no native bfloat16 (compute capability below 8.0)"
         return True, ""
 
     def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
@@ -276,6 +278,10 @@ class PyTorchBackend(Backend):
                     module = module.to(device)
         if hasattr(module, "eval") and not isinstance(module, torch.jit.ScriptModule):
             module.eval()
+        if device == "cuda":
+            # fp32 means IEEE FP32 on every backend: no TF32 in matmuls or cuDNN convolutions
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         if cuda_graph and device != "cuda":
             notes.append("cuda_graph applies to device cuda only; ran eager calls")
         if device == "cpu" and precision in ("fp16", "autocast-fp16"):
@@ -290,6 +296,8 @@ class PyTorchBackend(Backend):
                 "torchscript": isinstance(module, torch.jit.ScriptModule),
                 "autocast": precision.startswith("autocast-"),
                 "torch_version": torch.__version__,
+                "tf32": (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+                if device == "cuda" else None,
                 "cuda_graph": cuda_graph and device == "cuda",
                 "cuda_graph_max_batch": cuda_graph_max_batch,
                 "cuda_graph_batches": [],

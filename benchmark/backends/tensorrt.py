@@ -157,7 +157,12 @@ class _EngineFactory:
     def _calib_cache_path(self) -> Path:
         batch = int(next(iter(self.calib_batches[0].values())).shape[0])
         key = te.calibration_cache_key(self.model_sha256, self.calib_sha256 or "", batch, self.trt_version)
-        root = self.cache.root if self.cache is not None else self.onnx_path.parent
+        if self.cache is not None:
+            root = self.cache.root
+        else:  # never beside the model: that folder may be the user's, or read-only
+            from ..measure.latency import data_dir
+
+            root = data_dir() / "trt-engines"
         return te.EngineCache(root).calibration_path(key)
 
     def engine_for(self, batch_sizes, opt_batch: int | None = None) -> _Engine:
@@ -368,6 +373,14 @@ class TrtSession(Session):
         self._execute(eng)
         return io["outputs"]
 
+    def build(self) -> dict[str, Any] | None:
+        if self._bound is None:
+            return None
+        record = self._bound[0].record
+        seconds = record.get("build_time_s")
+        return {"build_time_s": None if seconds is None else round(float(seconds), 3),
+                "cached": bool(record.get("cache_hit"))}
+
     def synchronize(self) -> None:
         import torch
 
@@ -389,12 +402,8 @@ class TensorRTBackend(Backend):
     """TensorRT on CUDA (see the module docstring). Reports why it cannot run; never pretends to."""
 
     name = "tensorrt"
+    label = "TensorRT"
     devices = ("cuda",)
-
-    def availability(self, device: str = "cpu") -> tuple[bool, str]:
-        if device not in self.devices:
-            return False, f"TensorRT runs on NVIDIA GPUs only (device 'cuda'), not on {device}"
-        return self.availability_impl(device)
 
     def availability_impl(self, device: str) -> tuple[bool, str]:
         if importlib.util.find_spec("tensorrt") is None:

@@ -450,7 +450,7 @@ def ort_tensorrt_provider_options(precision: str = "fp32", *, cache_dir: str | o
                                   engine_cache: bool = True, calibration_table: str | None = None,
                                   native_calibration_table: bool = False, qdq: bool = False,
                                   device_id: int = 0, workspace_bytes: int | None = None,
-                                  timing_cache: bool = True) -> dict[str, str]:
+                                  timing_cache: bool = True, model_sha256: str | None = None) -> dict[str, str]:
     """Options for ONNX Runtime's ``TensorrtExecutionProvider`` (all values as the strings ORT parses).
 
     ``precision`` is a Slimbench variant precision or a TensorRT one: ``fp32``; ``fp16`` ->
@@ -463,7 +463,9 @@ def ort_tensorrt_provider_options(precision: str = "fp32", *, cache_dir: str | o
     ``native_calibration_table`` says it was written by TensorRT's own calibrator (the
     calibration cache of the native backend) rather than ORT's calibration tool.
     ``engine_cache`` enables ``trt_engine_cache_enable`` + ``trt_engine_cache_path`` (and the
-    timing cache beside it when ``timing_cache``); it needs ``cache_dir``.
+    timing cache beside it when ``timing_cache``); it needs ``cache_dir``. ORT names cached engines
+    after the graph's structure, not its weights, so ``model_sha256`` (the file's hash) becomes
+    ``trt_engine_cache_prefix``: a retrained model with the same graph never loads the old engine.
     """
     p = {"int8-static": "int8"}.get(precision, precision)
     if p == "mixed":
@@ -500,6 +502,8 @@ def ort_tensorrt_provider_options(precision: str = "fp32", *, cache_dir: str | o
         raise ConfigError("the TensorRT engine cache needs cache_dir (a folder for the engines)")
     if engine_cache or calibration_table is not None:
         opts["trt_engine_cache_path"] = str(cache_dir)
+    if engine_cache and model_sha256:
+        opts["trt_engine_cache_prefix"] = f"sb_{model_sha256[:16]}"
     if engine_cache and timing_cache:
         opts["trt_timing_cache_enable"] = "True"
         opts["trt_timing_cache_path"] = str(cache_dir)
@@ -511,8 +515,9 @@ def ort_tensorrt_provider_options(precision: str = "fp32", *, cache_dir: str | o
 
 
 def ort_cuda_provider_options(device_id: int = 0) -> dict[str, str]:
-    """Options for ONNX Runtime's ``CUDAExecutionProvider``: the device only (ORT's defaults otherwise)."""
-    return {"device_id": str(int(device_id))}
+    """Options for ONNX Runtime's ``CUDAExecutionProvider``: the device, and TF32 off (``use_tf32``
+    "0": fp32 means IEEE FP32 on every backend); ORT's defaults otherwise."""
+    return {"device_id": str(int(device_id)), "use_tf32": "0"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,6 +697,10 @@ def build_serialized_engine(onnx_path: str | os.PathLike, precision: str,
     if precision == "bf16":
         config.set_flag(trt.BuilderFlag.BF16)
         flags.append("BF16")
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if precision == "fp32" and tf32 is not None:
+        config.clear_flag(tf32)  # fp32 means IEEE FP32 on every backend (TensorRT enables TF32 by default)
+        flags.append("no TF32")
     calibration: dict[str, Any] | None = None
     calibrator = None
     if precision == "int8":
@@ -699,6 +708,11 @@ def build_serialized_engine(onnx_path: str | os.PathLike, precision: str,
             raise DataError("TensorRT INT8 needs calibration data (none given)")
         if calib_cache_path is None:
             raise ConfigError("TensorRT INT8 needs a calibration cache path")
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        missing = [n for n in names if n not in calib_batches[0]]
+        if missing:  # checked here: TensorRT swallows exceptions raised inside the calibrator
+            raise DataError(f"INT8 calibration data has no array for input(s) {', '.join(missing)}; "
+                            f"it holds {', '.join(calib_batches[0])}")
         config.set_flag(trt.BuilderFlag.INT8)
         flags.append("INT8")
         calibrator = make_entropy_calibrator(trt, calib_batches, calib_cache_path)

@@ -663,9 +663,9 @@ def quantize_onnx_static(src: Path, out: Path, batches: list[dict], cfg: Compres
         "excluded_layers": mapping,
         **qdq_summary(qmodel),
     }
-    if fmt == "u8s8":
-        details["tensorrt_note"] = ("TensorRT accepts only symmetric INT8 Q/DQ (int8 activations, zero point 0); "
-                                    "build with int8_format=s8s8 for TensorRT")
+    details["tensorrt_note"] = ("TensorRT accepts only symmetric INT8 Q/DQ (int8, zero point 0); this file's "
+                                "activations are asymmetric, so ONNX Runtime's TensorRT provider leaves its Q/DQ "
+                                "nodes to CUDA; the tensorrt backend calibrates its own INT8 engine instead")
     if cfg.per_channel and not per_channel:
         warnings_.append("per-channel weights were asked for but the model's opset could not be upgraded: weights are per-tensor")
     return details, warnings_

@@ -97,6 +97,16 @@ def _cuda_device_status() -> tuple[bool, str]:
     return False, "CUDA: no GPU (nvidia-smi lists none)"
 
 
+def gpu_has_native_bf16() -> bool:
+    """Whether the CUDA GPU computes in bfloat16 natively (compute capability 8.0+), not emulated."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch releases without the argument
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
 def _gpu_info() -> dict[str, Any]:
     info: dict[str, Any] = {"gpu_name": None, "gpu_compute_capability": None, "gpu_count": 0, "gpu_memory_mb": None}
     ok, _ = cuda_device_status()

@@ -2,7 +2,8 @@
 
 Conventions (also shown in the UI):
 
-- Inputs are prepared once (``session.bind(feeds)``: dtype conversion, device copy, IO binding);
+- Inputs are prepared once (``session.bind(feeds)``: dtype conversion, device copy, IO binding,
+  under the device lock);
   each timed iteration is one ``session.run_bound()`` call plus ``session.synchronize()``.
 - Warm-up runs until at least ``warmup_iters`` iterations **and** ``warmup_s`` seconds are done.
 - Timed iterations run until at least ``min_iters`` iterations **and** ``min_duration_s`` seconds
@@ -13,12 +14,14 @@ Conventions (also shown in the UI):
 - Reported: mean, std (sample, ddof=1), min, p50, p90, p95, p99 (linear interpolation), max, CV
   (std / mean), iteration count, the wall time of the timed interval and its UTC start/end.
   Throughput = batch size / mean latency, in samples per second.
+- With an energy ``meter`` (:mod:`benchmark.measure.energy`, CUDA only) the GPU board's energy
+  and mean power over the timed iterations are recorded in ``energy`` (None otherwise; a failed
+  reading leaves None and its reason in ``energy_note``).
 - A device lock (per device, across threads and processes) is held around warm-up and the timed
   loop, so two timed measurements never share a device.
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -56,6 +59,8 @@ class LatencyStats:
     started_at: str = ""
     finished_at: str = ""
     timer: str = "perf_counter_ns"
+    energy: Any = None  # EnergyReading over the timed iterations, or None
+    energy_note: str = ""
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -191,10 +196,11 @@ def _use_cuda_events(device: str) -> bool:
 
 
 def measure_latency(session, feeds: dict[str, np.ndarray], cfg, device: str = "cpu",
-                    progress: Progress | None = None, lock: bool = True) -> LatencyStats:
+                    progress: Progress | None = None, lock: bool = True, meter=None) -> LatencyStats:
     """Time ``session`` on ``feeds`` under ``cfg`` (a ``RunConfig``); see the module docstring.
 
-    ``lock=False`` skips the device lock (only for callers that already hold it).
+    ``lock=False`` skips the device lock (only for callers that already hold it). ``meter``: an
+    :class:`~benchmark.measure.energy.EnergyMeter` read over the timed iterations.
     """
     warmup_iters = int(cfg.warmup_iters)
     warmup_ns = int(float(cfg.warmup_s) * 1e9)
@@ -204,13 +210,15 @@ def measure_latency(session, feeds: dict[str, np.ndarray], cfg, device: str = "c
     if min_iters < 1 or max_iters < min_iters:
         raise ConfigError(f"need 1 <= min_iters <= max_iters; got {min_iters}, {max_iters}")
 
-    session.bind(feeds)
-    session.synchronize()
     events = _use_cuda_events(device)
     report = _Reporter(progress)
 
     ctx = device_lock(device.split(":")[0] if device.startswith("cuda") else device) if lock else _null()
     with ctx:
+        # bind inside the lock: it may build a TensorRT engine or capture a CUDA graph, GPU work
+        # that must not overlap another process's timed loop
+        session.bind(feeds)
+        session.synchronize()
         # warm-up
         start = time.perf_counter_ns()
         i = 0
@@ -223,47 +231,71 @@ def measure_latency(session, feeds: dict[str, np.ndarray], cfg, device: str = "c
             report("warming up", frac, now)
 
         # timed iterations
-        samples: list[float] = []
         started_at = _now_iso()
+        if meter is not None:
+            meter.start()
         t_begin = time.perf_counter_ns()
-        if events:
-            import torch
-
-            pairs = []
-            while len(pairs) < max_iters:
-                t_now = time.perf_counter_ns()
-                if len(pairs) >= min_iters and t_now - t_begin >= min_ns:
-                    break
-                ev0 = torch.cuda.Event(enable_timing=True)
-                ev1 = torch.cuda.Event(enable_timing=True)
-                ev0.record()
-                session.run_bound()
-                ev1.record()
-                session.synchronize()
-                ev1.synchronize()
-                pairs.append((ev0, ev1))
-                report("timing", _fraction(len(pairs), min_iters, t_now - t_begin, min_ns), t_now)
-            samples = [float(a.elapsed_time(b)) for a, b in pairs]
-            timer = "cuda_events"
-        else:
-            perf = time.perf_counter_ns
-            run = session.run_bound
-            sync = session.synchronize
-            while len(samples) < max_iters:
-                t0 = perf()
-                if len(samples) >= min_iters and t0 - t_begin >= min_ns:
-                    break
-                run()
-                sync()
-                t1 = perf()
-                samples.append((t1 - t0) / 1e6)
-                if progress is not None:
-                    report("timing", _fraction(len(samples), min_iters, t1 - t_begin, min_ns), t1)
-            timer = "perf_counter_ns"
+        try:
+            samples, timer = _timed_loop(session, events, min_iters, max_iters, min_ns, t_begin, report,
+                                         progress is not None)
+        except BaseException:
+            if meter is not None:
+                meter.abort()
+            raise
+        energy, energy_note = _read_meter(meter) if meter is not None else (None, "")
         total_s = (time.perf_counter_ns() - t_begin) / 1e9
         finished_at = _now_iso()
     report("done", 1.0, time.perf_counter_ns(), force=True)
-    return summarize(samples, total_s, started_at, finished_at, timer)
+    stats = summarize(samples, total_s, started_at, finished_at, timer)
+    stats.energy, stats.energy_note = energy, energy_note
+    return stats
+
+
+def _read_meter(meter):
+    """(reading, note) of the interval the meter is in; a failed reading gives (None, why)."""
+    try:
+        return meter.stop(), ""
+    except MeasurementError as exc:
+        meter.abort()
+        return None, str(exc)
+
+
+def _timed_loop(session, events: bool, min_iters: int, max_iters: int, min_ns: int, t_begin: int,
+                report: "_Reporter", reporting: bool) -> tuple[list[float], str]:
+    """Per-iteration latencies (ms) and the timer's name (see the module docstring)."""
+    if events:
+        import torch
+
+        pairs = []
+        while len(pairs) < max_iters:
+            t_now = time.perf_counter_ns()
+            if len(pairs) >= min_iters and t_now - t_begin >= min_ns:
+                break
+            ev0 = torch.cuda.Event(enable_timing=True)
+            ev1 = torch.cuda.Event(enable_timing=True)
+            ev0.record()
+            session.run_bound()
+            ev1.record()
+            session.synchronize()
+            ev1.synchronize()
+            pairs.append((ev0, ev1))
+            report("timing", _fraction(len(pairs), min_iters, t_now - t_begin, min_ns), t_now)
+        return [float(a.elapsed_time(b)) for a, b in pairs], "cuda_events"
+    samples: list[float] = []
+    perf = time.perf_counter_ns
+    run = session.run_bound
+    sync = session.synchronize
+    while len(samples) < max_iters:
+        t0 = perf()
+        if len(samples) >= min_iters and t0 - t_begin >= min_ns:
+            break
+        run()
+        sync()
+        t1 = perf()
+        samples.append((t1 - t0) / 1e6)
+        if reporting:
+            report("timing", _fraction(len(samples), min_iters, t1 - t_begin, min_ns), t1)
+    return samples, "perf_counter_ns"
 
 
 def _fraction(n: int, min_iters: int, elapsed_ns: int, min_ns: int) -> float:
