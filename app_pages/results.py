@@ -46,7 +46,9 @@ def show(store, sweep_id: int, was_active: bool) -> None:
     ok = plots.ok_rows(df)
     bad = plots.failures_table(df)
     st.caption(f"{len(ok)} runs ok, {len(bad)} failed/skipped/unfinished, of {len(df)}. Latency is the median (p50) "
-               "of the timed iterations; throughput = batch / mean latency; MACs per sample, FLOPs = 2 x MACs.")
+               "of the timed iterations; throughput = batch / mean latency; MACs per sample, FLOPs = 2 x MACs. "
+               "GPU rows add engine build time (never part of the latency) and, with NVML, the whole GPU board's "
+               "mean power and energy over the timed iterations.")
     batches = sorted(int(b) for b in ok["batch_size"].unique()) if len(ok) else [1]
     c1, c2, c3 = st.columns(3)
     batch = c1.selectbox("Batch size for the trade-off plots", batches)
@@ -65,7 +67,8 @@ def show(store, sweep_id: int, was_active: bool) -> None:
     for i, (tab, fig) in enumerate(zip(tabs, figs)):
         with tab:
             st.plotly_chart(fig, width="stretch", theme=None, key=f"results-chart-{i}")
-    st.caption("Colour = precision; marker = backend (circle PyTorch, square ONNX Runtime, diamond TensorRT); open "
+    st.caption("Colour = precision; marker = backend (circle PyTorch, square ONNX Runtime, triangle ONNX Runtime + "
+               "TensorRT provider, diamond TensorRT, hexagon Torch-TensorRT); open "
                "markers = pruned or low-rank; ringed points joined by the dotted line = Pareto front (no other variant "
                "is both faster and better); star = best quality within the latency budget.")
     st.subheader("All runs")

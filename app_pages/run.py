@@ -95,7 +95,8 @@ def sweep_form(model: dict):
         if device == "cuda":
             cuda_graph = st.checkbox("CUDA graphs for PyTorch (batch <= 16)", help=h("cuda_graph"))
         else:
-            st.caption("GPU-only settings (CUDA graphs, GPU energy, TensorRT engines) appear with device cuda.")
+            st.caption("GPU-only settings (CUDA graphs) appear with device cuda, where GPU energy and engine build "
+                       "times are measured too.")
         batches = st.multiselect("Batch sizes (samples)", BATCH_CHOICES, default=[1, 8], help=h("batch_sizes"))
     with c3:
         st.markdown("**Data and timing**")

@@ -73,7 +73,7 @@ def _cmd_env(args) -> int:
         print(f"{k:22s} {v}")
     for row in status:
         state = "available" if row["available"] else f"unavailable: {row['reason']}"
-        print(f"backend {row['backend']:12s} {row['device']:5s} {state}")
+        print(f"backend {row['backend']:15s} {row['device']:5s} {state}")
     return 0
 
 

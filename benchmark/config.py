@@ -185,7 +185,8 @@ class CompressionConfig:
 class RunConfig:
     """How to time one variant on one backend: device, batch size, threads, warm-up and duration."""
 
-    backend: str = _help("pytorch, onnxruntime or tensorrt", default="onnxruntime")
+    backend: str = _help("a registered backend: pytorch, onnxruntime, onnxruntime-trt, tensorrt, torch-tensorrt",
+                         default="onnxruntime")
     device: str = _help("cpu or cuda", default="cpu")
     batch_size: int = _help("samples per inference", default=1)
     threads: int = _help("intra-op threads (0 = all cores)", default=0)

@@ -44,10 +44,12 @@ PALETTE: dict[str, str] = {
 #: Colours for anything else (sweeps in an overlay, unknown names), in order.
 EXTRA_COLORS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F3C8D", "#999999")
 #: Marker symbol per backend.
-BACKEND_SYMBOLS: dict[str, str] = {"pytorch": "circle", "onnxruntime": "square", "tensorrt": "diamond"}
+BACKEND_SYMBOLS: dict[str, str] = {"pytorch": "circle", "onnxruntime": "square", "onnxruntime-trt": "triangle-up",
+                                   "tensorrt": "diamond", "torch-tensorrt": "hexagon"}
 #: Line dash per backend.
-BACKEND_DASH: dict[str, str] = {"pytorch": "solid", "onnxruntime": "dash", "tensorrt": "dot"}
-_OTHER_SYMBOLS = ("triangle-up", "cross", "x", "star", "hexagon", "pentagon")
+BACKEND_DASH: dict[str, str] = {"pytorch": "solid", "onnxruntime": "dash", "onnxruntime-trt": "dashdot",
+                                "tensorrt": "dot", "torch-tensorrt": "longdash"}
+_OTHER_SYMBOLS = ("cross", "x", "star", "pentagon", "triangle-down", "hourglass")
 
 #: Quality columns in order of preference: (column, axis title, scale to display).
 QUALITY_METRICS = (

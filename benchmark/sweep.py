@@ -410,7 +410,7 @@ def backend_options(backend_name: str, device: str, settings: dict[str, Any]) ->
 def row_extras(session, stats, batch_size: int, meter_note: str) -> tuple[dict[str, Any], list[str]]:
     """A timed row's build time and GPU energy fields, and the notes that go with them."""
     notes: list[str] = []
-    build = session.build()
+    build = session.build() if hasattr(session, "build") else None  # plugin sessions may not derive from Session
     extras: dict[str, Any] = {"build_time_s": None if build is None else build.get("build_time_s"),
                               "build_cached": None if build is None else build.get("cached")}
     reading = stats.energy
@@ -622,6 +622,7 @@ def _variant_job(payload: dict, emit) -> dict:
             info = session.info
             providers, info_threads = list(info.providers), info.threads
             backend_warnings = list(getattr(info, "warnings", []) or [])
+            warn_seen = len(backend_warnings)  # later notes (per-batch engines, graph captures) go to their row
             env_run = dict(env, session={"precision": info.precision, "options": info.options})
             row_noops = noops
             if backend_name == "tensorrt" and (info.options or {}).get("trt_precision") not in (None, "fp32"):
@@ -714,6 +715,9 @@ def _variant_job(payload: dict, emit) -> dict:
                                                 f"{m} {bn} batch {b} ({comp.name})", f))
                     extras, extra_notes = row_extras(session, stats, bs, meter_note)
                     warnings += extra_notes
+                    session_notes = list(getattr(info, "warnings", []) or [])
+                    warnings += [w for w in session_notes[warn_seen:] if w not in warnings]
+                    warn_seen = len(session_notes)
                     lat = stats.to_dict(samples=False)
                     latency = {k: lat.get(f"{k}_ms") for k in ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")}
                     latency["cv"] = lat.get("cv")
@@ -735,7 +739,10 @@ def _variant_job(payload: dict, emit) -> dict:
                 send(row)
         finally:
             if meter is not None:
-                meter.close()
+                try:
+                    meter.close()
+                except Exception as exc:  # NVML shutdown: must not skip closing the session
+                    variant_warnings.append(f"closing the GPU energy meter failed: {_internal(exc)}")
             try:
                 session.close()
             except Exception as exc:  # closing must not lose the rows of the next backends

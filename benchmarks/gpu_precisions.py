@@ -64,6 +64,7 @@ def _feeds(model, batch: int):
 
 
 def main(argv=None) -> int:
+    """Print the table (see the module docstring); the NVML meter, if any, is closed on the way out."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-s", type=float, default=1.0, help="timed seconds per run (at least)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
@@ -90,57 +91,59 @@ def main(argv=None) -> int:
     meter, why = nvml_meter("cuda")
     if meter is None:
         print(why)
-    backend = get_backend("pytorch")
-    settings = [(p, False) for p in PRECISIONS]
-    if args.cuda_graph:
-        settings += [(p, True) for p in ("fp32", "fp16")]
-    header = (f"{'model':<26} {'batch':>5} {'precision':<22} {'p50 ms':>9} {'mean ms':>9} {'samples/s':>11} "
-              f"{'vs fp32':>8} {'peak MiB':>9} {'max|d| vs fp32':>15} {'W':>6} {'mJ/sample':>10}")
-    print(header)
-    print("-" * len(header))
-    for model in _models():
-        for batch in args.batches:
-            feeds = _feeds(model, batch)
-            ref_out = None
-            ref_p50 = None
-            for precision, graph in settings:
-                label = precision + (" +cuda_graph" if graph else "")
-                variant = Variant(name=precision, model=model, precision="fp32", torch_module=model.torch_module,
-                                  torch_precision=precision)
-                ok, reason = backend.supports(variant, "cuda")
-                if not ok:
-                    print(f"{model.name:<26} {batch:>5} {label:<22} skipped: {reason}")
-                    continue
-                try:
-                    session = backend.prepare(variant, "cuda", options={"cuda_graph": True} if graph else None)
-                except BenchmarkError as exc:
-                    print(f"{model.name:<26} {batch:>5} {label:<22} failed: {exc}")
-                    continue
-                try:
-                    out = session.run(feeds)[0]
-                    cfg = RunConfig(backend="pytorch", device="cuda", batch_size=batch, warmup_iters=10,
-                                    warmup_s=0.3, min_iters=50, min_duration_s=args.min_s)
-                    reset_gpu_peak()
-                    stats = measure_latency(session, feeds, cfg, "cuda", meter=meter)
-                    peak = gpu_peak_mb()
-                except (BenchmarkError, RuntimeError) as exc:  # RuntimeError: a dtype mismatch inside the model
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    print(f"{model.name:<26} {batch:>5} {label:<22} failed: {first}")
-                    continue
-                finally:
-                    session.close()
-                if precision == "fp32" and not graph:
-                    ref_out, ref_p50 = out, stats.p50_ms
-                diff = float(np.max(np.abs(out - ref_out))) if ref_out is not None else float("nan")
-                speed = ref_p50 / stats.p50_ms if ref_p50 else float("nan")
-                assert stats.timer == "cuda_events", stats.timer
-                energy = "-" if stats.energy is None else (
-                    f"{stats.energy.mean_power_w:>6.0f} "
-                    f"{1000 * stats.energy.for_run(stats.iterations, batch)['joules_per_sample']:>10.4f}")
-                print(f"{model.name:<26} {batch:>5} {label:<22} {stats.p50_ms:>9.3f} {stats.mean_ms:>9.3f} "
-                      f"{stats.throughput_sps(batch):>11.0f} {speed:>7.2f}x {peak or 0:>9.1f} {diff:>15.2e} {energy}")
-    if meter is not None:
-        meter.close()
+    try:
+        backend = get_backend("pytorch")
+        settings = [(p, False) for p in PRECISIONS]
+        if args.cuda_graph:
+            settings += [(p, True) for p in ("fp32", "fp16")]
+        header = (f"{'model':<26} {'batch':>5} {'precision':<22} {'p50 ms':>9} {'mean ms':>9} {'samples/s':>11} "
+                  f"{'vs fp32':>8} {'peak MiB':>9} {'max|d| vs fp32':>15} {'W':>6} {'mJ/sample':>10}")
+        print(header)
+        print("-" * len(header))
+        for model in _models():
+            for batch in args.batches:
+                feeds = _feeds(model, batch)
+                ref_out = None
+                ref_p50 = None
+                for precision, graph in settings:
+                    label = precision + (" +cuda_graph" if graph else "")
+                    variant = Variant(name=precision, model=model, precision="fp32", torch_module=model.torch_module,
+                                      torch_precision=precision)
+                    ok, reason = backend.supports(variant, "cuda")
+                    if not ok:
+                        print(f"{model.name:<26} {batch:>5} {label:<22} skipped: {reason}")
+                        continue
+                    try:
+                        session = backend.prepare(variant, "cuda", options={"cuda_graph": True} if graph else None)
+                    except BenchmarkError as exc:
+                        print(f"{model.name:<26} {batch:>5} {label:<22} failed: {exc}")
+                        continue
+                    try:
+                        out = session.run(feeds)[0]
+                        cfg = RunConfig(backend="pytorch", device="cuda", batch_size=batch, warmup_iters=10,
+                                        warmup_s=0.3, min_iters=50, min_duration_s=args.min_s)
+                        reset_gpu_peak()
+                        stats = measure_latency(session, feeds, cfg, "cuda", meter=meter)
+                        peak = gpu_peak_mb()
+                    except (BenchmarkError, RuntimeError) as exc:  # RuntimeError: a dtype mismatch inside the model
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        print(f"{model.name:<26} {batch:>5} {label:<22} failed: {first}")
+                        continue
+                    finally:
+                        session.close()
+                    if precision == "fp32" and not graph:
+                        ref_out, ref_p50 = out, stats.p50_ms
+                    diff = float(np.max(np.abs(out - ref_out))) if ref_out is not None else float("nan")
+                    speed = ref_p50 / stats.p50_ms if ref_p50 else float("nan")
+                    assert stats.timer == "cuda_events", stats.timer
+                    energy = "-" if stats.energy is None else (
+                        f"{stats.energy.mean_power_w:>6.0f} "
+                        f"{1000 * stats.energy.for_run(stats.iterations, batch)['joules_per_sample']:>10.4f}")
+                    print(f"{model.name:<26} {batch:>5} {label:<22} {stats.p50_ms:>9.3f} {stats.mean_ms:>9.3f} "
+                          f"{stats.throughput_sps(batch):>11.0f} {speed:>7.2f}x {peak or 0:>9.1f} {diff:>15.2e} {energy}")
+    finally:
+        if meter is not None:
+            meter.close()
     return 0
 
 

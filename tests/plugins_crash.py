@@ -5,7 +5,9 @@ argument). Registers three backends that exist only while this module is importe
 
 - ``crash-segv``: ``prepare`` kills its own process with SIGSEGV;
 - ``crash-hang``: ``prepare`` sleeps forever;
-- ``crash-raise``: ``prepare`` raises a MeasurementError (an ordinary failure).
+- ``crash-raise``: ``prepare`` raises a MeasurementError (an ordinary failure);
+- ``notes``: the real PyTorch backend, whose session adds a warning each time it is bound (as
+  TensorRT does when it builds a per-batch engine), to check which row such notes land on.
 """
 from __future__ import annotations
 
@@ -36,6 +38,31 @@ class _CrashBackend(Backend):
 for _mode in ("segv", "hang", "raise"):
     _cls = type(f"Crash{_mode.title()}Backend", (_CrashBackend,), {"name": f"crash-{_mode}", "mode": _mode})
     register_backend(_cls(), replace=True)
+
+
+class _NotesBackend(Backend):
+    name = "notes"
+    devices = ("cpu",)
+
+    def availability_impl(self, device):
+        return True, ""
+
+    def prepare_impl(self, variant, device, threads, workdir, options=None):
+        from benchmark.backends import get_backend
+
+        session = get_backend("pytorch").prepare(variant, device, threads=threads)
+        session.info.backend = self.name
+        plain_bind = session.bind
+
+        def bind(feeds):
+            plain_bind(feeds)
+            session.info.warnings.append(f"bound batch {len(next(iter(feeds.values())))}")
+
+        session.bind = bind
+        return session
+
+
+register_backend(_NotesBackend(), replace=True)
 
 
 # --- job functions for run_isolated ---------------------------------------------------------

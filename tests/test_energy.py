@@ -130,8 +130,11 @@ def _cfg(**kw):
 def test_measure_latency_reads_the_meter_over_the_timed_loop_only():
     session = _SleepSession()
     meter = EnergyMeter(read_power_mw=lambda: 80_000.0, sample_every_s=0.01)
-    stats = measure_latency(session, {"x": np.zeros((1, 2), np.float32)}, _cfg(), "cpu", meter=meter, lock=False)
+    # 0.4 s of warm-up, 0.1 s timed: a meter that also saw the warm-up would report >= 0.5 s
+    stats = measure_latency(session, {"x": np.zeros((1, 2), np.float32)}, _cfg(warmup_s=0.4), "cpu", meter=meter,
+                            lock=False)
     assert stats.energy is not None and stats.energy_note == ""
+    assert stats.energy.interval_s < 0.4
     assert stats.energy.interval_s == pytest.approx(stats.total_s, rel=0.2, abs=0.01)
     assert stats.energy.mean_power_w == pytest.approx(80.0)
     assert stats.to_dict(samples=False)["energy"]["method"] == "power_sampling"
@@ -149,6 +152,32 @@ def test_a_failed_timed_loop_leaves_the_meter_ready_for_the_next_run():
     stats = measure_latency(_SleepSession(), {"x": np.zeros((1, 2), np.float32)}, _cfg(), "cpu", meter=meter,
                             lock=False)
     assert stats.energy.mean_power_w == pytest.approx(50.0)
+
+
+def test_nvml_errors_become_one_line_notes_and_the_latency_stays():
+    """A reader that raises what NVML raises (not a MeasurementError) is wrapped the way nvml_meter wraps it."""
+    from benchmark.measure.energy import _checked
+
+    class NVMLError(Exception):
+        pass
+
+    def broken():
+        raise NVMLError("Unknown Error")
+
+    with pytest.raises(MeasurementError, match="reading the GPU's energy/power from NVML failed: Unknown Error"):
+        _checked(broken)()
+    assert _checked(lambda: 7)() == 7.0
+    # failing at the start of the interval
+    stats = measure_latency(_SleepSession(), {"x": np.zeros((1, 2), np.float32)}, _cfg(), "cpu",
+                            meter=EnergyMeter(read_energy_mj=_checked(broken)), lock=False)
+    assert stats.iterations >= 20 and stats.energy is None and "Unknown Error" in stats.energy_note
+    # failing at the end of the interval
+    calls = iter([1.0])
+    late = _checked(lambda: next(calls))  # the second read fails
+    meter = EnergyMeter(read_energy_mj=lambda: late())
+    stats = measure_latency(_SleepSession(), {"x": np.zeros((1, 2), np.float32)}, _cfg(), "cpu", meter=meter,
+                            lock=False)
+    assert stats.energy is None and "NVML failed" in stats.energy_note and not meter.running
 
 
 def test_a_failed_reading_keeps_the_latency_and_says_why():

@@ -255,6 +255,17 @@ def test_gpu_peak_only_where_it_is_seen():
     assert _gpu_peak_for("tensorrt", SimpleNamespace(options={"engine_device_memory_bytes": None}), torch_peak) is None
 
 
+def test_notes_a_session_adds_after_prepare_land_on_their_own_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMBENCH_PLUGINS", PLUGIN)
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model="sample:digits-cnn", backends=("notes",), batch_sizes=(1, 2), **FAST)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    rows = {r.batch_size: r for r in store.get_results(sid)}
+    assert rows[1].status == rows[2].status == "ok", (rows[1].error, rows[2].error)
+    assert "bound batch 1" in rows[1].warnings and "bound batch 2" not in rows[1].warnings
+    assert "bound batch 2" in rows[2].warnings and "bound batch 1" not in rows[2].warnings
+
+
 def test_backend_options_and_row_extras():
     from types import SimpleNamespace
 

@@ -103,8 +103,9 @@ def _has_qdq(path: Path) -> bool:
 
 
 def asymmetric_qdq(path: Path) -> list[str]:
-    """QuantizeLinear nodes TensorRT cannot take: a uint8 or non-zero zero point (TensorRT's Q/DQ
-    is symmetric INT8 only). Zero points held outside the top-level initializers are not inspected."""
+    """QuantizeLinear nodes TensorRT cannot take: a uint8 (or absent, hence uint8) or non-zero zero
+    point (TensorRT's Q/DQ is symmetric INT8 only). Zero points held outside the top-level
+    initializers are not inspected."""
     import onnx
     from onnx import numpy_helper
 
@@ -114,10 +115,13 @@ def asymmetric_qdq(path: Path) -> list[str]:
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
             continue
-        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if zp is None:
-            continue  # no zero point: 0 (uint8 by default in opsets < 21, which TensorRT also refuses)
-        arr = numpy_helper.to_array(zp)
+        name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if name is None:  # no zero point: uint8 with zero point 0, which TensorRT refuses too
+            bad.append(node.name or node.output[0])
+            continue
+        if name not in inits:
+            continue  # computed or a Constant node: not inspected
+        arr = numpy_helper.to_array(inits[name])
         if arr.dtype != np.int8 or np.any(arr != 0):
             bad.append(node.name or node.output[0])
     return bad
@@ -219,7 +223,7 @@ class OrtSession(Session):
         try:
             return self._as_float32(self.sess.run(None, self._convert(feeds)))
         except Exception as exc:  # ORT's pybind errors (Fail, InvalidArgument, ...) share no base class
-            raise runtime_failure("onnxruntime", exc, feeds) from None
+            raise runtime_failure(self.info.backend, exc, feeds) from None
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
         self._feeds = self._convert(feeds)
@@ -247,7 +251,7 @@ class OrtSession(Session):
                 return None
             return self.sess.run(None, self._feeds)
         except Exception as exc:  # as in run()
-            raise runtime_failure("onnxruntime", exc, self._feeds) from None
+            raise runtime_failure(self.info.backend, exc, self._feeds) from None
 
     def synchronize(self) -> None:
         """Wait for the bound outputs (ORT's Run already waits for its own stream unless told not to)."""
@@ -418,6 +422,11 @@ class OnnxRuntimeTensorRTBackend(OnnxRuntimeBackend):
     def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
         session = super().prepare_impl(variant, device, threads, workdir, {**options, "tensorrt_ep": True})
         session.info.backend = self.name
+        session.info.options["tf32"] = "TensorRT's default (on): the TensorRT provider has no TF32 option"
+        if variant.precision == "fp32":
+            session.info.warnings.append("fp32 through ONNX Runtime's TensorRT provider may use TF32 on Ampere and "
+                                         "newer GPUs (the provider cannot turn it off); the other backends' fp32 "
+                                         "rows do not")
         if "TensorrtExecutionProvider" not in session.info.providers:
             session.close()
             raise BackendUnavailableError(

@@ -149,7 +149,8 @@ class _EngineFactory:
         self.build_info: dict[str, Any] = {}
 
     def _extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"workspace_bytes": self.workspace_bytes}
+        extra: dict[str, Any] = {"workspace_bytes": self.workspace_bytes,
+                                 "tf32": False if self.precision == "fp32" else None}
         if self.precision == "int8":
             extra.update(int8_fp16_fallback=self.int8_fp16_fallback, calib_sha256=self.calib_sha256)
         return extra

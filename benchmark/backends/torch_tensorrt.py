@@ -53,7 +53,7 @@ from .pytorch import TorchSession
 
 OPTION_NAMES = ("min_block_size", "workspace_mb")
 PRECISIONS = ("fp32", "fp16", "bf16", "autocast-fp16", "autocast-bf16")
-INSTALL_HINT = 'pip install "torch-tensorrt==X.Y.*" (X.Y = your torch version; needs torch\'s CUDA build)'
+INSTALL_HINT = 'pip install "torch-tensorrt==X.Y.*" with X.Y your torch version, on a CUDA build of torch'
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -130,6 +130,9 @@ class TorchTensorRTSession(TorchSession):
         self.kwargs = kwargs
         self.compiled: dict[int, tuple[Any, float]] = {}  # max batch -> (module, compile seconds)
         self._bound_batch: int | None = None
+        # a model whose batch dimension is a fixed number has one shape: one module serves every call
+        dims = [spec.shape[0] for spec in input_specs if spec.shape]
+        self.fixed_batch = dims[0] if dims and all(isinstance(d, int) for d in dims) else None
 
     def _example_dtype(self, spec):
         import torch
@@ -167,6 +170,8 @@ class TorchTensorRTSession(TorchSession):
         return module
 
     def _module_for(self, batch: int, exact: bool):
+        if self.fixed_batch is not None:
+            batch = self.fixed_batch
         fits = [b for b in self.compiled if (b == batch if exact else b >= batch)]
         if fits:
             return self.compiled[min(fits)][0]
@@ -184,7 +189,7 @@ class TorchTensorRTSession(TorchSession):
         return super().run(feeds)
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
-        self._bound_batch = self._batch(feeds)
+        self._bound_batch = self.fixed_batch or self._batch(feeds)
         self.module = self._module_for(self._bound_batch, exact=True)
         super().bind(feeds)
 
@@ -242,7 +247,14 @@ class TorchTensorRTBackend(Backend):
         import torch
         import torch_tensorrt
 
-        cast, kwargs, _ = compile_settings(variant.torch_precision, _compile_params())
+        params = _compile_params()
+        cast, kwargs, _ = compile_settings(variant.torch_precision, params)
+        # ops left to PyTorch compute in IEEE FP32 too
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        notes = []
+        if variant.torch_precision == "fp32" and "disable_tf32" not in params:
+            notes.append("this torch-tensorrt release has no disable_tf32: its fp32 engines may use TF32")
         if "min_block_size" in options:
             kwargs["min_block_size"] = int(options["min_block_size"])
         if "workspace_mb" in options:
@@ -260,6 +272,7 @@ class TorchTensorRTBackend(Backend):
                      "torch_version": torch.__version__, "ir": "dynamo",
                      "compile_settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
                      "weights_dtype": cast or "float32", "compiled": [], "build_time_s": 0.0},
+            warnings=notes,
         )
         session = TorchTensorRTSession(source, list(variant.model.inputs), cast, kwargs, info)
         session.module = session._module_for(1, exact=False)

@@ -177,6 +177,17 @@ def time_weighted_mean(samples: list[tuple[float, float]]) -> float:
     return area / (samples[-1][0] - samples[0][0])
 
 
+def _checked(read: Callable[[], float]) -> Callable[[], float]:
+    """``read`` with any failure turned into a one-line MeasurementError (the row keeps its latency)."""
+    def reader() -> float:
+        try:
+            return float(read())
+        except Exception as exc:  # NVMLError and friends: the reading is lost, the measurement is not
+            raise MeasurementError(f"reading the GPU's energy/power from NVML failed: {exc}") from exc
+
+    return reader
+
+
 def _nvml_handle(pynvml, device: str):
     """The NVML handle of the CUDA device torch calls ``device`` (matched by UUID, CUDA_VISIBLE_DEVICES-safe)."""
     import torch
@@ -199,7 +210,7 @@ def nvml_meter(device: str = "cuda") -> tuple[EnergyMeter | None, str]:
 
     try:
         pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
+    except Exception as exc:  # NVMLError (no driver, no library) or a broken install
         return None, f"GPU energy not measured: NVML did not start ({exc})"
     try:
         handle = _nvml_handle(pynvml, device)
@@ -208,11 +219,14 @@ def nvml_meter(device: str = "cuda") -> tuple[EnergyMeter | None, str]:
         readers: dict[str, Callable[[], float]] = {}
         try:
             pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-            readers["read_energy_mj"] = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            readers["read_energy_mj"] = _checked(lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
         except pynvml.NVMLError:  # counter not supported (pre-Volta): sample power instead
             pynvml.nvmlDeviceGetPowerUsage(handle)
-            readers["read_power_mw"] = lambda: pynvml.nvmlDeviceGetPowerUsage(handle)
-    except (pynvml.NVMLError, RuntimeError, ValueError) as exc:
-        pynvml.nvmlShutdown()
+            readers["read_power_mw"] = _checked(lambda: pynvml.nvmlDeviceGetPowerUsage(handle))
+    except Exception as exc:  # NVMLError, or torch/pynvml mismatches: no meter, and the reason
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError as shut:
+            exc = f"{exc}; shutting NVML down also failed: {shut}"
         return None, f"GPU energy not measured: NVML cannot read this GPU's power ({exc})"
     return EnergyMeter(**readers, gpu=name, on_close=pynvml.nvmlShutdown), ""

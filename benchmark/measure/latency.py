@@ -232,8 +232,13 @@ def measure_latency(session, feeds: dict[str, np.ndarray], cfg, device: str = "c
 
         # timed iterations
         started_at = _now_iso()
+        energy, energy_note = None, ""
         if meter is not None:
-            meter.start()
+            try:
+                meter.start()
+            except MeasurementError as exc:
+                meter.abort()
+                meter, energy_note = None, str(exc)
         t_begin = time.perf_counter_ns()
         try:
             samples, timer = _timed_loop(session, events, min_iters, max_iters, min_ns, t_begin, report,
@@ -242,9 +247,10 @@ def measure_latency(session, feeds: dict[str, np.ndarray], cfg, device: str = "c
             if meter is not None:
                 meter.abort()
             raise
-        energy, energy_note = _read_meter(meter) if meter is not None else (None, "")
         total_s = (time.perf_counter_ns() - t_begin) / 1e9
         finished_at = _now_iso()
+        if meter is not None:
+            energy, energy_note = _read_meter(meter)
     report("done", 1.0, time.perf_counter_ns(), force=True)
     stats = summarize(samples, total_s, started_at, finished_at, timer)
     stats.energy, stats.energy_note = energy, energy_note
