@@ -715,9 +715,6 @@ def _variant_job(payload: dict, emit) -> dict:
                                                 f"{m} {bn} batch {b} ({comp.name})", f))
                     extras, extra_notes = row_extras(session, stats, bs, meter_note)
                     warnings += extra_notes
-                    session_notes = list(getattr(info, "warnings", []) or [])
-                    warnings += [w for w in session_notes[warn_seen:] if w not in warnings]
-                    warn_seen = len(session_notes)
                     lat = stats.to_dict(samples=False)
                     latency = {k: lat.get(f"{k}_ms") for k in ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")}
                     latency["cv"] = lat.get("cv")
@@ -736,6 +733,9 @@ def _variant_job(payload: dict, emit) -> dict:
                     row = RunResult(**row_base, backend=backend_name, batch_size=bs, status="failed", error=error,
                                     providers=providers, threads=info_threads, warnings=warnings,
                                     peak_rss_mb=round(peak_rss_mb(), 1), cross_backend=cross, env=env_run)
+                session_notes = info.warnings  # what the session noted while this row ran goes on it
+                row.warnings += [w for w in session_notes[warn_seen:] if w not in row.warnings]
+                warn_seen = len(session_notes)
                 send(row)
         finally:
             if meter is not None:

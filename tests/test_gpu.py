@@ -120,10 +120,11 @@ def test_ort_tensorrt_ep_warns_about_asymmetric_qdq(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from benchmark.backends.onnxruntime import asymmetric_qdq
+    from benchmark.backends.onnxruntime import qdq_report
 
     symmetric = _onnx(tmp_path / "sym.onnx", True)  # int8 zero point 0
-    assert asymmetric_qdq(symmetric) == []
+    assert qdq_report(symmetric) == (True, [])
+    assert qdq_report(_onnx(tmp_path / "plain.onnx", False)) == (False, [])
     _, notes = tensorrt_ep_options("int8-static", symmetric, {"trt_engine_cache": False})
     assert notes == []
     model = onnx.load(str(symmetric))
@@ -131,7 +132,7 @@ def test_ort_tensorrt_ep_warns_about_asymmetric_qdq(tmp_path):
     model.graph.node[1].input[2] = "z"
     model.graph.node[0].name = "q0"
     onnx.save(model, str(tmp_path / "asym.onnx"))
-    assert asymmetric_qdq(tmp_path / "asym.onnx") == ["q0"]
+    assert qdq_report(tmp_path / "asym.onnx") == (True, ["q0"])
     _, notes = tensorrt_ep_options("int8-static", tmp_path / "asym.onnx", {"trt_engine_cache": False})
     assert len(notes) == 1 and "symmetric INT8 Q/DQ" in notes[0] and "CUDAExecutionProvider" in notes[0]
 

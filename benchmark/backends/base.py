@@ -121,6 +121,14 @@ class Backend:
         raise NotImplementedError
 
 
+def feeds_batch(feeds: dict[str, np.ndarray]) -> int | None:
+    """The batch size of ``feeds``: dim 0 of the first input that has dimensions (None: all scalars)."""
+    for arr in feeds.values():
+        if np.ndim(arr):
+            return int(np.shape(arr)[0])
+    return None
+
+
 def runtime_failure(backend: str, exc: BaseException, feeds: dict | None = None) -> MeasurementError:
     """A MeasurementError (one line) for an exception a runtime raised while running a model."""
     text = str(exc).strip() or type(exc).__name__

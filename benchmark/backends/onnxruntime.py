@@ -94,26 +94,23 @@ def _provider_loads(provider: str) -> tuple[bool, str]:
     return True, ""
 
 
-def _has_qdq(path: Path) -> bool:
-    """Whether the ONNX graph holds QuantizeLinear/DequantizeLinear nodes (top-level graph)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-
-
-def asymmetric_qdq(path: Path) -> list[str]:
-    """QuantizeLinear nodes TensorRT cannot take: a uint8 (or absent, hence uint8) or non-zero zero
-    point (TensorRT's Q/DQ is symmetric INT8 only). Zero points held outside the top-level
-    initializers are not inspected."""
+def qdq_report(path: Path) -> tuple[bool, list[str]]:
+    """(whether the top-level graph holds QuantizeLinear/DequantizeLinear nodes, the QuantizeLinear
+    nodes TensorRT cannot take). TensorRT's Q/DQ is symmetric INT8 only: a uint8 (or absent, hence
+    uint8) or non-zero zero point is refused. Zero points held outside the top-level initializers
+    are not inspected."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path), load_external_data=False)
     inits = {t.name: t for t in model.graph.initializer}
+    has_qdq = False
     bad = []
     for node in model.graph.node:
-        if node.op_type != "QuantizeLinear":
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        has_qdq = True
+        if node.op_type == "DequantizeLinear":
             continue
         name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if name is None:  # no zero point: uint8 with zero point 0, which TensorRT refuses too
@@ -124,12 +121,12 @@ def asymmetric_qdq(path: Path) -> list[str]:
         arr = numpy_helper.to_array(inits[name])
         if arr.dtype != np.int8 or np.any(arr != 0):
             bad.append(node.name or node.output[0])
-    return bad
+    return has_qdq, bad
 
 
 def tensorrt_ep_options(precision: str, path: Path, options: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """(TensorRT provider options, warnings) for a variant of ``precision`` stored at ``path``."""
-    from .trt_engine import ort_tensorrt_provider_options
+    from .trt_engine import file_sha256, ort_tensorrt_provider_options
 
     warnings: list[str] = []
     trt_precision = precision
@@ -145,21 +142,17 @@ def tensorrt_ep_options(precision: str, path: Path, options: dict[str, Any]) -> 
         cache_dir = data_dir() / "ort-trt-cache"
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    from .trt_engine import file_sha256
-
-    qdq = _has_qdq(path)
+    qdq, bad = qdq_report(path)
     opts = ort_tensorrt_provider_options(
         trt_precision, cache_dir=cache_dir, engine_cache=engine_cache,
         calibration_table=options.get("trt_calibration_table"),
         native_calibration_table=bool(options.get("trt_native_calibration_table", False)),
         qdq=qdq, model_sha256=file_sha256(path) if engine_cache else None)
-    if qdq:
-        bad = asymmetric_qdq(path)
-        if bad:
-            warnings.append(
-                f"{len(bad)} QuantizeLinear node(s) have uint8 or non-zero zero points (e.g. {bad[0]}); TensorRT "
-                "takes only symmetric INT8 Q/DQ, so ONNX Runtime runs those parts on CUDAExecutionProvider "
-                "(the tensorrt backend calibrates its own INT8 engine from the FP32 graph)")
+    if bad:
+        warnings.append(
+            f"{len(bad)} QuantizeLinear node(s) have uint8 or non-zero zero points (e.g. {bad[0]}); TensorRT "
+            "takes only symmetric INT8 Q/DQ, so ONNX Runtime runs those parts on CUDAExecutionProvider "
+            "(the tensorrt backend calibrates its own INT8 engine from the FP32 graph)")
     return opts, warnings
 
 

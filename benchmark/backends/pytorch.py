@@ -82,6 +82,14 @@ def _to_numpy(t) -> np.ndarray:
     return t.cpu().numpy()
 
 
+def disable_tf32() -> None:
+    """IEEE FP32 for PyTorch's CUDA matmuls and cuDNN convolutions (process-wide; see the module docstring)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 class TorchSession(Session):
     """A PyTorch module ready to run; ``bind`` converts inputs once, ``run_bound`` only calls forward."""
 
@@ -279,9 +287,7 @@ class PyTorchBackend(Backend):
         if hasattr(module, "eval") and not isinstance(module, torch.jit.ScriptModule):
             module.eval()
         if device == "cuda":
-            # fp32 means IEEE FP32 on every backend: no TF32 in matmuls or cuDNN convolutions
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+            disable_tf32()  # fp32 means IEEE FP32 on every backend
         if cuda_graph and device != "cuda":
             notes.append("cuda_graph applies to device cuda only; ran eager calls")
         if device == "cpu" and precision in ("fp16", "autocast-fp16"):
@@ -296,8 +302,7 @@ class PyTorchBackend(Backend):
                 "torchscript": isinstance(module, torch.jit.ScriptModule),
                 "autocast": precision.startswith("autocast-"),
                 "torch_version": torch.__version__,
-                "tf32": (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
-                if device == "cuda" else None,
+                "tf32": False if device == "cuda" else None,
                 "cuda_graph": cuda_graph and device == "cuda",
                 "cuda_graph_max_batch": cuda_graph_max_batch,
                 "cuda_graph_batches": [],

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
-from .base import Backend, Session, SessionInfo
+from .base import Backend, Session, SessionInfo, feeds_batch
 from . import trt_engine as te
 
 OPTION_NAMES = ("batch_sizes", "opt_batch", "engine_cache", "engine_cache_dir", "workspace_mb",
@@ -282,14 +282,6 @@ class TrtSession(Session):
             f"inputs {', '.join(missing)} are missing from the feeds; the engine takes {', '.join(names)}, "
             f"the feeds hold {', '.join(feeds)}")
 
-    @staticmethod
-    def _batch_of(feeds: dict[str, np.ndarray]) -> int | None:
-        for arr in feeds.values():
-            arr = np.asarray(arr)
-            if arr.ndim:
-                return int(arr.shape[0])
-        return None
-
     def _io(self, eng: _Engine, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
         """Device copies of ``feeds`` and freshly allocated outputs for ``eng``'s shapes."""
         import torch
@@ -347,7 +339,7 @@ class TrtSession(Session):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        eng = self._engine(self._batch_of(feeds), exact=False)
+        eng = self._engine(feeds_batch(feeds), exact=False)
         io = self._io(eng, feeds)
         self._execute(eng)
         torch.cuda.current_stream().synchronize()
@@ -361,7 +353,7 @@ class TrtSession(Session):
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
         import torch
 
-        eng = self._engine(self._batch_of(feeds), exact=True)
+        eng = self._engine(feeds_batch(feeds), exact=True)
         self._bound = (eng, self._io(eng, feeds))
         torch.cuda.synchronize()
 

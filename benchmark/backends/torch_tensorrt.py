@@ -48,8 +48,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError
-from .base import Backend, Session, SessionInfo
-from .pytorch import TorchSession
+from .base import Backend, Session, SessionInfo, feeds_batch
+from .pytorch import TorchSession, disable_tf32
 
 OPTION_NAMES = ("min_block_size", "workspace_mb")
 PRECISIONS = ("fp32", "fp16", "bf16", "autocast-fp16", "autocast-bf16")
@@ -177,19 +177,12 @@ class TorchTensorRTSession(TorchSession):
             return self.compiled[min(fits)][0]
         return self._compile(batch)
 
-    @staticmethod
-    def _batch(feeds: dict[str, np.ndarray]) -> int:
-        for arr in feeds.values():
-            if np.ndim(arr):
-                return int(np.shape(arr)[0])
-        return 1
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        self.module = self._module_for(self._batch(feeds), exact=False)
+        self.module = self._module_for(feeds_batch(feeds) or 1, exact=False)
         return super().run(feeds)
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
-        self._bound_batch = self.fixed_batch or self._batch(feeds)
+        self._bound_batch = self.fixed_batch or feeds_batch(feeds) or 1
         self.module = self._module_for(self._bound_batch, exact=True)
         super().bind(feeds)
 
@@ -249,9 +242,7 @@ class TorchTensorRTBackend(Backend):
 
         params = _compile_params()
         cast, kwargs, _ = compile_settings(variant.torch_precision, params)
-        # ops left to PyTorch compute in IEEE FP32 too
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        disable_tf32()  # ops left to PyTorch compute in IEEE FP32 too
         notes = []
         if variant.torch_precision == "fp32" and "disable_tf32" not in params:
             notes.append("this torch-tensorrt release has no disable_tf32: its fp32 engines may use TF32")

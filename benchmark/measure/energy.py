@@ -129,6 +129,8 @@ class EnergyMeter:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if isinstance(self._error, MeasurementError):
+            raise self._error
         if self._error is not None:
             raise MeasurementError(f"reading GPU power failed: {self._error}")
         self._sample()
