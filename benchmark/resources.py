@@ -282,11 +282,11 @@ def _onnx_profile(path: Path, specs) -> ActivationProfile:
 # --------------------------------------------------------------------------------------------
 def model_file_bytes(model) -> int:
     """Bytes of a loaded model's file (plus ONNX external data); the module's tensors when it has no file."""
-    from .measure.memory import file_size_bytes, module_size_bytes
+    from .measure.memory import first_file_bytes, module_size_bytes
 
-    for p in (model.path, model.onnx_path):
-        if p and Path(p).is_file():
-            return file_size_bytes(p)
+    size = first_file_bytes((model.path, model.onnx_path))
+    if size is not None:
+        return size
     if model.torch_module is not None:
         return module_size_bytes(model.torch_module)
     return 0

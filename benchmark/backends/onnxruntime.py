@@ -137,7 +137,7 @@ def tensorrt_ep_options(precision: str, path: Path, options: dict[str, Any]) -> 
     cache_dir = options.get("trt_engine_cache_dir")
     engine_cache = bool(options.get("trt_engine_cache", True))
     if cache_dir is None and (engine_cache or options.get("trt_calibration_table")):
-        from ..measure.latency import data_dir
+        from ..paths import data_dir
 
         cache_dir = data_dir() / "ort-trt-cache"
     if cache_dir is not None:
@@ -273,7 +273,7 @@ class OnnxRuntimeBackend(Backend):
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             return False, "onnxruntime: this build has no CUDA provider (install onnxruntime-gpu)"
-        from ..measure.environment import cuda_device_status
+        from ..machine import cuda_device_status
 
         ok, reason = cuda_device_status()
         if not ok:
@@ -308,7 +308,7 @@ class OnnxRuntimeBackend(Backend):
                 "(benchmark.models.export) is not available"
             ) from exc
         if workdir is None:
-            from ..measure.latency import data_dir
+            from ..paths import data_dir
 
             workdir = data_dir() / "exports"
         return Path(ensure_onnx(variant, Path(workdir))), True

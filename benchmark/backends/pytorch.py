@@ -232,7 +232,7 @@ class PyTorchBackend(Backend):
         if importlib.util.find_spec("torch") is None:
             return False, "PyTorch: package not installed"
         if device == "cuda":
-            from ..measure.environment import cuda_device_status
+            from ..machine import cuda_device_status
 
             return cuda_device_status()
         return True, ""
@@ -246,7 +246,7 @@ class PyTorchBackend(Backend):
         if precision == "int8" and device != "cpu":
             return False, "quantized (int8) PyTorch modules run on CPU only"
         if device == "cuda" and precision in ("bf16", "autocast-bf16"):
-            from ..measure.environment import gpu_has_native_bf16
+            from ..machine import gpu_has_native_bf16
 
             if not gpu_has_native_bf16():
                 return False, "this GPU has no native bfloat16 (compute capability below 8.0)"

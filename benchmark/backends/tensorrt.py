@@ -161,7 +161,7 @@ class _EngineFactory:
         if self.cache is not None:
             root = self.cache.root
         else:  # never beside the model: that folder may be the user's, or read-only
-            from ..measure.latency import data_dir
+            from ..paths import data_dir
 
             root = data_dir() / "trt-engines"
         return te.EngineCache(root).calibration_path(key)
@@ -401,7 +401,7 @@ class TensorRTBackend(Backend):
     def availability_impl(self, device: str) -> tuple[bool, str]:
         if importlib.util.find_spec("tensorrt") is None:
             return False, "TensorRT: package not installed"
-        from ..measure.environment import cuda_device_status
+        from ..machine import cuda_device_status
 
         ok, reason = cuda_device_status()
         if not ok:
@@ -443,7 +443,7 @@ class TensorRTBackend(Backend):
         from ..models.export import ensure_onnx
 
         if workdir is None:
-            from ..measure.latency import data_dir
+            from ..paths import data_dir
 
             workdir = data_dir() / "exports"
         if plan.source == "fp32-graph":
@@ -489,7 +489,7 @@ class TensorRTBackend(Backend):
         if bool(options.get("engine_cache", True)):
             cache_dir = options.get("engine_cache_dir")
             if cache_dir is None:
-                from ..measure.latency import data_dir
+                from ..paths import data_dir
 
                 cache_dir = data_dir() / "trt-engines"
             cache = te.EngineCache(Path(cache_dir))

@@ -206,7 +206,7 @@ class TorchTensorRTBackend(Backend):
     def availability_impl(self, device: str) -> tuple[bool, str]:
         if importlib.util.find_spec("torch_tensorrt") is None:
             return False, f"torch-tensorrt: package not installed ({INSTALL_HINT})"
-        from ..measure.environment import cuda_device_status
+        from ..machine import cuda_device_status
 
         ok, reason = cuda_device_status()
         if not ok:
@@ -223,7 +223,7 @@ class TorchTensorRTBackend(Backend):
         _, _, reason = compile_settings(variant.torch_precision, _compile_params())
         if reason:
             return False, reason
-        from ..measure.environment import gpu_has_native_bf16
+        from ..machine import gpu_has_native_bf16
 
         if variant.torch_precision.endswith("bf16") and not gpu_has_native_bf16():
             return False, "this GPU has no native bfloat16 (compute capability below 8.0)"

@@ -294,14 +294,14 @@ def batches_sha256(batches: Sequence[dict[str, np.ndarray]]) -> str:
 def file_sha256(onnx_path: str | os.PathLike) -> str:
     """sha256 of an ONNX file's bytes followed by each external data file it references
     (sorted by relative name; the name is hashed too)."""
-    from ..measure.memory import onnx_external_files
+    from ..onnx_graph import external_data_files
 
     path = Path(onnx_path)
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    for ext in sorted(onnx_external_files(path), key=lambda p: p.name):
+    for ext in sorted(external_data_files(path), key=lambda p: p.name):
         h.update(f"\0external:{ext.relative_to(path.parent).as_posix()}\0".encode())
         with ext.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -526,7 +526,7 @@ def ort_cuda_provider_options(device_id: int = 0) -> dict[str, str]:
 
 def trt_version() -> str | None:
     """The installed TensorRT version (from package metadata; the package is not imported)."""
-    from ..measure.environment import package_version
+    from ..machine import package_version
 
     return package_version("tensorrt")
 
