@@ -5,6 +5,8 @@
   :func:`iter_tensors` yields every tensor a graph stores (initializers, sparse initializers,
   tensor attributes such as ``Constant`` values), subgraphs included.
 - Reading: :func:`op_name` (``domain.op_type`` outside the default domain), :func:`attr`.
+- Shapes: :func:`fix_input_dims` writes concrete input dims into a graph; :func:`dims_only_copy`
+  drops the weight payloads that shape inference does not need.
 - Files: :func:`external_data_files` lists the external data files an ONNX file references.
 - Running: :func:`cpu_session` opens an ONNX Runtime CPU session with warnings silenced;
   :func:`ort_errors` are the exception types ONNX Runtime raises for a model it cannot load or run.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import ConfigError
 
 #: Ops that carry subgraphs (bodies that run under control flow).
 CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
@@ -110,6 +114,78 @@ def copy_model(model):
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
+
+
+def fix_input_dims(model, input_shapes: dict | None, report_warnings: list[str]) -> int:
+    """Write concrete dims into ``model``'s graph inputs (in place); returns the batch size (dim 0 of
+    the first input).
+
+    ``input_shapes``: name -> shape for some inputs (ConfigError for a name the graph lacks or a
+    rank that differs). Other inputs keep their dims, with a dynamic dim 0 set to 1; each such
+    choice, and dynamic dims left unknown, is appended to ``report_warnings``.
+    """
+    init = {t.name for t in model.graph.initializer}
+    real = [i for i in model.graph.input if i.name not in init]
+    given = dict(input_shapes or {})
+    unknown = [n for n in given if n not in {i.name for i in real}]
+    if unknown:
+        raise ConfigError(f"input shape given for {', '.join(map(repr, unknown))}, which the ONNX model does not have; "
+                          f"inputs: {', '.join(i.name for i in real)}")
+    batch = None
+    for inp in real:
+        tt = inp.type.tensor_type
+        if inp.name in given:
+            shape = [int(d) for d in given[inp.name]]
+            if tt.HasField("shape") and len(tt.shape.dim) != len(shape):
+                raise ConfigError(f"input {inp.name!r} has rank {len(tt.shape.dim)}; the shape given, "
+                                  f"{'x'.join(map(str, shape))}, has rank {len(shape)}")
+            if not tt.HasField("shape"):
+                for _ in shape:
+                    tt.shape.dim.add()
+            for d, v in zip(tt.shape.dim, shape):
+                d.Clear()
+                d.dim_value = v
+        else:
+            dynamic = []
+            for i, d in enumerate(tt.shape.dim):
+                if d.WhichOneof("value") != "dim_value":
+                    if i == 0:
+                        label = d.dim_param or "?"
+                        d.Clear()
+                        d.dim_value = 1
+                        report_warnings.append(f"input {inp.name!r}: dynamic batch dim ({label}) counted as 1")
+                    else:
+                        dynamic.append(i)
+            if dynamic:
+                report_warnings.append(f"input {inp.name!r} has dynamic dims {dynamic} without values: ops that depend "
+                                       "on them are not costed; pass input_shapes")
+        if batch is None and tt.HasField("shape") and tt.shape.dim and tt.shape.dim[0].WhichOneof("value") == "dim_value":
+            batch = tt.shape.dim[0].dim_value
+    return int(batch or 1)
+
+
+def dims_only_copy(model):
+    """A copy of ``model`` whose large initializer payloads are dropped (shape inference needs dims only)."""
+    import onnx
+
+    copy = copy_model(model)
+    for graph, _ in walk_graphs(copy.graph):
+        for t in graph.initializer:
+            if _elements(t.dims) > 1024 and t.data_location != onnx.TensorProto.EXTERNAL:
+                t.ClearField("raw_data")
+                for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                    t.ClearField(f)
+                t.data_location = onnx.TensorProto.EXTERNAL
+                entry = t.external_data.add()
+                entry.key, entry.value = "location", "__dims_only__"
+    return copy
+
+
+def _elements(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
 
 
 def cpu_session(model, threads: int = 1, optimize: bool = True):
