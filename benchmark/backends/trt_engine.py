@@ -60,6 +60,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..data.base import fixed_batch
 from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
 
 log = logging.getLogger(__name__)
@@ -259,21 +260,15 @@ def calibration_batches(dataset, input_specs: Sequence, batch_size: int = DEFAUL
         raise DataError(
             f"calibration dataset {dataset.name!r} has no array for input(s) {', '.join(missing)}; it holds "
             f"{', '.join(dataset.arrays)}")
-    n = len(dataset) if not max_samples else min(len(dataset), int(max_samples))
-    fixed = [int(s.shape[0]) for s in input_specs if s.shape and isinstance(s.shape[0], int)]
-    bs = fixed[0] if fixed else min(int(batch_size), n)
-    if n < bs:
+    data = dataset.subset(max_samples)
+    fixed = fixed_batch(input_specs)
+    batches = data.feed_batches(batch_size, fixed, names=[spec.name for spec in input_specs], equal=True)
+    if not batches:
         raise DataError(
-            f"calibration dataset {dataset.name!r} has {n} samples; the model's fixed batch size is {bs}")
-    out = []
-    for start in range(0, n - bs + 1, bs):
-        feeds = {}
-        for spec in input_specs:
-            arr = np.asarray(dataset.arrays[spec.name][start:start + bs])
-            dtype = np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype)
-            feeds[spec.name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
-        out.append(feeds)
-    return out
+            f"calibration dataset {dataset.name!r} has {len(data)} samples; the model's fixed batch size is {fixed}")
+    dtypes = {spec.name: np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype) for spec in input_specs}
+    return [{name: np.ascontiguousarray(arr.astype(dtypes[name], copy=False)) for name, arr in feeds.items()}
+            for feeds in batches]
 
 
 def batches_sha256(batches: Sequence[dict[str, np.ndarray]]) -> str:
