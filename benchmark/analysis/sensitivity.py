@@ -90,7 +90,8 @@ def _pruned_copy(prep: PreparedGraph, node, out: Path) -> Path:
     import numpy as np
     from onnx import numpy_helper
 
-    from ..compress.onnx_prep import copy_model, save_model
+    from ..compress.onnx_prep import save_model
+    from ..onnx_graph import copy_model
 
     m = copy_model(prep.proto)
     inits = {i.name: i for i in m.graph.initializer}

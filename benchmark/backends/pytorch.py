@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DataError, MeasurementError
+from ..errors import BackendUnavailableError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, runtime_failure
 
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16", "autocast-bf16", "autocast-fp16", "int8")
@@ -187,8 +187,7 @@ class TorchSession(Session):
                 out = self._forward(self._bound)
         except RuntimeError as exc:
             torch.cuda.synchronize()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.info.warnings.append(f"CUDA graph capture failed at batch {batch} ({first}); ran eager calls")
+            self.info.warnings.append(f"CUDA graph capture failed at batch {batch} ({one_line(exc)}); ran eager calls")
             return
         self._graph, self._graph_out = graph, out
         done = self.info.options.setdefault("cuda_graph_batches", [])

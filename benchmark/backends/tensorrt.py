@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
+from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, feeds_batch
 from . import trt_build, trt_engine as te
 
@@ -96,7 +96,7 @@ def _import_check() -> tuple[bool, str]:
     try:
         import tensorrt  # noqa: F401
     except (ImportError, OSError) as exc:
-        return False, f"TensorRT: the package is installed but does not import ({str(exc).splitlines()[0]})"
+        return False, f"TensorRT: the package is installed but does not import ({one_line(exc)})"
     return True, ""
 
 

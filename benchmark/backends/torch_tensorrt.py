@@ -47,7 +47,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import BackendUnavailableError, ConfigError, one_line
 from .base import Backend, Session, SessionInfo, feeds_batch
 from .pytorch import TorchSession, disable_tf32
 
@@ -102,7 +102,7 @@ def _import_check() -> tuple[bool, str]:
     try:
         import torch_tensorrt  # noqa: F401
     except (ImportError, OSError, RuntimeError) as exc:
-        return False, f"torch-tensorrt is installed but does not import ({str(exc).splitlines()[0]})"
+        return False, f"torch-tensorrt is installed but does not import ({one_line(exc)})"
     return True, ""
 
 
@@ -158,9 +158,8 @@ class TorchTensorRTSession(TorchSession):
         try:
             module = torch_tensorrt.compile(self.source, ir="dynamo", inputs=inputs, **kwargs)
         except Exception as exc:  # torch-tensorrt raises many types; one line names the batch and the cause
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendUnavailableError(f"torch-tensorrt could not compile the model for batch <= {batch}: "
-                                          f"{first[:300]}") from exc
+                                          f"{one_line(exc)}") from exc
         seconds = time.perf_counter() - t0
         self.compiled[batch] = (module, seconds)
         self.info.options["compiled"].append({"max_batch": batch, "compile_time_s": round(seconds, 3)})

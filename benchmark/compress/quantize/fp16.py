@@ -11,6 +11,7 @@ from typing import Any
 from ...config import CompressionConfig
 from ...errors import CompressionError, one_line
 from ...models.base import Variant
+from ...onnx_graph import copy_model
 from .. import onnx_prep
 from ..base import CompressContext, register_compression
 from .common import feeds_to_torch, finish, out_path, source_onnx, test_feeds, torch_finite, torch_ok, validate_onnx
@@ -55,7 +56,7 @@ def fp16_onnx(src: Path, out: Path, op_block: list[str], node_block: list[str], 
     for _ in range(8):
         try:
             converted = onnx_prep.topological_sort(convert_float_to_float16(
-                onnx_prep.copy_model(model), keep_io_types=True, op_block_list=blocked,
+                copy_model(model), keep_io_types=True, op_block_list=blocked,
                 node_block_list=list(node_block) or None,
             ))
         except (ValueError, RuntimeError, KeyError) as exc:
