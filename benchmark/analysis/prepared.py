@@ -136,6 +136,19 @@ def score(pred, data: Dataset, reference) -> float:
     return float((pred == target[: len(pred)]).mean())
 
 
+def score_against(path: Path, prep: PreparedGraph, data: Dataset, reference, before: float,
+                  warnings: list[str], label: str) -> tuple[float, float]:
+    """(:func:`score` of the model at ``path`` on ``data``, its drop from ``before`` in percentage
+    points). A model whose outputs go NaN/Inf scores NaN with an infinite drop, and
+    ``"{label}: {why}"`` joins ``warnings``."""
+    try:
+        after = score(predict(path, prep, data), data, reference)
+    except MeasurementError as exc:
+        warnings.append(f"{label}: {exc}")
+        return float("nan"), float("inf")
+    return after, (before - after) * 100.0
+
+
 def latency_p50_ms(path: Path, prep: PreparedGraph, data: Dataset, model: "LoadedModel", precision: str) -> float:
     """Median latency (ms) of one batch of ``LATENCY_BATCH`` samples (or the graph's static batch).
 

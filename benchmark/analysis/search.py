@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data.base import Dataset
-from ..errors import ConfigError, MeasurementError
-from .prepared import Progress, fit, latency_p50_ms, no_progress, predict, prepare, quantize, score
+from ..errors import ConfigError
+from .prepared import Progress, fit, latency_p50_ms, no_progress, predict, prepare, quantize, score, score_against
 from .sensitivity import sensitivity_table
 
 if TYPE_CHECKING:
@@ -126,12 +126,7 @@ def accuracy_aware_search(
         progress(f"accuracy-aware search: trial {k + 1} ({k} layers kept FP32)", 0.6 + 0.4 * k / int(max_trials))
         out = work / f"search-trial-{k}.onnx"
         quantize(prep, out, cache, calib, exclude=excluded)
-        try:
-            metric = score(predict(out, prep, data), data, ref_pred)
-            delta = (ref_metric - metric) * 100.0
-        except MeasurementError as exc:
-            warnings.append(f"trial {k}: {exc}")
-            metric, delta = float("nan"), float("inf")
+        metric, delta = score_against(out, prep, data, ref_pred, ref_metric, warnings, f"trial {k}")
         latency = latency_p50_ms(out, prep, data, model, "mixed" if excluded else "int8-static")
         rows.append({
             "trial": k, "excluded_layers": excluded, "n_excluded": k, "metric": metric, "delta": delta,

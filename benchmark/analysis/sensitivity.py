@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data.base import Dataset
-from ..errors import CompressionError, ConfigError, MeasurementError
+from ..errors import CompressionError, ConfigError
 from ..registry import one_of
-from .prepared import PreparedGraph, Progress, fit, no_progress, predict, prepare, quantize, score
+from .prepared import PreparedGraph, Progress, fit, no_progress, predict, prepare, quantize, score, score_against
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,11 +145,7 @@ def sensitivity_table(model, method, prep: PreparedGraph, eval_data: Dataset, ca
         else:
             _pruned_copy(prep, node, out)
         try:
-            after = score(predict(out, prep, eval_data), eval_data, ref_pred)
-            delta = (before - after) * 100.0
-        except MeasurementError as exc:
-            warnings.append(f"{node.name}: {exc}")
-            after, delta = float("nan"), float("inf")
+            after, delta = score_against(out, prep, eval_data, ref_pred, before, warnings, node.name)
         finally:
             out.unlink(missing_ok=True)
         rows.append({

@@ -64,19 +64,23 @@ def out_path(ctx: CompressContext, variant: Variant, cfg: CompressionConfig, met
     return out
 
 
-def source_onnx(variant: Variant, ctx: CompressContext) -> tuple[Path | None, str | None]:
-    """The variant's ONNX file (exported from its module when missing) or ``(None, reason)``."""
+def source_onnx(variant: Variant, ctx: CompressContext, warnings_: list[str], details: dict) -> Path | None:
+    """The variant's ONNX file (exported from its module when missing); None when there is none,
+    with the reason in ``warnings_`` and ``details["onnx"]``."""
     if variant.onnx_path is not None:
-        return Path(variant.onnx_path), None
-    if variant.torch_module is None:
-        return None, "the variant has no ONNX file and no PyTorch module to export"
-    from ...models.export import ensure_onnx
+        return Path(variant.onnx_path)
+    why = "the variant has no ONNX file and no PyTorch module to export"
+    if variant.torch_module is not None:
+        from ...models.export import ensure_onnx
 
-    probe = dataclasses.replace(variant)  # ensure_onnx records the path on the variant it gets
-    try:
-        return Path(ensure_onnx(probe, ctx.workdir)), None
-    except ExportError as exc:
-        return None, f"ONNX export failed ({one_line(exc)})"
+        probe = dataclasses.replace(variant)  # ensure_onnx records the path on the variant it gets
+        try:
+            return Path(ensure_onnx(probe, ctx.workdir))
+        except ExportError as exc:
+            why = f"ONNX export failed ({one_line(exc)})"
+    warnings_.append(f"ONNX side not built: {why}")
+    details["onnx"] = {"skipped": why}
+    return None
 
 
 def torch_ok(variant: Variant) -> tuple[bool, str | None]:

@@ -157,12 +157,9 @@ def fp16(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> Vari
     details: dict[str, Any] = {}
     ctx.progress("fp16: converting", None)
     torch_module, details["torch"], torch_changed = fp_torch_side(variant, "fp16", warnings_, ctx)
-    src, why = source_onnx(variant, ctx)
+    src = source_onnx(variant, ctx, warnings_, details)
     onnx_out, onnx_changed = None, False
-    if src is None:
-        warnings_.append(f"ONNX side not built: {why}")
-        details["onnx"] = {"skipped": why}
-    else:
+    if src is not None:
         out = out_path(ctx, variant, cfg, "fp16", src)
         feeds, note = test_feeds(variant, ctx)
         if note:

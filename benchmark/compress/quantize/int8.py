@@ -18,15 +18,15 @@ from .common import (
 from .onnx_int8 import DYNAMIC_OP_TYPES, dynamic_summary, preprocess, quantize_onnx_static
 from .torch_int8 import default_torch_exclusions, quantize_torch_dynamic, quantize_torch_static
 
-def _onnx_dynamic(variant: Variant, cfg: CompressionConfig, ctx: CompressContext,
-                  warnings_: list[str]) -> tuple[Path | None, dict[str, Any]]:
-    """ONNX side of ``int8-dynamic``: (the quantized file, or None when nothing was quantized; details)."""
+def _onnx_dynamic(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, warnings_: list[str],
+                  details: dict[str, Any]) -> Path | None:
+    """ONNX side of ``int8-dynamic`` (its details in ``details["onnx"]``): the quantized file, or None
+    when nothing was quantized."""
     from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
 
-    src, why = source_onnx(variant, ctx)
+    src = source_onnx(variant, ctx, warnings_, details)
     if src is None:
-        warnings_.append(f"ONNX side not built: {why}")
-        return None, {"skipped": why}
+        return None
     model = onnx_prep.load_model(src)
     model, prep = onnx_prep.prepare_for_quantization(model, per_channel=cfg.per_channel)
     warnings_.extend(prep.warnings)
@@ -52,13 +52,13 @@ def _onnx_dynamic(variant: Variant, cfg: CompressionConfig, ctx: CompressContext
     if note:
         warnings_.append(note)
     check = validate_onnx(out, feeds, "dynamically quantized ONNX model")
-    details = {"op_types_to_quantize": op_types, "per_channel": per_channel, "weight_type": "int8",
-               "prep": prep.to_dict(), **summary, **check}
+    details["onnx"] = {"op_types_to_quantize": op_types, "per_channel": per_channel, "weight_type": "int8",
+                       "prep": prep.to_dict(), **summary, **check}
     if summary["nodes_quantized"]:
-        return out, details
+        return out
     warnings_.append(f"ONNX side: nothing quantized (no MatMul/Gemm/Attention/LSTM with constant weights; ops: "
                      f"{', '.join(f'{k} {v}' for k, v in ops.items())})")
-    return None, details
+    return None
 
 
 @register_compression("int8-dynamic")
@@ -72,7 +72,7 @@ def int8_dynamic(variant: Variant, cfg: CompressionConfig, ctx: CompressContext)
     details: dict[str, Any] = {}
     ctx.progress("int8-dynamic: quantizing", None)
     torch_module, details["torch"], warnings_ = quantize_torch_dynamic(variant, ctx)
-    onnx_out, details["onnx"] = _onnx_dynamic(variant, cfg, ctx, warnings_)
+    onnx_out = _onnx_dynamic(variant, cfg, ctx, warnings_, details)
     parts = []
     if onnx_out is not None:
         d = details["onnx"]
@@ -94,11 +94,9 @@ def static_int8(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, 
     details: dict[str, Any] = {}
     # ONNX side
     ctx.progress(f"{method}: calibrating ONNX ({cfg.calib_method}, {len(data)} samples)", None)
-    src, why = source_onnx(variant, ctx)
+    src = source_onnx(variant, ctx, warnings_, details)
     onnx_out, onnx_changed = None, False
     if src is None:
-        warnings_.append(f"ONNX side not built: {why}")
-        details["onnx"] = {"skipped": why}
         if exclude_layers:
             check_layers(variant, None, exclude_layers)
     else:

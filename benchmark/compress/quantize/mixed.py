@@ -111,12 +111,9 @@ def mixed(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> Var
                                 "note": "torch.autocast keeps its own FP32 op list (softmax, layer_norm, "
                                         "reductions, exp/log...) in FP32"}
     # ONNX side: FP16 with a block list
-    src, why = source_onnx(variant, ctx)
+    src = source_onnx(variant, ctx, warnings_, details)
     onnx_out, onnx_changed = None, False
-    if src is None:
-        warnings_.append(f"ONNX side not built: {why}")
-        details["onnx"] = {"skipped": why}
-    else:
+    if src is not None:
         src_model = onnx_prep.load_model(src)
         node_block: list[str] = []
         if cfg.exclude_layers:
