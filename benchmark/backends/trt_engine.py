@@ -252,7 +252,7 @@ def calibration_batches(dataset, input_specs: Sequence, batch_size: int = DEFAUL
     """
     if int(batch_size) < 1:
         raise ConfigError(f"calibration batch size must be >= 1; got {batch_size}")
-    if any(dataset.feed_axis.get(k, False) for k in dataset.arrays):
+    if dataset.per_feed:
         raise DataError(
             f"dataset {dataset.name!r} holds whole feeds (no batch axis); TensorRT INT8 calibration needs "
             "arrays whose first axis is the batch")

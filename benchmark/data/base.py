@@ -43,6 +43,11 @@ class Dataset:
     def has_labels(self) -> bool:
         return self.labels is not None
 
+    @property
+    def per_feed(self) -> bool:
+        """True when some array holds whole feeds (``feed_axis``), not samples along a batch axis."""
+        return any(self.feed_axis.get(k, False) for k in self.arrays)
+
     def subset(self, n: int | None, start: int = 0) -> "Dataset":
         """The first ``n`` samples from ``start`` (all if ``n`` is None or 0)."""
         end = len(self) if not n else min(len(self), start + n)
@@ -62,8 +67,7 @@ class Dataset:
         if batch_size < 1:
             raise DataError(f"batch size must be >= 1; got {batch_size}")
         n = len(self)
-        per_feed = any(self.feed_axis.get(k, False) for k in self.arrays)
-        step = 1 if per_feed else batch_size
+        step = 1 if self.per_feed else batch_size
         for i in range(0, n, step):
             if drop_last and i + step > n:
                 break
