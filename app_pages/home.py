@@ -9,7 +9,8 @@ DEMO = dict(model="sample:digits-cnn", precisions=("fp32", "int8-static"), prune
 
 @st.cache_data(ttl=600, show_spinner="Checking what is installed ...")
 def environment() -> tuple[dict, list[dict]]:
-    from benchmark.measure.environment import backend_status, collect_environment
+    from benchmark.backends import backend_status
+    from benchmark.measure.environment import collect_environment
 
     return collect_environment(), backend_status()
 

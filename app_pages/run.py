@@ -16,7 +16,7 @@ def plural(n: int, word: str) -> str:
 
 @st.cache_data(ttl=600, show_spinner="Checking backends ...")
 def backend_status() -> list[dict]:
-    from benchmark.measure.environment import backend_status as status
+    from benchmark.backends import backend_status as status
 
     return status()
 

@@ -40,7 +40,7 @@ st.markdown(f"Model: **{spec.get('name') or spec['source']}** (change it on the 
             "Conv / Gemm / MatMul nodes of its ONNX graph; the drop is in percentage points of top-1 accuracy "
             "(or of agreement with FP32 without labels), positive = worse.")
 from benchmark import BenchmarkError  # noqa: E402
-from benchmark.compress.sensitivity import expected_data_note, search_isolated, sensitivity_isolated  # noqa: E402
+from benchmark.analysis import expected_data_note, search_isolated, sensitivity_isolated  # noqa: E402
 from benchmark.data import dataset_names  # noqa: E402
 
 choice = st.selectbox("Evaluation and calibration data", [OWN_DATA, *dataset_names()],

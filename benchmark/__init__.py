@@ -12,6 +12,10 @@ from .errors import (
 from .models import LoadedModel, Variant, describe_io, load_model
 from .inspection import inspect_isolated, model_info
 
+# The built-in architectures and samples register themselves when their package is imported (the
+# registries never import it), so `sample:NAME` resolves in every process that imports Slimbench.
+import sample_models  # noqa: E402,F401  (after the registries above exist)
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -62,7 +62,8 @@ def _cmd_samples(args) -> int:
 
 
 def _cmd_env(args) -> int:
-    from .measure.environment import backend_status, collect_environment
+    from .backends import backend_status
+    from .measure.environment import collect_environment
 
     env = collect_environment()
     status = backend_status()

@@ -52,3 +52,15 @@ class UnsafeArchiveError(DataError):
 
 class ResourceError(BenchmarkError):
     """Not enough memory or disk space for a step; the message names what is needed and what is free."""
+
+
+def one_line(exc: BaseException, limit: int = 300, *, typed: bool = False) -> str:
+    """The first non-empty line of ``exc``'s message, cut to ``limit`` characters.
+
+    An empty message gives the exception's class name. ``typed`` puts the class name first
+    (``"ValueError: bad shape"``), for errors whose class says something the message does not.
+    """
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:limit]
+    if typed:
+        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return first or type(exc).__name__

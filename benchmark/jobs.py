@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import BenchmarkError, ConfigError, StoreError
+from .errors import BenchmarkError, ConfigError, StoreError, one_line
+from .processes import kill_tree, oom_kill_count, process_alive, process_start_time, signal_name
 
 PLUGINS_ENV = "SLIMBENCH_PLUGINS"
 
-Emit = Callable[[dict], None]
 EventCallback = Callable[[dict], None]
 
 
@@ -205,7 +205,7 @@ def _child_entry(conn, target: str, payload: Any, plugins: list[str], log_path: 
         if log_file:
             print(tb, file=sys.stderr, flush=True)
         send({"type": "error", "error_type": type(exc).__name__,
-              "message": f"internal error: {type(exc).__name__}: {exc}".splitlines()[0], "traceback": tb})
+              "message": f"internal error: {one_line(exc, typed=True)}", "traceback": tb})
     finally:
         conn.close()
     # Skip interpreter finalisation (seconds with torch/onnxruntime loaded): the job is done and
@@ -263,40 +263,6 @@ def _start_quiet_resource_tracker() -> None:
             sys.warnoptions.remove(flag)
 
 
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def _oom_kill_count() -> int | None:
-    """The cgroup's OOM-kill counter (v2 memory.events or v1 memory.oom_control), if readable."""
-    candidates = []
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            parts = line.split(":", 2)
-            if len(parts) != 3:
-                continue
-            _, controllers, rel = parts
-            rel = rel.lstrip("/")
-            if controllers == "":
-                candidates.append(Path("/sys/fs/cgroup") / rel / "memory.events")
-            if "memory" in controllers.split(","):
-                candidates.append(Path("/sys/fs/cgroup/memory") / rel / "memory.oom_control")
-    except OSError:
-        return None
-    for path in candidates:
-        try:
-            for line in path.read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def _last_log_line(path: Path | None) -> str | None:
     if not path:
         return None
@@ -309,22 +275,6 @@ def _last_log_line(path: Path | None) -> str | None:
     except OSError:
         return None
     return lines[-1][:300] if lines else None
-
-
-def _kill_tree(proc) -> None:
-    """SIGKILL the child and anything it started."""
-    import psutil
-
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        kids = []
-    for kid in kids:
-        with contextlib.suppress(psutil.Error):
-            kid.kill()
-    if proc.is_alive():
-        proc.kill()
-    proc.join(10)
 
 
 STARTING = "starting the job process"  # the step a child is in until it reports that it has started
@@ -355,8 +305,6 @@ def run_isolated(
     """
     import multiprocessing as mp
 
-    import psutil
-
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     log_path = Path(log_path) if log_path else None
@@ -366,128 +314,157 @@ def run_isolated(
         name=f"slimbench-job-{target.rpartition(':')[2]}",
         daemon=False,
     )
-    oom_before = _oom_kill_count()
-    started = time.monotonic()
-    step_started = started
-    last_step: str | None = STARTING
-    outcome: JobOutcome | None = None
-    peak_rss = 0.0
-    events: list[dict] = []
-    killed_by_us: str | None = None
-    last_tick = last_cancel_check = last_rss = 0.0
+    watch = _ChildWatch(proc, recv, on_event=on_event, timeout_s=timeout_s, cancel_check=cancel_check,
+                        on_tick=on_tick)
     _start_quiet_resource_tracker()
     with _plain_main():
         proc.start()
     send.close()
-    ps_proc = None
-    with contextlib.suppress(psutil.Error):
-        ps_proc = psutil.Process(proc.pid)
-    child_gone = False
     try:
-        while True:
-            try:
-                # Once the child has exited, drain what it sent before exiting without waiting.
-                ready = recv.poll(0 if child_gone else poll_s)
-            except (EOFError, OSError):
-                ready = False
-            if ready:
-                try:
-                    msg = json.loads(recv.recv_bytes())
-                except (EOFError, OSError):  # the child closed its end (exited or died)
-                    proc.join(1.0)
-                    if proc.exitcode is not None:
-                        break
-                    msg = None
-                if msg is not None:
-                    kind = msg.get("type")
-                    if kind == "return":
-                        outcome = JobOutcome(True, value=msg.get("value"))
-                    elif kind == "error":
-                        outcome = JobOutcome(False, error=msg.get("message"), error_type=msg.get("error_type"),
-                                             traceback=msg.get("traceback"))
-                    elif kind == "started":
-                        step_started = time.monotonic()
-                        last_step = None
-                    else:
-                        if kind == "step":
-                            step_started = time.monotonic()
-                            last_step = msg.get("message") or last_step
-                        events.append(msg)
-                        if on_event:
-                            on_event(msg)
-            if outcome is not None:
-                break
-            if not ready:
-                if child_gone:
-                    break
-                if not proc.is_alive():
-                    # The child may have sent its result and exited between the poll above and
-                    # this check: poll once more before concluding that it said nothing.
-                    child_gone = True
-                    continue
-            now = time.monotonic()
-            if ps_proc is not None and now - last_rss > 0.25:
-                last_rss = now
-                with contextlib.suppress(psutil.Error):
-                    peak_rss = max(peak_rss, ps_proc.memory_info().rss / 2**20)
-            if timeout_s and now - step_started > timeout_s:
-                killed_by_us = "timeout"
-                _kill_tree(proc)
-                break
-            if cancel_check and now - last_cancel_check > 0.5:
-                last_cancel_check = now
-                if cancel_check():
-                    killed_by_us = "cancelled"
-                    _kill_tree(proc)
-                    break
-            if on_tick and now - last_tick > 1.0:
-                last_tick = now
-                on_tick()
+        watch.wait(poll_s)
     except BaseException:
-        _kill_tree(proc)
+        kill_tree(proc)
         raise
     finally:
         recv.close()
     proc.join(30)
     if proc.is_alive():
-        _kill_tree(proc)
-    wall = time.monotonic() - started
-    exitcode = proc.exitcode
-    if outcome is None:
-        if killed_by_us == "timeout":
-            where = f" while {last_step}" if last_step else ""
-            outcome = JobOutcome(False, error=f"timed out after {timeout_s:g} s{where}", error_type="timeout")
-        elif killed_by_us == "cancelled":
-            outcome = JobOutcome(False, error="cancelled", error_type="cancelled")
-        elif exitcode is not None and exitcode < 0:
+        kill_tree(proc)
+    outcome = watch.outcome or watch.failure(log_path)
+    outcome.exitcode = proc.exitcode
+    outcome.log_path = log_path
+    outcome.peak_rss_mb = round(watch.peak_rss, 1) if watch.peak_rss else None
+    outcome.last_step = watch.last_step
+    outcome.wall_s = time.monotonic() - watch.started
+    outcome.events = watch.events
+    return outcome
+
+
+class _ChildWatch:
+    """The parent's side of one running child: its messages, its step clock, its memory, and the
+    timeout / cancel / heartbeat checks between messages."""
+
+    def __init__(self, proc, recv, *, on_event: EventCallback | None, timeout_s: float | None,
+                 cancel_check: Callable[[], bool] | None, on_tick: Callable[[], None] | None):
+        self.proc, self.recv = proc, recv
+        self.on_event, self.timeout_s, self.cancel_check, self.on_tick = on_event, timeout_s, cancel_check, on_tick
+        self.oom_before = oom_kill_count()
+        self.started = self.step_started = time.monotonic()
+        self.last_step: str | None = STARTING
+        self.outcome: JobOutcome | None = None
+        self.killed_by_us: str | None = None  # "timeout" or "cancelled"
+        self.peak_rss = 0.0
+        self.events: list[dict] = []
+        self._last_tick = self._last_cancel_check = self._last_rss = 0.0
+        self._ps_proc = None
+
+    def wait(self, poll_s: float) -> None:
+        """Until the child returns, fails, dies, times out or is cancelled."""
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            self._ps_proc = psutil.Process(self.proc.pid)
+        child_gone = False
+        while True:
+            try:
+                # Once the child has exited, drain what it sent before exiting without waiting.
+                ready = self.recv.poll(0 if child_gone else poll_s)
+            except (EOFError, OSError):
+                ready = False
+            if ready:
+                try:
+                    msg = json.loads(self.recv.recv_bytes())
+                except (EOFError, OSError):  # the child closed its end (exited or died)
+                    self.proc.join(1.0)
+                    if self.proc.exitcode is not None:
+                        return
+                    msg = None
+                if msg is not None:
+                    self._receive(msg)
+            if self.outcome is not None:
+                return
+            if not ready:
+                if child_gone:
+                    return
+                if not self.proc.is_alive():
+                    # The child may have sent its result and exited between the poll above and
+                    # this check: poll once more before concluding that it said nothing.
+                    child_gone = True
+                    continue
+            if self._stopped_by_checks():
+                return
+
+    def _receive(self, msg: dict) -> None:
+        kind = msg.get("type")
+        if kind == "return":
+            self.outcome = JobOutcome(True, value=msg.get("value"))
+        elif kind == "error":
+            self.outcome = JobOutcome(False, error=msg.get("message"), error_type=msg.get("error_type"),
+                                      traceback=msg.get("traceback"))
+        elif kind == "started":
+            self.step_started = time.monotonic()
+            self.last_step = None
+        else:
+            if kind == "step":
+                self.step_started = time.monotonic()
+                self.last_step = msg.get("message") or self.last_step
+            self.events.append(msg)
+            if self.on_event:
+                self.on_event(msg)
+
+    def _stopped_by_checks(self) -> bool:
+        """Sample the child's RSS, apply the step timeout and the cancel check, send heartbeats;
+        True when the child was killed."""
+        import psutil
+
+        now = time.monotonic()
+        if self._ps_proc is not None and now - self._last_rss > 0.25:
+            self._last_rss = now
+            with contextlib.suppress(psutil.Error):
+                self.peak_rss = max(self.peak_rss, self._ps_proc.memory_info().rss / 2**20)
+        if self.timeout_s and now - self.step_started > self.timeout_s:
+            self.killed_by_us = "timeout"
+        elif self.cancel_check and now - self._last_cancel_check > 0.5:
+            self._last_cancel_check = now
+            if self.cancel_check():
+                self.killed_by_us = "cancelled"
+        if self.killed_by_us:
+            kill_tree(self.proc)
+            return True
+        if self.on_tick and now - self._last_tick > 1.0:
+            self._last_tick = now
+            self.on_tick()
+        return False
+
+    def failure(self, log_path: Path | None) -> JobOutcome:
+        """The outcome of a child that sent no result: timed out, cancelled, killed by a signal
+        (out of memory named as such) or exited without a word."""
+        if self.killed_by_us == "timeout":
+            where = f" while {self.last_step}" if self.last_step else ""
+            return JobOutcome(False, error=f"timed out after {self.timeout_s:g} s{where}", error_type="timeout")
+        if self.killed_by_us == "cancelled":
+            return JobOutcome(False, error="cancelled", error_type="cancelled")
+        exitcode = self.proc.exitcode
+        if exitcode is not None and exitcode < 0:
             signum = -exitcode
-            name = signal_name(signum)
             if signum == signal.SIGKILL:
-                oom_after = _oom_kill_count()
-                if oom_before is not None and oom_after is not None and oom_after > oom_before:
+                oom_after = oom_kill_count()
+                if self.oom_before is not None and oom_after is not None and oom_after > self.oom_before:
                     error = "out of memory (killed by SIGKILL)"
                 else:
                     error = "killed by signal 9 (SIGKILL), most likely out of memory"
-                if peak_rss:
-                    error += f"; job memory reached {peak_rss:.0f} MB"
+                if self.peak_rss:
+                    error += f"; job memory reached {self.peak_rss:.0f} MB"
             else:
-                error = f"killed by signal {signum} ({name})"
-            if last_step:
-                error += f" while {last_step}"
-            outcome = JobOutcome(False, error=error, error_type="signal")
-        else:
-            tail = _last_log_line(log_path)
-            error = f"job process exited with code {exitcode} without a result"
-            if tail:
-                error += f"; last output: {tail}"
-            outcome = JobOutcome(False, error=error, error_type="exit")
-    outcome.exitcode = exitcode
-    outcome.log_path = log_path
-    outcome.peak_rss_mb = round(peak_rss, 1) if peak_rss else None
-    outcome.last_step = last_step
-    outcome.wall_s = wall
-    outcome.events = events
-    return outcome
+                error = f"killed by signal {signum} ({signal_name(signum)})"
+            if self.last_step:
+                error += f" while {self.last_step}"
+            return JobOutcome(False, error=error, error_type="signal")
+        tail = _last_log_line(log_path)
+        error = f"job process exited with code {exitcode} without a result"
+        if tail:
+            error += f"; last output: {tail}"
+        return JobOutcome(False, error=error, error_type="exit")
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,7 +505,6 @@ class DeviceQueue:
 
     def entries(self) -> list[QueueEntry]:
         """Live tickets, oldest first (tickets of dead processes are removed)."""
-        from .store import _process_alive
 
         out = []
         for path in sorted(self.dir.glob("*.json")):
@@ -536,7 +512,7 @@ class DeviceQueue:
                 data = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if not _process_alive(data.get("pid"), data.get("pid_started")):
+            if not process_alive(data.get("pid"), data.get("pid_started")):
                 with contextlib.suppress(OSError):
                     path.unlink()
                 continue
@@ -549,8 +525,6 @@ class DeviceQueue:
         return sum(1 for e in self.entries() if e.ticket < ticket)
 
     def _take_ticket(self, sweep_id, db, label) -> Path:
-        from .store import process_start_time
-
         name = f"{time.time_ns():020d}-{os.getpid():07d}-{uuid.uuid4().hex[:8]}"
         data = {"pid": os.getpid(), "pid_started": process_start_time(), "sweep_id": sweep_id,
                 "db": str(db) if db else None, "label": label, "created": time.time()}

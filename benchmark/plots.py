@@ -605,7 +605,7 @@ def sensitivity_figure(frame: pd.DataFrame | list[dict], value: str | None = Non
     """Per-layer sensitivity as horizontal bars, most sensitive at the top.
 
     ``value`` is the column to plot (default: the first of :data:`SENSITIVITY_VALUES` present),
-    plotted as is; for :func:`benchmark.compress.sensitivity.layer_sensitivity` tables that is
+    plotted as is; for :func:`benchmark.analysis.layer_sensitivity` tables that is
     ``delta``, the metric drop in percentage points when only that layer is compressed
     (positive = worse). Hover shows the layer's operator and MACs share when present.
     """

@@ -1,7 +1,7 @@
 """A tiny name -> object registry, one per extension axis (formats, datasets, compressions, backends)."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from .errors import ConfigError
 
@@ -27,9 +27,6 @@ class Registry(Generic[T]):
         if obj is None:
             return _add
         return _add(obj)
-
-    def unregister(self, name: str) -> None:
-        self._items.pop(name, None)
 
     def get(self, name: str) -> T:
         try:
@@ -58,5 +55,3 @@ def one_of(kind: str, value: str, allowed) -> str:
         raise ConfigError(f"{kind} must be one of {', '.join(map(str, allowed))}; got {value!r}")
     return value
 
-
-Factory = Callable[..., object]

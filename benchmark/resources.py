@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ResourceError
+from .errors import ConfigError, ResourceError, one_line
 
 MEMORY_LIMIT_ENV = "SLIMBENCH_MEMORY_LIMIT_MB"
 MIN_FREE_ENV = "SLIMBENCH_MIN_FREE_MB"
@@ -193,7 +193,7 @@ def _torch_profile(model) -> ActivationProfile:
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
 
-    from .measure.flops import _as_torch_inputs
+    from .measure.flops.torch_counter import as_torch_inputs
 
     def nbytes(t) -> int:
         return int(t.numel()) * int(t.element_size()) if isinstance(t, torch.Tensor) else 0
@@ -226,30 +226,29 @@ def _torch_profile(model) -> ActivationProfile:
     module = model.torch_module
     try:
         feeds = model.example_inputs(1)
-        args, kwargs = _as_torch_inputs(module, tuple(feeds[s.name] for s in model.inputs))
+        args, kwargs = as_torch_inputs(module, tuple(feeds[s.name] for s in model.inputs))
         mode = _Largest(list(args) + list(kwargs.values()))
         with torch.no_grad(), mode:
             out = module(*args, **kwargs)
         outputs = sum(nbytes(t) for t in tree_flatten(out)[0])
     except Exception as exc:  # the model's own code may raise anything; the estimate then says it lacks this term
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         return ActivationProfile(None, None, f"activation memory not estimated: the batch-1 probe raised "
-                                             f"{type(exc).__name__} ({first})")
+                                             f"{type(exc).__name__} ({one_line(exc, 200)})")
     return ActivationProfile(max(mode.largest, outputs), outputs)
 
 
 def _onnx_profile(path: Path, specs) -> ActivationProfile:
     import onnx
 
-    from .measure.flops import _fix_input_dims, _structure_copy, _walk_graphs
+    from .onnx_graph import dims_only_copy, fix_input_dims, walk_graphs
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
-        _fix_input_dims(proto, {s.name: s.concrete(1) for s in specs}, [])
-        inferred = onnx.shape_inference.infer_shapes(_structure_copy(proto), check_type=False, strict_mode=False)
+        fix_input_dims(proto, {s.name: s.concrete(1) for s in specs}, [])
+        inferred = onnx.shape_inference.infer_shapes(dims_only_copy(proto), check_type=False, strict_mode=False)
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError, OSError, ConfigError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        return ActivationProfile(None, None, f"activation memory not estimated: ONNX shape inference failed ({first})")
+        return ActivationProfile(None, None, "activation memory not estimated: ONNX shape inference failed "
+                                             f"({one_line(exc, 200)})")
 
     def size(vi) -> int | None:
         tt = vi.type.tensor_type
@@ -266,7 +265,7 @@ def _onnx_profile(path: Path, specs) -> ActivationProfile:
             return n * 4
 
     largest = 0
-    for graph, _ in _walk_graphs(inferred.graph):
+    for graph, _ in walk_graphs(inferred.graph):
         for vi in list(graph.value_info) + list(graph.output):
             largest = max(largest, size(vi) or 0)
     outs = [size(vi) for vi in inferred.graph.output]
@@ -282,11 +281,11 @@ def _onnx_profile(path: Path, specs) -> ActivationProfile:
 # --------------------------------------------------------------------------------------------
 def model_file_bytes(model) -> int:
     """Bytes of a loaded model's file (plus ONNX external data); the module's tensors when it has no file."""
-    from .measure.memory import file_size_bytes, module_size_bytes
+    from .measure.memory import first_file_bytes, module_size_bytes
 
-    for p in (model.path, model.onnx_path):
-        if p and Path(p).is_file():
-            return file_size_bytes(p)
+    size = first_file_bytes((model.path, model.onnx_path))
+    if size is not None:
+        return size
     if model.torch_module is not None:
         return module_size_bytes(model.torch_module)
     return 0

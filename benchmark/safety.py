@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from .errors import ConfigError, DataError, ModelLoadError, UnsafeArchiveError
+from .onnx_graph import iter_tensors
 
 MAX_FILENAME_CHARS = 120
 _CHUNK = 1 << 20
@@ -263,37 +264,6 @@ def _move_into(staging: Path, dest_dir: Path) -> list[Path]:
     return out
 
 
-def _external_tensors(model):
-    """(tensor name, TensorProto) for every tensor with external data: initializers, sparse
-    initializers and Constant attributes, in all subgraphs."""
-    import onnx
-
-    def tensors_in_graph(graph):
-        for t in graph.initializer:
-            yield t
-        for st in graph.sparse_initializer:
-            yield st.values
-            yield st.indices
-        for node in graph.node:
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.TENSOR:
-                    yield a.t
-                elif a.type == onnx.AttributeProto.TENSORS:
-                    yield from a.tensors
-                elif a.type == onnx.AttributeProto.SPARSE_TENSOR:
-                    yield a.sparse_tensor.values
-                    yield a.sparse_tensor.indices
-                elif a.type == onnx.AttributeProto.GRAPH:
-                    yield from tensors_in_graph(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for g in a.graphs:
-                        yield from tensors_in_graph(g)
-
-    for t in tensors_in_graph(model.graph):
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            yield t
-
-
 def check_onnx_external_data(model_path: Path) -> list[Path]:
     """Check that every external-data ``location`` of the ONNX model stays inside its folder.
 
@@ -311,7 +281,8 @@ def check_onnx_external_data(model_path: Path) -> list[Path]:
         raise ModelLoadError(f"{model_path.name} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     folder = model_path.resolve().parent
     files: dict[Path, None] = {}
-    for t in _external_tensors(model):
+    external = (t for t in iter_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL)
+    for t in external:
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")
         where = f"tensor {t.name!r} of {model_path.name} stores its data at {location!r}"

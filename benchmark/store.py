@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import StoreError
+from .processes import process_alive, process_start_time
 from .results import FINISHED_STATUSES, RunResult, now_iso, results_to_frame
 
 #: Sweep statuses. ``cancelling`` is the cancel flag a runner checks; the runner then writes ``cancelled``.
@@ -115,33 +116,6 @@ class SweepRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def _process_alive(pid: int | None, started: float | None) -> bool:
-    """True if process ``pid`` exists, is not a zombie and (when known) started at ``started``."""
-    if not pid:
-        return False
-    import psutil
-
-    try:
-        proc = psutil.Process(int(pid))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        if started is not None and abs(proc.create_time() - float(started)) > 1.0:
-            return False  # the pid was reused by another process
-        return True
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-
-
-def process_start_time(pid: int | None = None) -> float | None:
-    """Creation time of process ``pid`` (default: this one), to recognise a reused pid later."""
-    import psutil
-
-    try:
-        return psutil.Process(pid or os.getpid()).create_time()
-    except psutil.Error:
-        return None
 
 
 class Store:
@@ -398,7 +372,7 @@ class Store:
         rec = self.get_sweep(sweep_id)
         if not rec.active:
             return rec.status
-        if rec.pid and rec.host == socket.gethostname() and not _process_alive(rec.pid, rec.pid_started):
+        if rec.pid and rec.host == socket.gethostname() and not process_alive(rec.pid, rec.pid_started):
             self.cancel_pending_runs(sweep_id)
             self.update_sweep_status(sweep_id, "cancelled", progress="cancelled")
             return "cancelled"
@@ -427,7 +401,7 @@ class Store:
         now = time.time()
         host = socket.gethostname()
         for rec in self.list_sweeps(statuses=ACTIVE_SWEEP_STATUSES):
-            dead = bool(rec.pid) and rec.host == host and not _process_alive(rec.pid, rec.pid_started)
+            dead = bool(rec.pid) and rec.host == host and not process_alive(rec.pid, rec.pid_started)
             stale = rec.heartbeat is None or now - float(rec.heartbeat) > stale_s
             if not (dead or stale):
                 continue

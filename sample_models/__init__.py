@@ -2,7 +2,8 @@
 
 Importing this package registers the architectures (``benchmark.models.archs.ARCHITECTURES``) and
 the samples (``benchmark.models.samples.SAMPLES``) without importing torch; the modules are built
-on demand. Weights (``<name>.pt``, state_dicts) and ``metrics.json`` (what
+on demand. ``benchmark/__init__.py`` imports it, so every process that imports Slimbench has
+them; the registries themselves never import this package. Weights (``<name>.pt``, state_dicts) and ``metrics.json`` (what
 ``python -m sample_models.train`` measured) live beside this file.
 """
 from __future__ import annotations

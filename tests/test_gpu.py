@@ -363,7 +363,7 @@ def test_torch_tensorrt_is_registered_and_says_why_it_cannot_run():
 
     from benchmark.backends import backend_names
     from benchmark.backends.torch_tensorrt import TorchTensorRTBackend
-    from benchmark.measure.environment import backend_status
+    from benchmark.backends import backend_status
 
     assert "torch-tensorrt" in backend_names()
     backend = get_backend("torch-tensorrt")

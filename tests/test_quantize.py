@@ -226,7 +226,7 @@ def test_int8_static_s8s8_format_is_recorded_and_used(cnn, ctx):
     inits = {i.name: i for i in model.graph.initializer}
     zps = [inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zps and set(zps) == {TensorProto.INT8}
-    implied = quantize._ranges_from_qdq(model)  # the fallback when ORT gives no calibration cache
+    implied = quantize.ranges_from_qdq(model)  # the fallback when ORT gives no calibration cache
     assert implied["tensors"] == len(zps) and implied["first"]["image"][1] == pytest.approx(1.0, abs=0.01)
 
 
@@ -500,6 +500,6 @@ def test_preprocess_keeps_ort_temp_files_out_of_the_working_dir(cnn, tmp_path, m
     monkeypatch.chdir(cwd)
     notes: list[str] = []
     # the exported graph as is (not constant-folded): ORT's symbolic shape inference gives up on it
-    out = quantize._preprocess(onnx_prep.load_model(cnn.onnx_path), work, notes)
+    out = quantize.preprocess(onnx_prep.load_model(cnn.onnx_path), work, notes)
     assert out.exists() and list(cwd.iterdir()) == []
     assert any("symbolic shape inference failed" in n for n in notes)

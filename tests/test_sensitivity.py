@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.compress.sensitivity import COLUMNS, accuracy_aware_search, layer_sensitivity
+from benchmark.analysis import COLUMNS, accuracy_aware_search, layer_sensitivity
 from benchmark.config import InputSpec
 from benchmark.data import get_dataset
 from benchmark.data.base import Dataset
@@ -228,7 +228,7 @@ def test_sensitivity_isolated_is_json_ready_and_holds_the_queue(model, npz_data)
     import json
     import os
 
-    from benchmark.compress.sensitivity import sensitivity_isolated
+    from benchmark.analysis import sensitivity_isolated
     from benchmark.jobs import queue_state
 
     events, queued = [], []
@@ -252,7 +252,7 @@ def test_sensitivity_isolated_is_json_ready_and_holds_the_queue(model, npz_data)
 
 
 def test_search_isolated_keeps_only_the_chosen_model(model, npz_data, tmp_path):
-    from benchmark.compress.sensitivity import search_isolated
+    from benchmark.analysis import search_isolated
 
     work = tmp_path / "search"
     res = search_isolated(str(model.onnx_path), budget_points=1.0, max_trials=5, data=str(npz_data), workdir=work)
@@ -266,7 +266,7 @@ def test_search_isolated_keeps_only_the_chosen_model(model, npz_data, tmp_path):
 
 
 def test_isolated_bad_input_and_crash_are_one_line_errors(model, tmp_path, monkeypatch):
-    from benchmark.compress.sensitivity import search_isolated, sensitivity_isolated
+    from benchmark.analysis import search_isolated, sensitivity_isolated
     from benchmark.errors import MeasurementError, ModelLoadError
     from benchmark.jobs import queue_state
 
@@ -277,7 +277,7 @@ def test_isolated_bad_input_and_crash_are_one_line_errors(model, tmp_path, monke
     with pytest.raises(ModelLoadError):
         sensitivity_isolated(str(tmp_path / "missing.onnx"))
     plugin = tmp_path / "segv_plugin.py"
-    plugin.write_text("import os, signal\nimport benchmark.compress.sensitivity as s\n"
+    plugin.write_text("import os, signal\nimport benchmark.analysis.sensitivity as s\n"
                       "s.layer_sensitivity = lambda *a, **k: os.kill(os.getpid(), signal.SIGSEGV)\n")
     monkeypatch.setenv("SLIMBENCH_PLUGINS", str(plugin))
     with pytest.raises(MeasurementError) as info:

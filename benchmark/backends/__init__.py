@@ -5,6 +5,8 @@ tensorrt: each backend imports its package inside its methods.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .base import BACKENDS, Backend, Session, SessionInfo, get_backend, register_backend
 from .onnxruntime import OnnxRuntimeBackend, OnnxRuntimeTensorRTBackend
 from .pytorch import PyTorchBackend
@@ -23,7 +25,24 @@ def backend_names() -> list[str]:
     return BACKENDS.names()
 
 
+def backend_status(devices: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """``{backend, device, available, reason}`` for every registered backend and device.
+
+    Reasons are short and self-contained ("TensorRT: package not installed", "CUDA: no GPU").
+    """
+    from ..config import DEVICES
+
+    rows = []
+    for name in BACKENDS.names():
+        backend = BACKENDS.get(name)
+        for device in devices or DEVICES:
+            ok, reason = backend.availability(device)
+            rows.append({"backend": name, "device": device, "available": bool(ok), "reason": "" if ok else reason})
+    return rows
+
+
 __all__ = [
     "BACKENDS", "Backend", "Session", "SessionInfo", "get_backend", "register_backend", "backend_names",
+    "backend_status",
     "PyTorchBackend", "OnnxRuntimeBackend", "OnnxRuntimeTensorRTBackend", "TensorRTBackend", "TorchTensorRTBackend",
 ]

@@ -46,9 +46,6 @@ class Session:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def run_timed_loop_hint(self) -> None:  # pragma: no cover - optional hook
-        """Optional: bind inputs once before a timed loop (IO binding on GPU)."""
-
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
         """Convert/copy ``feeds`` once (dtype, device, IO binding) for repeated ``run_bound`` calls."""
         self._bound_feeds = feeds

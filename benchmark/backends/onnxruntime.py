@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
+from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, runtime_failure
 
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disable")
@@ -85,7 +85,7 @@ def _provider_loads(provider: str) -> tuple[bool, str]:
     try:
         sess = ort.InferenceSession(_probe_model_bytes(), opts, providers=[provider, "CPUExecutionProvider"])
     except (RuntimeError, ValueError) as exc:
-        return False, f"onnxruntime: {provider} failed to start ({str(exc).splitlines()[0]})"
+        return False, f"onnxruntime: {provider} failed to start ({one_line(exc)})"
     if provider not in sess.get_providers():
         return False, (
             f"onnxruntime: {provider} did not load (CUDA/cuDNN libraries missing? "
@@ -137,7 +137,7 @@ def tensorrt_ep_options(precision: str, path: Path, options: dict[str, Any]) -> 
     cache_dir = options.get("trt_engine_cache_dir")
     engine_cache = bool(options.get("trt_engine_cache", True))
     if cache_dir is None and (engine_cache or options.get("trt_calibration_table")):
-        from ..measure.latency import data_dir
+        from ..paths import data_dir
 
         cache_dir = data_dir() / "ort-trt-cache"
     if cache_dir is not None:
@@ -273,7 +273,7 @@ class OnnxRuntimeBackend(Backend):
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             return False, "onnxruntime: this build has no CUDA provider (install onnxruntime-gpu)"
-        from ..measure.environment import cuda_device_status
+        from ..machine import cuda_device_status
 
         ok, reason = cuda_device_status()
         if not ok:
@@ -308,7 +308,7 @@ class OnnxRuntimeBackend(Backend):
                 "(benchmark.models.export) is not available"
             ) from exc
         if workdir is None:
-            from ..measure.latency import data_dir
+            from ..paths import data_dir
 
             workdir = data_dir() / "exports"
         return Path(ensure_onnx(variant, Path(workdir))), True
@@ -353,8 +353,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             sess = ort.InferenceSession(str(path), so, providers=providers_arg)
         except Exception as exc:  # ORT's pybind errors (Fail, InvalidGraph, ...) share no base class
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendUnavailableError(f"onnxruntime on {device} cannot load {path.name}: {first[:300]}") from None
+            raise BackendUnavailableError(f"onnxruntime on {device} cannot load {path.name}: {one_line(exc)}") from None
 
         used = list(sess.get_providers())
         warnings: list[str] = list(ep_warnings)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DataError, MeasurementError
+from ..errors import BackendUnavailableError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, runtime_failure
 
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16", "autocast-bf16", "autocast-fp16", "int8")
@@ -187,8 +187,7 @@ class TorchSession(Session):
                 out = self._forward(self._bound)
         except RuntimeError as exc:
             torch.cuda.synchronize()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.info.warnings.append(f"CUDA graph capture failed at batch {batch} ({first}); ran eager calls")
+            self.info.warnings.append(f"CUDA graph capture failed at batch {batch} ({one_line(exc)}); ran eager calls")
             return
         self._graph, self._graph_out = graph, out
         done = self.info.options.setdefault("cuda_graph_batches", [])
@@ -232,7 +231,7 @@ class PyTorchBackend(Backend):
         if importlib.util.find_spec("torch") is None:
             return False, "PyTorch: package not installed"
         if device == "cuda":
-            from ..measure.environment import cuda_device_status
+            from ..machine import cuda_device_status
 
             return cuda_device_status()
         return True, ""
@@ -246,7 +245,7 @@ class PyTorchBackend(Backend):
         if precision == "int8" and device != "cpu":
             return False, "quantized (int8) PyTorch modules run on CPU only"
         if device == "cuda" and precision in ("bf16", "autocast-bf16"):
-            from ..measure.environment import gpu_has_native_bf16
+            from ..machine import gpu_has_native_bf16
 
             if not gpu_has_native_bf16():
                 return False, "this GPU has no native bfloat16 (compute capability below 8.0)"

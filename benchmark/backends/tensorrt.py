@@ -55,9 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
+from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, feeds_batch
-from . import trt_engine as te
+from . import trt_build, trt_engine as te
 
 OPTION_NAMES = ("batch_sizes", "opt_batch", "engine_cache", "engine_cache_dir", "workspace_mb",
                 "int8_fp16_fallback", "calib_data", "calib_batch_size")
@@ -96,7 +96,7 @@ def _import_check() -> tuple[bool, str]:
     try:
         import tensorrt  # noqa: F401
     except (ImportError, OSError) as exc:
-        return False, f"TensorRT: the package is installed but does not import ({str(exc).splitlines()[0]})"
+        return False, f"TensorRT: the package is installed but does not import ({one_line(exc)})"
     return True, ""
 
 
@@ -140,8 +140,8 @@ class _EngineFactory:
         self.calib_batches = calib_batches
         self.trt_version = trt_version
         self.model_sha256 = te.file_sha256(onnx_path)
-        self.gpu_name, self.compute_capability = te.gpu_identity(0)
-        self.logger = te.make_logger(trt)
+        self.gpu_name, self.compute_capability = trt_build.gpu_identity(0)
+        self.logger = trt_build.make_logger(trt)
         self.runtime = trt.Runtime(self.logger)
         self.calib_sha256 = calib_sha256
         self.build_time_s = 0.0
@@ -161,7 +161,7 @@ class _EngineFactory:
         if self.cache is not None:
             root = self.cache.root
         else:  # never beside the model: that folder may be the user's, or read-only
-            from ..measure.latency import data_dir
+            from ..paths import data_dir
 
             root = data_dir() / "trt-engines"
         return te.EngineCache(root).calibration_path(key)
@@ -173,7 +173,7 @@ class _EngineFactory:
         key = te.engine_cache_key(self.model_sha256, self.precision, profile, self.gpu_name,
                                   self.compute_capability, self.trt_version, self._extra())
         record: dict[str, Any] = {"batch_sizes": sorted({int(b) for b in batch_sizes}),
-                                  "profile": te._jsonable_profile(profile), "key": key}
+                                  "profile": te.jsonable_profile(profile), "key": key}
         engine = None
         if self.cache is not None:
             cached, notes = self.cache.load(key, fields)
@@ -190,7 +190,7 @@ class _EngineFactory:
                                   calibration=cached.sidecar.get("calibration"))
         if engine is None:
             calib_path = self._calib_cache_path() if self.precision == "int8" else None
-            blob, info = te.build_serialized_engine(
+            blob, info = trt_build.build_serialized_engine(
                 self.onnx_path, self.precision, profile, calib_batches=self.calib_batches,
                 calib_cache_path=calib_path, workspace_bytes=self.workspace_bytes,
                 int8_fp16_fallback=self.int8_fp16_fallback)
@@ -220,7 +220,7 @@ class _EngineFactory:
         inputs, outputs = [], []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
-            dtype = te.torch_dtype_of(engine.get_tensor_dtype(name))
+            dtype = trt_build.torch_dtype_of(engine.get_tensor_dtype(name))
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 inputs.append((name, dtype))
             else:
@@ -401,7 +401,7 @@ class TensorRTBackend(Backend):
     def availability_impl(self, device: str) -> tuple[bool, str]:
         if importlib.util.find_spec("tensorrt") is None:
             return False, "TensorRT: package not installed"
-        from ..measure.environment import cuda_device_status
+        from ..machine import cuda_device_status
 
         ok, reason = cuda_device_status()
         if not ok:
@@ -443,7 +443,7 @@ class TensorRTBackend(Backend):
         from ..models.export import ensure_onnx
 
         if workdir is None:
-            from ..measure.latency import data_dir
+            from ..paths import data_dir
 
             workdir = data_dir() / "exports"
         if plan.source == "fp32-graph":
@@ -479,7 +479,7 @@ class TensorRTBackend(Backend):
 
     def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
         check_options(options)
-        te.require_cuda_tensors()
+        trt_build.require_cuda_tensors()
         plan = self.plan(variant)
         batch_sizes = options.get("batch_sizes")
         opt_batch = options.get("opt_batch")
@@ -489,7 +489,7 @@ class TensorRTBackend(Backend):
         if bool(options.get("engine_cache", True)):
             cache_dir = options.get("engine_cache_dir")
             if cache_dir is None:
-                from ..measure.latency import data_dir
+                from ..paths import data_dir
 
                 cache_dir = data_dir() / "trt-engines"
             cache = te.EngineCache(Path(cache_dir))

@@ -47,7 +47,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import BackendUnavailableError, ConfigError, one_line
 from .base import Backend, Session, SessionInfo, feeds_batch
 from .pytorch import TorchSession, disable_tf32
 
@@ -102,7 +102,7 @@ def _import_check() -> tuple[bool, str]:
     try:
         import torch_tensorrt  # noqa: F401
     except (ImportError, OSError, RuntimeError) as exc:
-        return False, f"torch-tensorrt is installed but does not import ({str(exc).splitlines()[0]})"
+        return False, f"torch-tensorrt is installed but does not import ({one_line(exc)})"
     return True, ""
 
 
@@ -158,9 +158,8 @@ class TorchTensorRTSession(TorchSession):
         try:
             module = torch_tensorrt.compile(self.source, ir="dynamo", inputs=inputs, **kwargs)
         except Exception as exc:  # torch-tensorrt raises many types; one line names the batch and the cause
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendUnavailableError(f"torch-tensorrt could not compile the model for batch <= {batch}: "
-                                          f"{first[:300]}") from exc
+                                          f"{one_line(exc)}") from exc
         seconds = time.perf_counter() - t0
         self.compiled[batch] = (module, seconds)
         self.info.options["compiled"].append({"max_batch": batch, "compile_time_s": round(seconds, 3)})
@@ -206,7 +205,7 @@ class TorchTensorRTBackend(Backend):
     def availability_impl(self, device: str) -> tuple[bool, str]:
         if importlib.util.find_spec("torch_tensorrt") is None:
             return False, f"torch-tensorrt: package not installed ({INSTALL_HINT})"
-        from ..measure.environment import cuda_device_status
+        from ..machine import cuda_device_status
 
         ok, reason = cuda_device_status()
         if not ok:
@@ -223,7 +222,7 @@ class TorchTensorRTBackend(Backend):
         _, _, reason = compile_settings(variant.torch_precision, _compile_params())
         if reason:
             return False, reason
-        from ..measure.environment import gpu_has_native_bf16
+        from ..machine import gpu_has_native_bf16
 
         if variant.torch_precision.endswith("bf16") and not gpu_has_native_bf16():
             return False, "this GPU has no native bfloat16 (compute capability below 8.0)"

@@ -12,9 +12,8 @@ Pure functions (no GPU, no TensorRT; tested on CPU):
 - :func:`ort_tensorrt_provider_options` / :func:`ort_cuda_provider_options` map Slimbench's
   precision and cache settings to ONNX Runtime's TensorRT / CUDA execution-provider options.
 
-GPU-only helpers (import ``tensorrt`` and ``torch`` inside): :func:`gpu_identity`,
-:func:`trt_version`, :func:`make_entropy_calibrator` (``trt.IInt8EntropyCalibrator2`` fed from
-device buffers held as torch CUDA tensors) and :func:`build_serialized_engine`.
+:func:`trt_version` reads the installed TensorRT version from package metadata. Building engines
+(GPU only: the builder, the entropy calibrator, the logger) is in :mod:`benchmark.backends.trt_build`.
 
 Conventions:
 
@@ -52,7 +51,6 @@ import json
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,7 +58,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError
+from ..data.base import fixed_batch
+from ..errors import ConfigError, DataError
+from ..machine import package_version
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ class EnginePlan:
         return self.precision is not None
 
 
-def _major(version: str | None) -> int | None:
+def major_version(version: str | None) -> int | None:
+    """The leading number of a version string (``"10.3.0"`` -> 10); None when there is none."""
     if not version:
         return None
     m = re.match(r"(\d+)", str(version))
@@ -116,7 +117,7 @@ def _has_fp32_graph(variant) -> bool:
 
 def strongly_typed_only(trt_version: str | None) -> bool:
     """True for TensorRT >= 11, which has no precision builder flags and no INT8 calibrators."""
-    major = _major(trt_version)
+    major = major_version(trt_version)
     return major is not None and major >= 11
 
 
@@ -159,7 +160,7 @@ def plan_engine(variant, trt_version: str | None = None, gpu_bf16: bool | None =
                                       f"{trt_p.upper()} needs {needs}; install tensorrt 10.x "
                                       "(pip install 'slimbench[tensorrt]') for TensorRT's own conversion"))
     if trt_p == "bf16":
-        major = _major(trt_version)
+        major = major_version(trt_version)
         if major is None or major < 9:
             return EnginePlan(None, note=f"BF16 engines need TensorRT >= 9 (installed: {trt_version or 'unknown'})")
         if gpu_bf16 is False:
@@ -230,7 +231,8 @@ def profile_covers(profile: dict[str, tuple[Shape, Shape, Shape]], shapes: dict[
     return bad
 
 
-def _jsonable_profile(profile: dict[str, tuple[Shape, Shape, Shape]]) -> dict[str, list[list[int]]]:
+def jsonable_profile(profile: dict[str, tuple[Shape, Shape, Shape]]) -> dict[str, list[list[int]]]:
+    """A profile as sorted JSON-ready lists (what sidecars and cache keys record)."""
     return {k: [list(map(int, s)) for s in v] for k, v in sorted(profile.items())}
 
 
@@ -250,7 +252,7 @@ def calibration_batches(dataset, input_specs: Sequence, batch_size: int = DEFAUL
     """
     if int(batch_size) < 1:
         raise ConfigError(f"calibration batch size must be >= 1; got {batch_size}")
-    if any(dataset.feed_axis.get(k, False) for k in dataset.arrays):
+    if dataset.per_feed:
         raise DataError(
             f"dataset {dataset.name!r} holds whole feeds (no batch axis); TensorRT INT8 calibration needs "
             "arrays whose first axis is the batch")
@@ -259,21 +261,15 @@ def calibration_batches(dataset, input_specs: Sequence, batch_size: int = DEFAUL
         raise DataError(
             f"calibration dataset {dataset.name!r} has no array for input(s) {', '.join(missing)}; it holds "
             f"{', '.join(dataset.arrays)}")
-    n = len(dataset) if not max_samples else min(len(dataset), int(max_samples))
-    fixed = [int(s.shape[0]) for s in input_specs if s.shape and isinstance(s.shape[0], int)]
-    bs = fixed[0] if fixed else min(int(batch_size), n)
-    if n < bs:
+    data = dataset.subset(max_samples)
+    fixed = fixed_batch(input_specs)
+    batches = data.feed_batches(batch_size, fixed, names=[spec.name for spec in input_specs], equal=True)
+    if not batches:
         raise DataError(
-            f"calibration dataset {dataset.name!r} has {n} samples; the model's fixed batch size is {bs}")
-    out = []
-    for start in range(0, n - bs + 1, bs):
-        feeds = {}
-        for spec in input_specs:
-            arr = np.asarray(dataset.arrays[spec.name][start:start + bs])
-            dtype = np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype)
-            feeds[spec.name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
-        out.append(feeds)
-    return out
+            f"calibration dataset {dataset.name!r} has {len(data)} samples; the model's fixed batch size is {fixed}")
+    dtypes = {spec.name: np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype) for spec in input_specs}
+    return [{name: np.ascontiguousarray(arr.astype(dtypes[name], copy=False)) for name, arr in feeds.items()}
+            for feeds in batches]
 
 
 def batches_sha256(batches: Sequence[dict[str, np.ndarray]]) -> str:
@@ -294,14 +290,14 @@ def batches_sha256(batches: Sequence[dict[str, np.ndarray]]) -> str:
 def file_sha256(onnx_path: str | os.PathLike) -> str:
     """sha256 of an ONNX file's bytes followed by each external data file it references
     (sorted by relative name; the name is hashed too)."""
-    from ..measure.memory import onnx_external_files
+    from ..onnx_graph import external_data_files
 
     path = Path(onnx_path)
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    for ext in sorted(onnx_external_files(path), key=lambda p: p.name):
+    for ext in sorted(external_data_files(path), key=lambda p: p.name):
         h.update(f"\0external:{ext.relative_to(path.parent).as_posix()}\0".encode())
         with ext.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -317,7 +313,7 @@ def engine_key_fields(model_sha256: str, precision: str, profile: dict, gpu_name
     return {
         "model_sha256": str(model_sha256),
         "precision": precision,
-        "profile": _jsonable_profile(profile),
+        "profile": jsonable_profile(profile),
         "gpu_name": str(gpu_name),
         "compute_capability": str(compute_capability),
         "trt_version": str(trt_version),
@@ -347,7 +343,8 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -420,7 +417,7 @@ class EngineCache:
         """Write ``blob`` and its sidecar (``fields_`` + ``info`` + size, sha256, time) atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
         engine = self.engine_path(key)
-        _atomic_write(engine, bytes(blob))
+        atomic_write(engine, bytes(blob))
         meta = {
             "sidecar_version": SIDECAR_VERSION,
             "key": key,
@@ -430,7 +427,7 @@ class EngineCache:
             "engine_sha256": _sha256_bytes(bytes(blob)),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        _atomic_write(self.sidecar_path(key), json.dumps(meta, indent=2, sort_keys=True).encode())
+        atomic_write(self.sidecar_path(key), json.dumps(meta, indent=2, sort_keys=True).encode())
         return engine
 
     def discard(self, key: str) -> None:
@@ -521,253 +518,9 @@ def ort_cuda_provider_options(device_id: int = 0) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU-only helpers (TensorRT and a CUDA build of torch)
+# The installed TensorRT
 
 
 def trt_version() -> str | None:
     """The installed TensorRT version (from package metadata; the package is not imported)."""
-    from ..measure.environment import package_version
-
     return package_version("tensorrt")
-
-
-def gpu_identity(device_index: int = 0) -> tuple[str, str]:
-    """``(GPU name, "major.minor" compute capability)`` of a CUDA device, from torch."""
-    import torch
-
-    props = torch.cuda.get_device_properties(device_index)
-    return str(props.name), f"{props.major}.{props.minor}"
-
-
-def make_logger(trt, min_severity: str = "WARNING"):
-    """A ``trt.ILogger`` that keeps TensorRT's messages (for one-line error reports) and forwards
-    warnings and errors to Python logging."""
-
-    class _CaptureLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.messages: list[tuple[str, str]] = []
-
-        def log(self, severity, msg):
-            name = getattr(severity, "name", str(severity)).split(".")[-1]
-            if name not in ("INTERNAL_ERROR", "ERROR", "WARNING"):
-                return
-            self.messages.append((name, str(msg)))
-            if name in ("INTERNAL_ERROR", "ERROR"):
-                log.error("TensorRT: %s", msg)
-            elif name == "WARNING" and min_severity in ("WARNING", "INFO", "VERBOSE"):
-                log.warning("TensorRT: %s", msg)
-
-        def errors(self) -> list[str]:
-            return [m for s, m in self.messages if s in ("INTERNAL_ERROR", "ERROR")]
-
-    return _CaptureLogger()
-
-
-def make_entropy_calibrator(trt, batches: Sequence[dict[str, np.ndarray]], cache_path: str | os.PathLike):
-    """A ``trt.IInt8EntropyCalibrator2`` that feeds ``batches`` (see :func:`calibration_batches`)
-    through device buffers held as torch CUDA tensors, and reads/writes its calibration cache at
-    ``cache_path``."""
-    import torch
-
-    if not batches:
-        raise DataError("INT8 calibration needs at least one batch of data")
-    first = batches[0]
-    batch_size = int(next(iter(first.values())).shape[0]) if first else 1
-
-    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = list(batches)
-            self.index = 0
-            self.cache_path = Path(cache_path)
-            self.device = {name: torch.empty(arr.shape, dtype=torch.from_numpy(arr[:0]).dtype, device="cuda")
-                           for name, arr in first.items()}
-            self.used_cache = False
-
-        def get_batch_size(self):
-            return batch_size
-
-        def get_batch(self, names, *args):
-            if self.index >= len(self.batches):
-                return None
-            feeds = self.batches[self.index]
-            self.index += 1
-            ptrs = []
-            for name in names:
-                if name not in self.device:
-                    raise DataError(f"INT8 calibration: the network asks for input {name!r}; the data holds "
-                                    f"{', '.join(self.device)}")
-                self.device[name].copy_(torch.from_numpy(feeds[name]))
-                ptrs.append(int(self.device[name].data_ptr()))
-            torch.cuda.synchronize()
-            return ptrs
-
-        def read_calibration_cache(self, *args):
-            if self.cache_path.is_file():
-                self.used_cache = True
-                return self.cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache):
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.cache_path, bytes(cache))
-
-    return _EntropyCalibrator()
-
-
-def _parser_error(err) -> str:
-    desc = err.desc() if hasattr(err, "desc") else str(err)
-    node = err.node() if hasattr(err, "node") else -1
-    return f"node {node}: {desc}" if isinstance(node, int) and node >= 0 else str(desc)
-
-
-def _network_flags(trt) -> int:
-    major = _major(getattr(trt, "__version__", None)) or 10
-    if major >= 10:
-        return 0  # explicit batch is the only mode in TensorRT 10
-    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-
-
-def build_serialized_engine(onnx_path: str | os.PathLike, precision: str,
-                            profile: dict[str, tuple[Shape, Shape, Shape]], *,
-                            calib_batches: Sequence[dict[str, np.ndarray]] | None = None,
-                            calib_cache_path: str | os.PathLike | None = None,
-                            workspace_bytes: int | None = None, int8_fp16_fallback: bool = True
-                            ) -> tuple[bytes, dict[str, Any]]:
-    """Parse ``onnx_path`` and build a serialized engine; returns ``(engine bytes, build info)``.
-
-    Build info: ``build_time_s`` (parse + calibration + build, wall clock), ``builder_flags``,
-    ``profile`` (the shapes set), ``calibration`` (batches, batch size, cache reused or written),
-    ``output_names`` and TensorRT's warnings. Raises ``BackendUnavailableError`` with TensorRT's
-    first errors when parsing or building fails.
-    """
-    import tensorrt as trt
-
-    if precision not in TRT_PRECISIONS:
-        raise ConfigError(f"TensorRT precision must be one of {', '.join(TRT_PRECISIONS)}; got {precision!r}")
-    path = Path(onnx_path)
-    t0 = time.perf_counter()
-    logger = make_logger(trt)
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(path)):
-        errs = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BackendUnavailableError(
-            f"tensorrt: the ONNX parser rejected {path.name}: {'; '.join(errs[:3]) or 'no error message'}")
-    config = builder.create_builder_config()
-    if workspace_bytes:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-
-    set_shapes: dict[str, list[list[int]]] = {}
-    opt_profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        dims = tuple(tensor.shape)
-        if all(d >= 0 for d in dims):
-            continue
-        if tensor.name not in profile:
-            raise ConfigError(
-                f"tensorrt: network input {tensor.name!r} has dynamic shape {dims} and no profile; the profile "
-                f"covers {', '.join(profile) or 'no input'}")
-        lo, opt, hi = profile[tensor.name]
-        if len(lo) != len(dims) or any(d >= 0 and d != x for d, x in zip(dims, lo)):
-            raise ConfigError(
-                f"tensorrt: profile shape {lo} of input {tensor.name!r} does not fit the network's {dims}")
-        opt_profile.set_shape(tensor.name, lo, opt, hi)
-        set_shapes[tensor.name] = [list(lo), list(opt), list(hi)]
-    if set_shapes:
-        config.add_optimization_profile(opt_profile)
-
-    flags = []
-    warnings_: list[str] = []
-    if strongly_typed_only(getattr(trt, "__version__", None)):
-        if precision not in ("fp32", "fp16"):
-            raise BackendUnavailableError(
-                f"tensorrt: TensorRT {trt.__version__} builds only strongly typed networks; a {precision} engine "
-                "needs a graph typed in that precision (see plan_engine)")
-        # The ONNX file's types decide (an FP16 variant's file has FP16 nodes): no flag to set.
-        flags.append("STRONGLY_TYPED")
-    elif precision == "fp16" or (precision == "int8" and int8_fp16_fallback):
-        if not getattr(builder, "platform_has_fast_fp16", True):
-            warnings_.append("this GPU has no fast FP16; TensorRT may keep layers in FP32")
-        config.set_flag(trt.BuilderFlag.FP16)
-        flags.append("FP16")
-    if precision == "bf16":
-        config.set_flag(trt.BuilderFlag.BF16)
-        flags.append("BF16")
-    tf32 = getattr(trt.BuilderFlag, "TF32", None)
-    if precision == "fp32" and tf32 is not None:
-        config.clear_flag(tf32)  # fp32 means IEEE FP32 on every backend (TensorRT enables TF32 by default)
-        flags.append("no TF32")
-    calibration: dict[str, Any] | None = None
-    calibrator = None
-    if precision == "int8":
-        if not calib_batches:
-            raise DataError("TensorRT INT8 needs calibration data (none given)")
-        if calib_cache_path is None:
-            raise ConfigError("TensorRT INT8 needs a calibration cache path")
-        names = [network.get_input(i).name for i in range(network.num_inputs)]
-        missing = [n for n in names if n not in calib_batches[0]]
-        if missing:  # checked here: TensorRT swallows exceptions raised inside the calibrator
-            raise DataError(f"INT8 calibration data has no array for input(s) {', '.join(missing)}; "
-                            f"it holds {', '.join(calib_batches[0])}")
-        config.set_flag(trt.BuilderFlag.INT8)
-        flags.append("INT8")
-        calibrator = make_entropy_calibrator(trt, calib_batches, calib_cache_path)
-        config.int8_calibrator = calibrator
-        if set_shapes:
-            # Calibration runs at one fixed shape: the calibration batch (kOPT of this profile).
-            cal_profile = builder.create_optimization_profile()
-            for name in set_shapes:
-                shape = tuple(calib_batches[0][name].shape) if name in calib_batches[0] else None
-                if shape is None:
-                    raise DataError(f"calibration data has no array for input {name!r}")
-                cal_profile.set_shape(name, shape, shape, shape)
-            config.set_calibration_profile(cal_profile)
-        calibration = {"calibrator": "IInt8EntropyCalibrator2", "batches": len(calib_batches),
-                       "batch_size": int(next(iter(calib_batches[0].values())).shape[0]),
-                       "cache": str(calib_cache_path)}
-    blob = builder.build_serialized_network(network, config)
-    build_time = time.perf_counter() - t0
-    if blob is None:
-        errs = logger.errors()
-        raise BackendUnavailableError(
-            f"tensorrt: building the {precision} engine for {path.name} failed: "
-            f"{'; '.join(errs[:3]) or 'TensorRT gave no error message'}")
-    if calibrator is not None and calibration is not None:
-        calibration["cache_reused"] = bool(calibrator.used_cache)
-    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
-    trt_warnings = [m for s, m in logger.messages if s == "WARNING"]
-    info = {
-        "build_time_s": round(build_time, 3),
-        "builder_flags": flags,
-        "profile": set_shapes,
-        "calibration": calibration,
-        "output_names": outputs,
-        "workspace_bytes": workspace_bytes,
-        "trt_warnings": trt_warnings[:20],
-        "warnings": warnings_,
-    }
-    return bytes(blob), info
-
-
-def require_cuda_tensors() -> None:
-    """Raise ``BackendUnavailableError`` unless torch has a usable CUDA device."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError("tensorrt: torch has no CUDA device for the engine's buffers")
-
-
-def torch_dtype_of(trt_dtype):
-    """The torch dtype of a TensorRT ``DataType`` (by name: FLOAT, HALF, BF16, INT8, INT32, INT64, BOOL, UINT8)."""
-    import torch
-
-    name = getattr(trt_dtype, "name", str(trt_dtype)).split(".")[-1]
-    table = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
-             "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool, "UINT8": torch.uint8}
-    if name not in table:
-        raise MeasurementError(f"tensorrt: I/O tensors of type {name} are not supported; known: {', '.join(table)}")
-    return table[name]

@@ -24,7 +24,7 @@ import math
 from typing import Any
 
 from ..config import CompressionConfig
-from ..errors import CompressionError, ConfigError
+from ..errors import CompressionError, ConfigError, one_line
 from ..models.base import CompressionRecord, Variant
 from .base import CompressContext, register_compression
 from .prune import count_params, eager_module, example_args, macs_or_none, new_variant
@@ -190,7 +190,7 @@ def lowrank(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> V
         with torch.no_grad():
             module(*args)
     except RuntimeError as exc:
-        raise CompressionError(f"the factorized model no longer runs: {str(exc).splitlines()[0][:200]}") from None
+        raise CompressionError(f"the factorized model no longer runs: {one_line(exc, 200)}") from None
     params_after = count_params(module)
     macs_after = macs_or_none(module, args, notes) if stats["layers"] else macs_before
     details = {

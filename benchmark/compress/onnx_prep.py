@@ -14,23 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CompressionError
+from ..errors import CompressionError, one_line
+from ..onnx_graph import copy_model, node_subgraphs, walk_graphs
 
 #: Minimum opset for per-channel QDQ (``axis`` on QuantizeLinear/DequantizeLinear).
 PER_CHANNEL_MIN_OPSET = 13
-#: Ops that carry subgraphs (their bodies stay float when quantizing).
-CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
 #: Protobuf's hard limit; larger models are written with external data.
 _PROTO_LIMIT_BYTES = 2_000_000_000
-
-
-def copy_model(model):
-    """A deep copy of a ``ModelProto``."""
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def load_model(path: str | Path):
@@ -132,33 +122,17 @@ def upgrade_opset(model, target: int = PER_CHANNEL_MIN_OPSET) -> tuple[Any, str 
         upgraded = version_converter.convert_version(model, target)
         onnx.checker.check_model(upgraded)
     except (RuntimeError, ValueError, IndexError, onnx.checker.ValidationError) as exc:
-        return model, f"onnx.version_converter could not upgrade opset {current} -> {target}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return model, f"onnx.version_converter could not upgrade opset {current} -> {target}: {one_line(exc)}"
     return upgraded, None
 
 
 def subgraph_report(model) -> dict[str, Any]:
     """Count control-flow nodes (If/Loop/Scan) at the top level and the nodes inside their bodies."""
-    from onnx import helper
-
     counts: dict[str, int] = {}
-    inner = 0
-
-    def _walk(graph, depth: int) -> None:
-        nonlocal inner
-        for node in graph.node:
-            if depth > 0:
-                inner += 1
-            bodies = []
-            for attr in node.attribute:
-                sub = helper.get_attribute_value(attr)
-                bodies.extend(g for g in (sub if isinstance(sub, list) else [sub])
-                              if hasattr(g, "node") and hasattr(g, "initializer"))
-            if bodies and depth == 0:
-                counts[node.op_type] = counts.get(node.op_type, 0) + 1
-            for g in bodies:
-                _walk(g, depth + 1)
-
-    _walk(model.graph, 0)
+    for node in model.graph.node:
+        if node_subgraphs(node):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    inner = sum(len(graph.node) for graph, parent in walk_graphs(model.graph) if parent is not None)
     return {"control_flow_nodes": counts, "nodes_inside_subgraphs": inner}
 
 
@@ -172,8 +146,7 @@ def check_model(model_or_path, what: str = "model") -> None:
         else:
             onnx.checker.check_model(model_or_path)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompressionError(f"{what} fails onnx.checker: {first}") from exc
+        raise CompressionError(f"{what} fails onnx.checker: {one_line(exc)}") from exc
 
 
 def op_counts(model) -> dict[str, int]:
@@ -202,8 +175,7 @@ def optimize_graph(model) -> tuple[Any, str | None]:
         out = oso.optimize(copy_model(model))
         onnx.checker.check_model(out)
     except Exception as exc:  # the optimizer raises many types; the unoptimized model is used and the reason recorded
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return model, f"constant folding with onnxscript failed ({first[:200]}); quantizing the graph as it is"
+        return model, f"constant folding with onnxscript failed ({one_line(exc, 200)}); quantizing the graph as it is"
     return out, None
 
 

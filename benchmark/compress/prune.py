@@ -26,7 +26,7 @@ import warnings
 from typing import Any
 
 from ..config import CompressionConfig
-from ..errors import CompressionError, ConfigError
+from ..errors import CompressionError, ConfigError, one_line
 from ..models.base import CompressionRecord, LoadedModel, Variant
 from ..registry import one_of
 from .base import CompressContext, register_compression
@@ -112,7 +112,7 @@ def count_macs(module, args) -> int:
     try:
         return int(count_torch(module, tuple(args), batch_size=len(args[0]) if args else 1).macs)
     except (BenchmarkError, RuntimeError, ValueError, TypeError) as exc:
-        raise CompressionError(f"could not count MACs of the model: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        raise CompressionError(f"could not count MACs of the model: {one_line(exc, 200, typed=True)}") from None
 
 
 def weight_layers(module) -> list[tuple[str, Any]]:
@@ -380,11 +380,11 @@ def prune_structured_module(
                     if not _runs_like(pruned, args, shapes_before):
                         broken = root
                         break
-            tracer_warnings.update(str(w.message).splitlines()[0][:200] for w in wlist)
+            tracer_warnings.update(one_line(w.message, 200) for w in wlist)
         except (RuntimeError, ValueError, AssertionError, IndexError, TypeError, KeyError) as exc:
             raise CompressionError(
                 f"structured pruning failed while building or applying the dependency graph: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; try unstructured pruning or low-rank"
+                f"{one_line(exc, 200, typed=True)}; try unstructured pruning or low-rank"
             ) from None
         if broken is None:
             break

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from .base import Dataset
+from .base import Dataset, fixed_batch
 from .builtin import CALIB_SAMPLES, DATASETS, SPLITS
 from .npz import LABELS, MAX_NPZ_BYTES, check_arrays, load_npz, random_dataset
 
@@ -106,7 +106,7 @@ def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = 
 
 
 __all__ = [
-    "Dataset", "DATASETS", "SPLITS", "CALIB_SAMPLES", "LABELS", "MAX_NPZ_BYTES",
+    "Dataset", "DATASETS", "SPLITS", "fixed_batch", "CALIB_SAMPLES", "LABELS", "MAX_NPZ_BYTES",
     "dataset_names", "get_dataset", "load_npz", "check_arrays", "fit_to_inputs",
     "resolve_dataset", "random_dataset", "split_npz", "NPZ_CALIB_PERCENT", "NPZ_MIN_SPLIT_SAMPLES",
     "SAME_SAMPLES_WARNING",

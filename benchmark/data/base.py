@@ -1,4 +1,4 @@
-"""Datasets: named arrays, one per model input, plus optional labels."""
+"""Datasets: named arrays, one per model input, plus optional labels; and how they are cut into feeds."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,6 +43,11 @@ class Dataset:
     def has_labels(self) -> bool:
         return self.labels is not None
 
+    @property
+    def per_feed(self) -> bool:
+        """True when some array holds whole feeds (``feed_axis``), not samples along a batch axis."""
+        return any(self.feed_axis.get(k, False) for k in self.arrays)
+
     def subset(self, n: int | None, start: int = 0) -> "Dataset":
         """The first ``n`` samples from ``start`` (all if ``n`` is None or 0)."""
         end = len(self) if not n else min(len(self), start + n)
@@ -62,8 +67,7 @@ class Dataset:
         if batch_size < 1:
             raise DataError(f"batch size must be >= 1; got {batch_size}")
         n = len(self)
-        per_feed = any(self.feed_axis.get(k, False) for k in self.arrays)
-        step = 1 if per_feed else batch_size
+        step = 1 if self.per_feed else batch_size
         for i in range(0, n, step):
             if drop_last and i + step > n:
                 break
@@ -73,3 +77,27 @@ class Dataset:
             }
             labels = None if self.labels is None else self.labels[i:i + step]
             yield feeds, labels
+
+    def feed_batches(self, batch_size: int, fixed_batch: int | None = None, *, names=None,
+                     equal: bool = False) -> list[dict[str, np.ndarray]]:
+        """The feed dicts a calibrator (or an evaluation loop) runs, in order.
+
+        Batches hold ``fixed_batch`` samples when the model fixes its batch size (see
+        :func:`fixed_batch`), else ``min(batch_size, len(self))``. An incomplete last batch is
+        dropped when the batch is fixed, or when ``equal`` asks for one shape throughout (TensorRT
+        calibrates with one). ``names`` keeps only those arrays (all when None). Empty when not
+        one batch fits; per-feed arrays give one feed each, as :meth:`batches` does.
+        """
+        size = fixed_batch if fixed_batch is not None else max(1, min(int(batch_size), len(self)))
+        keep = None if names is None else set(names)
+        return [{k: v for k, v in feeds.items() if keep is None or k in keep}
+                for feeds, _ in self.batches(size, drop_last=fixed_batch is not None or equal)]
+
+
+def fixed_batch(specs) -> int | None:
+    """The batch size a model's inputs fix: dim 0 of the first input spec whose dim 0 is a number
+    (``InputSpec("x", (4, 16))`` -> 4); None when every batch axis is dynamic."""
+    for spec in specs:
+        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0:
+            return int(spec.shape[0])
+    return None

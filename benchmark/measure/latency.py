@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import ConfigError, MeasurementError
+from ..paths import locks_dir
 
 Progress = Callable[[str, "float | None"], None]  # (message, fraction in [0, 1] or None)
 
@@ -110,22 +111,15 @@ def summarize(samples_ms: Sequence[float], total_s: float = 0.0, started_at: str
 
 
 # --- device lock ----------------------------------------------------------------------------------
-def data_dir() -> Path:
-    """Slimbench's data folder (see :func:`benchmark.paths.data_dir`)."""
-    from ..paths import data_dir as _data_dir
-
-    return _data_dir()
-
-
 _thread_locks: dict[str, threading.RLock] = {}
 _file_locks: dict[str, Any] = {}
 _registry_lock = threading.Lock()
 
 
 def lock_path(device: str) -> Path:
-    """The lock file of ``device`` (``cuda:0`` -> ``cuda_0.lock``) under ``data_dir()/locks``."""
+    """The lock file of ``device`` (``cuda:0`` -> ``cuda_0.lock``) in :func:`benchmark.paths.locks_dir`."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", device) or "device"
-    return data_dir() / "locks" / f"{safe}.lock"
+    return locks_dir() / f"{safe}.lock"
 
 
 @contextmanager

@@ -4,27 +4,24 @@ Conventions:
 
 - ``peak_rss_mb``: the peak resident set size of the current process in MiB (2**20 bytes): on
   Linux ``VmHWM``, which ``reset_peak_rss`` restarts so that several runs in one child process
-  each get their own peak; elsewhere ``getrusage`` ``ru_maxrss`` (process-wide). ``run_in_child``
-  runs a function in a spawned child and returns its peak RSS, the RSS when the function started
-  (imports, interpreter) and the GPU peak.
+  each get their own peak; elsewhere ``getrusage`` ``ru_maxrss`` (process-wide).
 - ``gpu_peak_mb``: ``torch.cuda.max_memory_allocated`` since the last ``reset_gpu_peak`` in MiB
   (memory allocated through PyTorch's caching allocator; ONNX Runtime/TensorRT allocations are
   not seen by it). None without CUDA.
 - ``file_size_bytes``: bytes on disk of a model file, including the external data files an ONNX
-  model references (``.onnx.data``); for a folder, the sum of its files.
+  model references (``.onnx.data``); for a folder, the sum of its files. ``first_file_bytes``:
+  the same for the first of a model's files that exists.
 - ``module_size_bytes``: bytes of a PyTorch module's parameters and buffers (its in-memory weights).
 """
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
 import resource
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 from ..errors import MeasurementError
+from ..onnx_graph import external_data_files
 
 _MIB = 2**20
 
@@ -57,13 +54,6 @@ def peak_rss_mb() -> float:
     return peak / _MIB if sys.platform == "darwin" else peak / 1024.0
 
 
-def current_rss_mb() -> float:
-    """Current RSS of this process, in MiB."""
-    import psutil
-
-    return psutil.Process().memory_info().rss / _MIB
-
-
 def _cuda_ready() -> bool:
     if importlib.util.find_spec("torch") is None:
         return False
@@ -91,107 +81,6 @@ def gpu_peak_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / _MIB
 
 
-@dataclass
-class MemoryReport:
-    """Memory of one function call run in a fresh child process (MiB)."""
-
-    peak_rss_mb: float
-    rss_before_mb: float
-    gpu_peak_mb: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _child_main(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
-    """Child side of ``run_in_child``: run, then send ("ok", result, report) or ("error", exc, text)."""
-    import traceback
-
-    try:
-        before = current_rss_mb()
-        reset_gpu_peak()
-        result = fn(*args, **kwargs)
-        report = MemoryReport(peak_rss_mb=peak_rss_mb(), rss_before_mb=before, gpu_peak_mb=gpu_peak_mb())
-        conn.send(("ok", result, report))
-    except BaseException as exc:  # forwarded to the parent, which re-raises it
-        text = traceback.format_exc()
-        try:
-            conn.send(("error", exc, text))
-        except (TypeError, AttributeError, ValueError):  # exception not picklable
-            conn.send(("error", None, text))
-    finally:
-        conn.close()
-
-
-def run_in_child(fn: Callable, *args, timeout_s: float | None = None, **kwargs) -> tuple[Any, MemoryReport]:
-    """Run ``fn(*args, **kwargs)`` in a spawned child process; return its result and memory.
-
-    ``fn`` must be importable (a module-level function) and its arguments and result picklable.
-    An exception in the child is raised here; a crash or timeout raises ``MeasurementError``.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(child, fn, args, kwargs), daemon=True)
-    proc.start()
-    child.close()
-    name = getattr(fn, "__name__", repr(fn))
-    try:
-        if not parent.poll(timeout_s):
-            proc.kill()
-            raise MeasurementError(f"{name} did not finish within {timeout_s} s in the child process")
-        try:
-            status, payload, extra = parent.recv()
-        except EOFError:
-            proc.join(5)
-            raise MeasurementError(
-                f"the child process running {name} died (exit code {proc.exitcode}; out of memory or a crash)"
-            ) from None
-    finally:
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-        parent.close()
-    if status == "ok":
-        return payload, extra
-    if isinstance(payload, BaseException):
-        raise payload
-    raise MeasurementError(f"{name} failed in the child process: {extra.strip().splitlines()[-1]}")
-
-
-def onnx_external_files(path: str | Path) -> list[Path]:
-    """External data files an ONNX model references (existing ones, relative to its folder)."""
-    import onnx
-
-    path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
-    files: list[Path] = []
-    seen: set[str] = set()
-    for tensor in _all_tensors(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        for entry in tensor.external_data:
-            if entry.key == "location" and entry.value not in seen:
-                seen.add(entry.value)
-                f = path.parent / entry.value
-                if f.is_file():
-                    files.append(f)
-    return files
-
-
-def _all_tensors(graph):
-    """Initializers and tensor attributes of ``graph`` and its subgraphs."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _all_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _all_tensors(sub)
-
-
 def file_size_bytes(path: str | Path) -> int:
     """Bytes on disk of a model: the file plus an ONNX model's external data files; a folder's files."""
     path = Path(path)
@@ -201,8 +90,17 @@ def file_size_bytes(path: str | Path) -> int:
         raise MeasurementError(f"cannot size {path}: no such file")
     size = path.stat().st_size
     if path.suffix.lower() == ".onnx":
-        size += sum(f.stat().st_size for f in onnx_external_files(path))
+        size += sum(f.stat().st_size for f in external_data_files(path))
     return size
+
+
+def first_file_bytes(paths) -> int | None:
+    """:func:`file_size_bytes` of the first of ``paths`` (None entries allowed) that is a file; None
+    when none is (the model then lives only in memory)."""
+    for p in paths:
+        if p and Path(p).is_file():
+            return file_size_bytes(p)
+    return None
 
 
 def module_size_bytes(module) -> int:

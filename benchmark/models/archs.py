@@ -1,4 +1,10 @@
-"""Built-in architectures: a state_dict for one of these can be loaded safely (weights_only=True)."""
+"""Architectures: a state_dict for one of these can be loaded safely (weights_only=True).
+
+This module is the registry only; it never imports what registers here. The built-in
+architectures come from the ``sample_models`` package, which ``benchmark/__init__.py`` imports,
+so they are registered in every process that imports Slimbench (child processes included).
+Plugins (``$SLIMBENCH_PLUGINS``) call :func:`register_arch` the same way.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,15 +34,8 @@ def register_arch(spec: ArchSpec) -> ArchSpec:
 
 
 def get_arch(name: str) -> ArchSpec:
-    _load_builtins()
     return ARCHITECTURES.get(name)
 
 
 def arch_names() -> list[str]:
-    _load_builtins()
     return ARCHITECTURES.names()
-
-
-def _load_builtins() -> None:
-    """Importing ``sample_models`` registers the built-in architectures and samples."""
-    import sample_models  # noqa: F401

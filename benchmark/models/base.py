@@ -39,12 +39,6 @@ class LoadedModel:
     num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def is_scripted(self) -> bool:
-        import torch
-
-        return isinstance(self.torch_module, torch.jit.ScriptModule)
-
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
             if spec.name == name:

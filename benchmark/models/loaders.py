@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import InputSpec, OutputSpec
-from ..errors import BenchmarkError, ConfigError, ModelLoadError, UnsafeModelError
+from ..errors import BenchmarkError, ConfigError, ModelLoadError, UnsafeModelError, one_line
 from ..registry import Registry
 from .base import LoadedModel
 
@@ -178,14 +178,14 @@ def load_onnx(path: Path) -> LoadedModel:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError / RuntimeError variants
-        raise ModelLoadError(f"{path.name}: expected an ONNX model but it cannot be parsed ({_first_line(exc)}); the file may be truncated or not ONNX") from None
+        raise ModelLoadError(f"{path.name}: expected an ONNX model but it cannot be parsed ({one_line(exc)}); the file may be truncated or not ONNX") from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{path.name}: expected an ONNX model but the file holds no graph (random bytes or truncated?)")
     check_onnx_external_data(path)
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx.checker.ValidationError and friends
-        raise ModelLoadError(f"{path.name}: ONNX checker rejected the model: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{path.name}: ONNX checker rejected the model: {one_line(exc)}") from None
     inputs, outputs = onnx_io_specs(proto)
     if not inputs:
         raise ModelLoadError(f"{path.name}: the ONNX graph has no inputs")
@@ -203,7 +203,7 @@ def load_torchscript(path: Path) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # RuntimeError from the C++ loader
-        raise ModelLoadError(f"{path.name}: expected a TorchScript archive but it cannot be loaded ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{path.name}: expected a TorchScript archive but it cannot be loaded ({one_line(exc)})") from None
     module.eval()
     names = []
     try:
@@ -252,7 +252,7 @@ def load_exported(path: Path) -> LoadedModel:
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:  # torch raises many kinds here (zip, json, version)
-        raise ModelLoadError(f"{path.name}: expected a torch.export program (.pt2) but it cannot be loaded ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{path.name}: expected a torch.export program (.pt2) but it cannot be loaded ({one_line(exc)})") from None
     inputs = _exported_specs(ep)
     module = ep.module()
     return LoadedModel(name=path.stem, format="exported", framework="torch", inputs=inputs, path=path, torch_module=module)
@@ -294,7 +294,7 @@ def load_state_dict_file(path: Path, arch: str | None = None, trust_pickle: bool
             ) from None
         obj = _load_trusted_pickle(path)
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"{path.name}: expected a PyTorch checkpoint but it cannot be read ({_first_line(exc)}); the file may be truncated") from None
+        raise ModelLoadError(f"{path.name}: expected a PyTorch checkpoint but it cannot be read ({one_line(exc)}); the file may be truncated") from None
     if isinstance(obj, torch.nn.Module):
         obj.eval()
         inputs = []
@@ -317,7 +317,7 @@ def load_state_dict_file(path: Path, arch: str | None = None, trust_pickle: bool
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelLoadError(f"{path.name}: weights do not fit architecture {arch!r}: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{path.name}: weights do not fit architecture {arch!r}: {one_line(exc)}") from None
     module.eval()
     return LoadedModel(
         name=path.stem, format="state_dict", framework="torch", inputs=list(spec.inputs), path=path,
@@ -332,7 +332,7 @@ def _load_trusted_pickle(path: Path):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # arbitrary code ran; report whatever it raised
-        raise ModelLoadError(f"{path.name}: trusted pickle failed to load ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{path.name}: trusted pickle failed to load ({one_line(exc)})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,17 +389,8 @@ def describe_io(model: LoadedModel) -> LoadedModel:
     except BenchmarkError as exc:
         model.notes.append(f"outputs unknown until input shapes are given: {exc}")
     except (RuntimeError, ValueError, TypeError) as exc:
-        model.notes.append(f"outputs unknown: a dry run with the declared inputs failed ({_first_line(exc)})")
+        model.notes.append(f"outputs unknown: a dry run with the declared inputs failed ({one_line(exc)})")
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            return line[:300]
-    return type(exc).__name__
 
 
 __all__ = ["load_model", "load_sample", "onnx_io_specs", "describe_io", "FORMAT_LOADERS", "SUPPORTED_EXTS"]

@@ -1,4 +1,8 @@
-"""Built-in sample models: trained weights that ship with Slimbench (see ``sample_models/``)."""
+"""Sample models: trained weights that ship with Slimbench (see ``sample_models/``).
+
+The registry only: the ``sample_models`` package registers the built-in samples when it is
+imported (``benchmark/__init__.py`` imports it), as :mod:`benchmark.models.archs` describes.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,14 +31,8 @@ def register_sample(spec: SampleSpec) -> SampleSpec:
 
 
 def get_sample(name: str) -> SampleSpec:
-    from .archs import _load_builtins
-
-    _load_builtins()
     return SAMPLES.get(name)
 
 
 def sample_names() -> list[str]:
-    from .archs import _load_builtins
-
-    _load_builtins()
     return SAMPLES.names()

@@ -1,0 +1,363 @@
+"""Counting an ONNX model from its graph (conventions in :mod:`benchmark.measure.flops`).
+
+Shapes come from ``onnx.shape_inference`` after the graph inputs get concrete dims, and from one
+ONNX Runtime run when inference leaves the inputs of a MAC-carrying node unknown. MACs come from
+:data:`MAC_HANDLERS`, a table of operator -> handler in the manner of fvcore's op handles: a
+handler gets the node and a lookup of its input shapes and returns the node's MACs (None when a
+shape it needs is unknown). Every other operator counts zero MACs; those that are not pure data
+movement (:data:`ZERO_COST_OPS`) are listed in ``unsupported_ops``. Control-flow subgraphs are
+not costed: their operators are listed as ``"<op> (inside If)"`` and a warning names the MAC
+operators they hold. Parameters and sparsity: :mod:`.onnx_weights`.
+"""
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from ...errors import ConfigError, ModelLoadError, one_line
+from ...onnx_graph import (
+    CONTROL_FLOW_OPS, attr, copy_model, cpu_session, dims_only_copy, fix_input_dims, node_subgraphs, op_name,
+    walk_graphs,
+)
+from .formulas import conv_macs, conv_output_spatial, conv_transpose_macs, einsum_macs, matmul_macs, prod
+from .onnx_weights import attribute_parameters, count_parameters
+from .report import FlopReport
+
+#: Operators that move or select data and do no arithmetic worth listing (fvcore ignores the
+#: same kinds of aten ops).
+ZERO_COST_OPS = {
+    "Constant", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Shape", "Size",
+    "Concat", "Split", "SplitToSequence", "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile",
+    "Cast", "CastLike", "ConstantOfShape", "Range", "Dropout", "Pad", "Relu", "Clip", "Max", "Min",
+    "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor", "Where",
+    "NonZero", "Floor", "Ceil", "ScatterND", "ScatterElements", "DepthToSpace", "SpaceToDepth",
+    "Optional", "OptionalGetElement", "OptionalHasElement", "SequenceConstruct", "SequenceAt", "EyeLike",
+}
+
+Shape = list  # a list of dims; an entry may be None (unknown)
+ShapeOf = Callable[[int], "Shape | None"]  # input index (-1: the first output) -> its shape, None when unknown
+Handler = Callable[[object, ShapeOf], "int | None"]  # (node, shape_of) -> MACs, None when shapes are unknown
+
+
+def _known(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+
+
+# --------------------------------------------------------------------------------------------
+# MAC handlers
+
+
+def _conv(data: int, weight: int) -> Handler:
+    """Conv-like op with its data and weight at these input positions; the output shape comes from
+    shape inference, else from the attributes (kernel, strides, dilations, pads, auto_pad)."""
+
+    def handle(node, shape_of: ShapeOf) -> int | None:
+        x, w = shape_of(data), shape_of(weight)
+        if not (_known(w) and len(w) >= 3):
+            return None
+        y = shape_of(-1)
+        if not _known(y):
+            if not _known(x):
+                return None
+            n_sp = len(x) - 2
+            auto_pad = attr(node, "auto_pad", b"NOTSET")
+            y = [x[0], w[0]] + conv_output_spatial(
+                x[2:], list(attr(node, "kernel_shape", w[2:])), list(attr(node, "strides", [1] * n_sp)),
+                list(attr(node, "dilations", [1] * n_sp)), list(attr(node, "pads", [0] * (2 * n_sp))),
+                auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad))
+        return conv_macs(y, w)
+
+    return handle
+
+
+def _conv_transpose(node, shape_of: ShapeOf) -> int | None:
+    x, w = shape_of(0), shape_of(1)
+    return conv_transpose_macs(x, w) if _known(x) and _known(w) else None
+
+
+def _gemm(a_index: int, b_index: int) -> Handler:
+    def handle(node, shape_of: ShapeOf) -> int | None:
+        a, b = shape_of(a_index), shape_of(b_index)
+        if not (_known(a) and _known(b)) or len(a) != 2 or len(b) != 2:
+            return None
+        m, k = (a[1], a[0]) if attr(node, "transA", 0) else (a[0], a[1])
+        n = b[0] if attr(node, "transB", 0) else b[1]
+        return m * k * n
+
+    return handle
+
+
+def _matmul(a_index: int, b_index: int) -> Handler:
+    def handle(node, shape_of: ShapeOf) -> int | None:
+        a, b = shape_of(a_index), shape_of(b_index)
+        return matmul_macs(a, b) if _known(a) and _known(b) else None
+
+    return handle
+
+
+def _fused_matmul(node, shape_of: ShapeOf) -> int | None:
+    """``com.microsoft.FusedMatMul``: a MatMul whose operands may be transposed first."""
+    a, b = shape_of(0), shape_of(1)
+    if not (_known(a) and _known(b)) or attr(node, "transBatchA", 0) or attr(node, "transBatchB", 0):
+        return None
+    if attr(node, "transA", 0) and len(a) >= 2:
+        a = a[:-2] + [a[-1], a[-2]]
+    if attr(node, "transB", 0) and len(b) >= 2:
+        b = b[:-2] + [b[-1], b[-2]]
+    return matmul_macs(a, b)
+
+
+def _matmul_nbits(node, shape_of: ShapeOf) -> int | None:
+    """``com.microsoft.MatMulNBits``: the packed weight's K x N come from the attributes."""
+    a = shape_of(0)
+    k, n = attr(node, "K"), attr(node, "N")
+    if not _known(a) or k is None or n is None:
+        return None
+    return prod(a[:-1]) * int(k) * int(n)
+
+
+def _einsum(node, shape_of: ShapeOf) -> int | None:
+    shapes = [shape_of(i) for i in range(len(node.input))]
+    if not all(_known(s) for s in shapes):
+        return None
+    eq = attr(node, "equation", b"")
+    return einsum_macs(eq.decode() if isinstance(eq, bytes) else str(eq), shapes)
+
+
+#: Operator (:func:`benchmark.onnx_graph.op_name`) -> MAC handler. Quantized forms take their data
+#: and weight from other input positions (QLinearConv: x at 0, w at 3).
+MAC_HANDLERS: dict[str, Handler] = {
+    "Conv": _conv(0, 1),
+    "ConvInteger": _conv(0, 1),
+    "QLinearConv": _conv(0, 3),
+    "com.microsoft.FusedConv": _conv(0, 1),
+    "ConvTranspose": _conv_transpose,
+    "Gemm": _gemm(0, 1),
+    "com.microsoft.QGemm": _gemm(0, 3),
+    "MatMul": _matmul(0, 1),
+    "MatMulInteger": _matmul(0, 1),
+    "QLinearMatMul": _matmul(0, 3),
+    "com.microsoft.MatMulIntegerToFloat": _matmul(0, 1),
+    "com.microsoft.DynamicQuantizeMatMul": _matmul(0, 1),
+    "com.microsoft.FusedMatMul": _fused_matmul,
+    "com.microsoft.MatMulNBits": _matmul_nbits,
+    "Einsum": _einsum,
+}
+
+
+def node_macs(node, shapes: dict) -> int | None:
+    """MACs of one MAC-family ``node`` from ``shapes`` (value name -> dims); None when unknown or
+    when the shapes are inconsistent."""
+
+    def shape_of(i: int):
+        if i < 0:
+            return shapes.get(node.output[0]) if node.output else None
+        return shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None
+
+    try:
+        return MAC_HANDLERS[op_name(node)](node, shape_of)
+    except ValueError:  # inconsistent shapes in the graph
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes
+
+
+def _shape_table(model) -> dict[str, list[int | None]]:
+    shapes: dict[str, list[int | None]] = {}
+
+    def from_vi(vi):
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            return None
+        return [d.dim_value if d.WhichOneof("value") == "dim_value" else None for d in tt.shape.dim]
+
+    for graph, _ in walk_graphs(model.graph):
+        for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+            s = from_vi(vi)
+            if s is not None and vi.name not in shapes:
+                shapes[vi.name] = s
+        for t in graph.initializer:
+            shapes[t.name] = list(t.dims)
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output:
+                for a in node.attribute:
+                    if a.name == "value":
+                        shapes[node.output[0]] = list(a.t.dims)
+    return shapes
+
+
+def _mac_shapes_missing(model, shapes) -> bool:
+    """True when a MAC-carrying node of the main graph has an input whose shape inference left unknown."""
+    for node in model.graph.node:
+        if op_name(node) in MAC_HANDLERS and any(n and not _known(shapes.get(n)) for n in node.input[:2]):
+            return True
+    return False
+
+
+def _probe_shapes_with_ort(model, base_dir: Path | None, report_warnings: list[str]) -> dict[str, list[int]]:
+    """Shapes of every main-graph value from one ONNX Runtime run on zero inputs of the fixed input shapes.
+
+    Used when static shape inference cannot resolve shapes computed at run time (``Shape`` ->
+    ``Concat`` -> ``Reshape`` chains of unoptimised exports). Needs concrete input dims.
+    """
+    import numpy as np
+    import onnx
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        report_warnings.append("onnxruntime is not installed: shapes left unknown by shape inference stay unknown")
+        return {}
+    init = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for inp in model.graph.input:
+        if inp.name in init:
+            continue
+        tt = inp.type.tensor_type
+        dims = [d.dim_value if d.WhichOneof("value") == "dim_value" else 0 for d in tt.shape.dim]
+        if any(d <= 0 for d in dims):
+            return {}
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        feeds[inp.name] = np.ones(dims, dtype=dtype) if "mask" in inp.name.lower() else np.zeros(dims, dtype=dtype)
+    probe = copy_model(model)
+    if base_dir is not None:
+        onnx.load_external_data_for_model(probe, str(base_dir))
+    known_outputs = {o.name for o in probe.graph.output}
+    names = [out for node in probe.graph.node for out in node.output if out and out not in known_outputs]
+    probe.graph.output.extend([onnx.ValueInfoProto(name=n) for n in names])
+    try:
+        sess = cpu_session(probe, threads=1, optimize=False)
+        values = sess.run(None, feeds)
+    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, RuntimeException)
+        report_warnings.append(f"shape probe with ONNX Runtime failed ({one_line(exc, 160)})")
+        return {}
+    out_names = [o.name for o in sess.get_outputs()]
+    report_warnings.append("shapes resolved by one ONNX Runtime run (static shape inference left some unknown)")
+    return {n: list(np.shape(v)) for n, v in zip(out_names, values)}
+
+
+def _infer_shapes(model, base_dir: Path | None, report_warnings: list[str]) -> dict[str, list[int | None]]:
+    """Value name -> dims: ONNX shape inference on a dims-only copy, then an ONNX Runtime probe when a
+    MAC-carrying node's inputs are still unknown."""
+    import onnx
+
+    structure = dims_only_copy(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(structure, check_type=False, strict_mode=False, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
+        report_warnings.append(f"ONNX shape inference failed ({one_line(exc, 200)}); "
+                               "only ops with declared shapes are costed")
+        inferred = structure
+    shapes = _shape_table(inferred)
+    if _mac_shapes_missing(model, shapes):
+        for name, shape in _probe_shapes_with_ort(model, base_dir, report_warnings).items():
+            if not _known(shapes.get(name)):
+                shapes[name] = shape
+    return shapes
+
+
+# --------------------------------------------------------------------------------------------
+# The count
+
+
+def _read(model_or_path):
+    """(a copy of the model to work on, folder of its external data, bytes on disk) from a path or a proto."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(model_or_path, (str, Path)):
+        path = Path(model_or_path)
+        if not path.is_file():
+            raise ModelLoadError(f"ONNX model {str(path)!r} does not exist or is not a file")
+        from ...safety import check_onnx_external_data
+
+        external = check_onnx_external_data(path)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except (DecodeError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path.name} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        return model, path.parent, path.stat().st_size + sum(p.stat().st_size for p in external)
+    if isinstance(model_or_path, onnx.ModelProto):
+        return copy_model(model_or_path), None, None
+    raise ConfigError(f"count_onnx needs a path or an onnx.ModelProto; got {type(model_or_path).__name__}")
+
+
+def _count_macs(model, shapes: dict, node_params: dict[int, int], report: FlopReport) -> None:
+    """MACs of the main graph's nodes into ``report`` (total, per operator, one row per node with MACs
+    or parameters); operators without MACs that are not data movement go to ``unsupported_ops``."""
+    unsupported: Counter = Counter()
+    uncosted = []
+    for idx, node in enumerate(model.graph.node):
+        op = op_name(node)
+        macs = 0
+        if op in MAC_HANDLERS:
+            got = node_macs(node, shapes)
+            if got is None:
+                unsupported[f"{op} (unknown shape)"] += 1
+                uncosted.append(node.name or (node.output[0] if node.output else op))
+            else:
+                macs = got
+                report.macs += macs
+                report.by_operator[op] = report.by_operator.get(op, 0) + macs
+        elif op not in ZERO_COST_OPS:
+            unsupported[op] += 1
+        params = node_params.get(idx, 0)
+        if macs or params:
+            report.by_module.append({"name": node.name or (node.output[0] if node.output else f"node{idx}"),
+                                     "op_type": op, "macs": int(macs), "params": int(params)})
+    report.unsupported_ops.update(unsupported)
+    if uncosted:
+        report.warnings.append(f"MACs of {len(uncosted)} node(s) not counted, their shapes are unknown: "
+                               + ", ".join(uncosted[:5]) + (" ..." if len(uncosted) > 5 else ""))
+
+
+def _note_control_flow(model, report: FlopReport) -> None:
+    """List the operators inside control-flow subgraphs as unsupported and say which MAC ops they hold."""
+    for node in model.graph.node:
+        op = op_name(node)
+        if op not in CONTROL_FLOW_OPS:
+            continue
+        inner: Counter = Counter()
+        for body in node_subgraphs(node):
+            for sub, _ in walk_graphs(body):
+                for n in sub.node:
+                    inner[op_name(n)] += 1
+        for inner_op, count in inner.items():
+            if inner_op not in ZERO_COST_OPS:
+                key = f"{inner_op} (inside {op})"
+                report.unsupported_ops[key] = report.unsupported_ops.get(key, 0) + count
+        mac_inner = {k: v for k, v in inner.items() if k in MAC_HANDLERS}
+        label = node.name or (node.output[0] if node.output else op)
+        detail = ", ".join(f"{v} {k}" for k, v in sorted(mac_inner.items())) or "no MAC ops"
+        report.warnings.append(f"{op} node {label!r} holds subgraph(s) with {detail}; control flow is not costed")
+
+
+def count_onnx(model_or_path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> FlopReport:
+    """Count an ONNX model from its graph (``onnx.shape_inference`` after fixing dynamic dims).
+
+    ``model_or_path``: a path (external data is read from the model's folder after
+    :func:`benchmark.safety.check_onnx_external_data`) or an ``onnx.ModelProto``.
+    ``input_shapes``: name -> concrete shape for the graph inputs; without it a dynamic dim 0
+    counts as 1 (with a warning). ``by_module`` has one row per node with MACs or parameters.
+    ``size_bytes`` is the file size plus its external-data files (None for an in-memory model).
+    """
+    model, base_dir, size_bytes = _read(model_or_path)
+    report_warnings: list[str] = []
+    batch = fix_input_dims(model, input_shapes, report_warnings)
+    shapes = _infer_shapes(model, base_dir, report_warnings)
+    params = count_parameters(model, base_dir)
+    report_warnings.extend(params.warnings)
+    node_params, unattributed = attribute_parameters(model, params.elements)
+    report = FlopReport(params=params.total, macs=0, flops=0, size_bytes=size_bytes,
+                        sparsity=(params.zeros / params.total if params.total else 0.0), counter="onnx-graph",
+                        batch_size=batch, warnings=report_warnings)
+    _count_macs(model, shapes, node_params, report)
+    if unattributed:
+        report.by_module.append({"name": "(subgraphs and unattributed weights)", "op_type": "-", "macs": 0,
+                                 "params": int(unattributed)})
+    _note_control_flow(model, report)
+    report.flops = 2 * report.macs
+    report.unsupported_ops = dict(sorted(report.unsupported_ops.items()))
+    return report
