@@ -561,3 +561,49 @@ def test_lowrank_keeps_the_full_rank_baseline():
     names = [c.name for c in cfg.compressions()]
     assert names[:2] == ["fp32", "int8-static[minmax]"]
     assert "fp32+lowrank0.5" in names and len(names) == 4
+
+
+def test_a_failed_session_close_is_noted_on_its_own_backends_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMBENCH_PLUGINS", PLUGIN)
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model="sample:digits-cnn", backends=("close-raise", "pytorch"), batch_sizes=(1,), **FAST)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    rows = {r.backend: r for r in store.get_results(sid)}
+    note = "closing the close-raise session failed: internal error: RuntimeError: test backend cannot close"
+    assert rows["close-raise"].status == rows["pytorch"].status == "ok", rows["close-raise"].error
+    assert note in rows["close-raise"].warnings
+    assert not any("closing" in w for w in rows["pytorch"].warnings)
+
+
+def test_each_run_evaluates_at_its_own_batch_after_the_shared_evaluation_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMBENCH_PLUGINS", PLUGIN)
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model="sample:digits-cnn", backends=("eval-fails-at-4",), batch_sizes=(1, 2, 4), **FAST)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    rows = {r.batch_size: r for r in store.get_results(sid)}
+    shared = "evaluation at batch 4 failed: test backend cannot evaluate a batch of 4"
+    for bs in (1, 2):  # each of these runs evaluated at its own batch size, not at the first success's
+        assert rows[bs].status == "ok", rows[bs].error
+        assert shared in rows[bs].warnings and f"evaluated a batch of {bs}" in rows[bs].warnings
+        assert rows[bs].accuracy["n"] == 32
+    assert "evaluated a batch of 1" not in rows[2].warnings
+    assert rows[4].status == "failed" and rows[4].error == "test backend cannot evaluate a batch of 4"
+
+
+@pytest.mark.parametrize("steps, applies", [
+    (dict(prune_ratio=0.5), True), (dict(lowrank_ratio=0.5), True), (dict(lowrank_energy=0.9), True),
+    (dict(), False), (dict(precision="int8-dynamic"), False),
+])
+def test_one_rule_says_whether_distillation_applies(steps, applies):
+    from benchmark.compress import plan_steps
+    from benchmark.config import CompressionConfig
+    from benchmark.sweep import Job, PlannedRun
+
+    def estimate(comp):
+        return estimate_duration_s([Job(comp, [PlannedRun(comp.name, "pytorch", 1)])])
+
+    with_distill, without = CompressionConfig(distill=True, **steps), CompressionConfig(**steps)
+    assert (estimate(with_distill) > estimate(without)) is applies  # the UI's estimate counts the training
+    assert ("distill" in plan_steps(with_distill)) is applies  # the step is built
+    assert with_distill.name.endswith("+distill") is applies  # and named
+    assert with_distill.distill_applies is applies and without.distill_applies is False
