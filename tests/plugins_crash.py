@@ -43,31 +43,6 @@ for _mode in ("segv", "hang", "raise"):
     register_backend(_cls(), replace=True)
 
 
-class _NotesBackend(Backend):
-    name = "notes"
-    devices = ("cpu",)
-
-    def availability_impl(self, device):
-        return True, ""
-
-    def prepare_impl(self, variant, device, threads, workdir, options=None):
-        from benchmark.backends import get_backend
-
-        session = get_backend("pytorch").prepare(variant, device, threads=threads)
-        session.info.backend = self.name
-        plain_bind = session.bind
-
-        def bind(feeds):
-            plain_bind(feeds)
-            session.info.warnings.append(f"bound batch {len(next(iter(feeds.values())))}")
-
-        session.bind = bind
-        return session
-
-
-register_backend(_NotesBackend(), replace=True)
-
-
 class _WrappedTorchBackend(Backend):
     """The real PyTorch backend under another name; ``wrap`` changes its session."""
 
@@ -86,6 +61,19 @@ class _WrappedTorchBackend(Backend):
 
     def wrap(self, session):
         raise NotImplementedError
+
+
+class _NotesBackend(_WrappedTorchBackend):
+    name = "notes"
+
+    def wrap(self, session):
+        plain_bind = session.bind
+
+        def bind(feeds):
+            plain_bind(feeds)
+            session.info.warnings.append(f"bound batch {len(next(iter(feeds.values())))}")
+
+        session.bind = bind
 
 
 class _CloseRaiseBackend(_WrappedTorchBackend):
@@ -119,6 +107,7 @@ class _EvalFailsAt4Backend(_WrappedTorchBackend):
         session.run = run
 
 
+register_backend(_NotesBackend(), replace=True)
 register_backend(_CloseRaiseBackend(), replace=True)
 register_backend(_EvalFailsAt4Backend(), replace=True)
 

@@ -212,12 +212,12 @@ def _rows(store, sid):
 
 def test_stored_samples_are_capped_evenly_in_time_order():
     from benchmark.results import MAX_STORED_SAMPLES
-    from benchmark.sweep import _stored_samples
+    from benchmark.sweep.rows import stored_samples
 
     few = [float(i) for i in range(50)]
-    assert _stored_samples(few) == few
+    assert stored_samples(few) == few
     many = [float(i) for i in range(10_000)]
-    kept = _stored_samples(many)
+    kept = stored_samples(many)
     assert len(kept) == MAX_STORED_SAMPLES == 2000
     assert kept[0] == 0.0 and kept[-1] == 9999.0 and kept == sorted(kept)
     gaps = {round(b - a) for a, b in zip(kept, kept[1:])}
@@ -240,19 +240,27 @@ def test_unapplied_steps_and_their_row_warnings():
     assert unapplied_steps(CompressionConfig(), []) == []  # the FP32 reference asks for nothing
 
 
-def test_gpu_peak_only_where_it_is_seen():
+def test_gpu_peak_only_where_it_is_seen(monkeypatch):
     from types import SimpleNamespace
 
-    from benchmark.sweep import _gpu_peak_for
+    from benchmark.backends.onnxruntime import OrtSession
+    from benchmark.backends.pytorch import TorchSession
+    from benchmark.backends.tensorrt import TrtSession
+    from benchmark.measure import memory
 
     def torch_peak():
         return 123.0
 
-    assert _gpu_peak_for("pytorch", SimpleNamespace(options={}), torch_peak) == 123.0
-    assert _gpu_peak_for("onnxruntime", SimpleNamespace(options={}), torch_peak) is None
-    trt = SimpleNamespace(options={"engine_device_memory_bytes": 3 * 2**20})
-    assert _gpu_peak_for("tensorrt", trt, torch_peak) == 3.0
-    assert _gpu_peak_for("tensorrt", SimpleNamespace(options={"engine_device_memory_bytes": None}), torch_peak) is None
+    monkeypatch.setattr(memory, "gpu_peak_mb", torch_peak)
+
+    def session(options):  # each backend's session answers from what it holds
+        return SimpleNamespace(info=SimpleNamespace(options=options))
+
+    assert TorchSession.gpu_peak_mb(session({})) == 123.0
+    assert OrtSession.gpu_peak_mb(session({})) is None
+    trt = session({"engine_device_memory_bytes": 3 * 2**20})
+    assert TrtSession.gpu_peak_mb(trt) == 3.0
+    assert TrtSession.gpu_peak_mb(session({"engine_device_memory_bytes": None})) is None
 
 
 def test_notes_a_session_adds_after_prepare_land_on_their_own_row(tmp_path, monkeypatch):
@@ -269,8 +277,12 @@ def test_notes_a_session_adds_after_prepare_land_on_their_own_row(tmp_path, monk
 def test_backend_options_and_row_extras():
     from types import SimpleNamespace
 
+    from benchmark.backends import get_backend
     from benchmark.measure.energy import EnergyReading
-    from benchmark.sweep import backend_options, row_extras
+    from benchmark.sweep import row_extras
+
+    def backend_options(name, device, settings):  # each backend maps the sweep's settings to its options
+        return get_backend(name).sweep_options(device, settings)
 
     assert backend_options("pytorch", "cuda", {"cuda_graph": True}) == {"cuda_graph": True}
     assert backend_options("pytorch", "cpu", {"cuda_graph": True}) is None
@@ -334,7 +346,8 @@ def test_cross_backend_check_tolerances():
 def test_fixed_batch_from_the_model_not_from_overrides(tmp_path):
     from benchmark.config import InputSpec
     from benchmark.models import load_model
-    from benchmark.sweep import _batch_skip_reason, _fixed_batch
+    from benchmark.sweep.gates import batch_skip_reason as _batch_skip_reason
+    from benchmark.sweep.local_helpers import fixed_batch as _fixed_batch
 
     fixed = load_model(_mlp(tmp_path / "fixed.onnx", 1))
     assert _fixed_batch(fixed, set()) == (1, "input 'x' is 1x4")
@@ -607,3 +620,26 @@ def test_one_rule_says_whether_distillation_applies(steps, applies):
     assert ("distill" in plan_steps(with_distill)) is applies  # the step is built
     assert with_distill.name.endswith("+distill") is applies  # and named
     assert with_distill.distill_applies is applies and without.distill_applies is False
+
+
+def test_backend_facts_come_from_the_backend_not_from_its_name():
+    import ast
+    from types import SimpleNamespace
+
+    import benchmark.sweep
+    from benchmark.backends import BACKENDS
+    from benchmark.backends.pytorch import TorchSession
+    from benchmark.backends.tensorrt import TrtSession
+
+    def session(options):
+        return SimpleNamespace(info=SimpleNamespace(options=options))
+
+    applies = TrtSession.applies_precision.fget
+    assert applies(session({"trt_precision": "fp16"})) and applies(session({"trt_precision": "int8"}))
+    assert not applies(session({"trt_precision": "fp32"})) and not applies(session({}))
+    assert TorchSession.applies_precision.fget(session({"trt_precision": "fp16"})) is False
+    # no module of the sweep compares with (or mentions) a backend's registered name
+    names = set(BACKENDS.names())
+    for path in Path(benchmark.sweep.__file__).parent.glob("*.py"):
+        literals = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
+        assert not literals & names, (path.name, literals & names)
