@@ -170,5 +170,5 @@ def row_quality(report, is_reference: bool, backend: str, reference_note: str | 
     return Quality(accuracy, fid, notes)
 
 
-__all__ = ["CrossBackend", "Quality", "ReferenceOutputs", "compute_reference_logits", "cross_backend_check", "load_logits",
-           "reference_path", "row_quality", "save_logits"]
+__all__ = ["CrossBackend", "Quality", "ReferenceOutputs", "compute_reference_logits", "cross_backend_check",
+           "load_logits", "reference_path", "row_quality", "save_logits"]
