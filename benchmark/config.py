@@ -31,7 +31,7 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEVICES = ("cpu", "cuda")
 
 #: Upper limits of numeric settings: larger values are a ConfigError, never a stored row.
-MAX_BATCH_SIZE = 65_536
+MAX_BATCH_SIZE = 1_048_576
 MAX_THREADS = 1_024
 MAX_ITERS = 10_000_000  # timed and warm-up iterations
 MAX_DURATION_S = 3_600.0  # timed and warm-up seconds per run

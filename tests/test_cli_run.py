@@ -328,7 +328,7 @@ def test_report_writes_the_history_pages_html(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "sample:digits-cnn", "--batch-size", "1,99999999999999999999"],
-     "batch size must be between 1 and 65536; got 99999999999999999999"),
+     "batch size must be between 1 and 1048576; got 99999999999999999999"),
     (["run", "sample:digits-cnn", "--min-duration", "nan"],
      "min duration must be a finite number between 0 and 3600 s; got nan"),
     (["run", "sample:digits-cnn", "--min-duration", "inf"],
