@@ -29,42 +29,45 @@ self-contained HTML report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
-from .config import CALIB_METHODS, DEVICES, PRECISIONS, PRUNE_KINDS, SweepConfig
+from .config import SweepConfig, field_label, help_text
 from .errors import ConfigError, StoreError
 
 EXIT_FAILED_RUNS = 1
 EXIT_INTERRUPTED = 130
 
-#: TOML keys (and their aliases) -> SweepConfig fields; "timeout", "db", "json", "plugins" are CLI-only.
-_TOML_KEYS = {
-    "model": "model", "input": "inputs", "inputs": "inputs",
-    "precision": "precisions", "precisions": "precisions",
-    "prune": "prune_ratios", "prune_ratios": "prune_ratios", "prune_kind": "prune_kind",
-    "backend": "backends", "backends": "backends", "device": "device",
-    "batch_size": "batch_sizes", "batch_sizes": "batch_sizes", "data": "data",
-    "calib_method": "calib_method", "calib_samples": "calib_samples",
-    "lowrank_ratio": "lowrank_ratio", "distill": "distill", "distill_epochs": "distill_epochs",
-    "threads": "threads", "min_duration_s": "min_duration_s", "min_iters": "min_iters",
-    "trust_pickle": "trust_pickle", "eval_samples": "eval_samples", "arch": "arch", "cuda_graph": "cuda_graph",
-}
 _CLI_ONLY = ("timeout", "db", "json", "plugins")
-_LIST_FIELDS = {"inputs": str, "precisions": str, "prune_ratios": float, "backends": str, "batch_sizes": int}
-_SCALAR_FIELDS = {"model": str, "prune_kind": str, "device": str, "data": str, "calib_method": str,
-                  "calib_samples": int, "lowrank_ratio": float, "distill": bool, "distill_epochs": int,
-                  "threads": int, "min_duration_s": float, "min_iters": int, "trust_pickle": bool,
-                  "eval_samples": int, "arch": str, "cuda_graph": bool}
-_WHAT = {"prune_ratios": "prune ratio", "batch_sizes": "batch size", "calib_samples": "calibration samples",
-         "threads": "threads", "min_iters": "min iterations", "min_duration_s": "min duration",
-         "lowrank_ratio": "low-rank ratio", "distill_epochs": "distillation epochs",
-         "eval_samples": "eval samples", "max_layers": "max_layers", "max_trials": "max_trials",
-         "budget": "accuracy budget"}
+
+
+def _sweep_fields() -> list[tuple[Any, type, bool]]:
+    """(field, value type, is a list) of every SweepConfig field, in declaration order."""
+    hints = typing.get_type_hints(SweepConfig)
+    out = []
+    for f in dataclasses.fields(SweepConfig):
+        hint = hints[f.name]
+        is_list = typing.get_origin(hint) is tuple
+        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+        kind = args[0] if (is_list or args) else hint
+        out.append((f, kind, is_list))
+    return out
+
+
+_FIELDS = {f.name: (f, kind, is_list) for f, kind, is_list in _sweep_fields()}
+#: TOML keys -> SweepConfig fields: each field's name and its flag's name ("prune" for prune_ratios).
+_TOML_KEYS = {**{name: name for name in _FIELDS},
+              **{f.metadata["flag"].lstrip("-").replace("-", "_"): name
+                 for name, (f, _, _) in _FIELDS.items() if "flag" in f.metadata}}
+_WHAT = {**{name: field_label(f) for name, (f, _, _) in _FIELDS.items()},
+         "max_layers": "max_layers", "max_trials": "max_trials", "budget": "accuracy budget"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,34 +79,14 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
         description="Build each variant once in an isolated job, measure it on each backend and batch size, "
                     "store every row in the results database and print a table.",
     )
-    p.add_argument("model", nargs="?", help="model file (.onnx, .pt, .pt2) or sample:NAME (optional with --resume/--config)")
-    p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
-                   help="override an input's shape/dtype (repeat for several inputs)")
-    p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file (an unknown name lists the known ones)")
-    p.add_argument("--precision", metavar="LIST", help=f"comma list of {', '.join(PRECISIONS)} (default fp32)")
-    p.add_argument("--prune", metavar="LIST", help="comma list of prune ratios in [0, 1) (default 0)")
-    p.add_argument("--prune-kind", metavar="KIND", help=f"{' or '.join(PRUNE_KINDS)} (default structured)")
-    p.add_argument("--backend", metavar="LIST", help="comma list of backends (default pytorch,onnxruntime)")
-    p.add_argument("--device", metavar="DEVICE", help=f"{' or '.join(DEVICES)} (default cpu)")
-    p.add_argument("--batch-size", metavar="LIST", help="comma list of batch sizes (default 1)")
-    p.add_argument("--data", metavar="NAME|PATH.npz", help="evaluation/calibration data (default: the sample's own)")
-    p.add_argument("--calib-method", metavar="METHOD", help=f"INT8 static calibration: {', '.join(CALIB_METHODS)}")
-    p.add_argument("--calib-samples", metavar="N", help="INT8 static calibration samples (default 128)")
-    p.add_argument("--lowrank", metavar="RATIO", help="low-rank rank ratio for every variant (0 disables)")
-    p.add_argument("--distill", action="store_true", default=None,
-                   help="distil pruned/low-rank variants from the original")
-    p.add_argument("--cuda-graph", action="store_true", default=None,
-                   help="PyTorch on cuda: replay CUDA graphs at batch sizes <= 16 (recorded per row)")
-    p.add_argument("--threads", metavar="N", help="intra-op threads (0 = all cores)")
-    p.add_argument("--min-duration", metavar="S", help="timed seconds per run, at least (default 1.0)")
-    p.add_argument("--min-iters", metavar="N", help="timed iterations per run, at least (default 20)")
-    p.add_argument("--eval-samples", metavar="N", help="samples for accuracy/fidelity (default 512; 0 = all)")
+    p.add_argument("model", nargs="?", help=help_text(SweepConfig, "model") + " (optional with --resume/--config)")
+    for f, kind, is_list in _FIELDS.values():
+        if "flag" in f.metadata:
+            _add_field_flag(p, f, kind, is_list)
     p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file (flags override it)")
     p.add_argument("--db", metavar="PATH", help="results database (default $SLIMBENCH_DB or <data dir>/results.db)")
     p.add_argument("--json", metavar="PATH", help="also write the sweep's rows as a JSON list")
     p.add_argument("--timeout", metavar="S", help="per-step job timeout in seconds (default 300)")
-    p.add_argument("--trust-pickle", action="store_true", default=None,
-                   help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
     p.add_argument("--resume", metavar="SWEEP_ID", help="continue an interrupted sweep: run only its missing rows")
     p.add_argument("--plugin", action="append", metavar="MODULE|FILE.py",
                    help="import a plugin (e.g. a backend) in the runner and every job; also $SLIMBENCH_PLUGINS")
@@ -111,6 +94,28 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sweep-id", type=int, help=argparse.SUPPRESS)  # run a pre-created sweep (background runner)
     p.set_defaults(func=cmd_run)
     return p
+
+
+def _add_field_flag(p, f, kind, is_list: bool) -> None:
+    """The flag of SweepConfig field ``f``: its help text, a comma list (or a repeated flag) for
+    list fields, a switch for booleans, and the default where it says something."""
+    text = f.metadata.get("help", "").replace("%", "%%")
+    if kind is bool:
+        p.add_argument(f.metadata["flag"], dest=f.name, action="store_true", default=None, help=text)
+        return
+    default = f.default
+    if is_list:
+        text += "; repeat for several" if f.metadata.get("repeat") else "; comma list"
+        default = ",".join(_num_text(v) for v in default)
+    if default not in (None, "", ()):
+        text += f" (default {_num_text(default)})"
+    metavar = f.metadata.get("metavar") or ("LIST" if is_list else "N" if kind is int else "X" if kind is float else "NAME")
+    p.add_argument(f.metadata["flag"], dest=f.name, metavar=metavar, help=text,
+                   action="append" if f.metadata.get("repeat") else "store")
+
+
+def _num_text(value) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
 
 
 def add_results_parser(subparsers) -> argparse.ArgumentParser:
@@ -180,6 +185,8 @@ def add_analysis_parsers(subparsers) -> None:
 # building the SweepConfig
 # --------------------------------------------------------------------------------------------
 def _convert(field: str, kind, value: Any) -> Any:
+    """``value`` (flag text or a TOML value) as ``kind``; a SweepConfig field's number is checked
+    against its bounds, any other number must be finite. One-line ConfigError otherwise."""
     what = _WHAT.get(field, field.rstrip("s").replace("_", " "))
     if kind is bool:
         if isinstance(value, bool):
@@ -196,15 +203,22 @@ def _convert(field: str, kind, value: Any) -> Any:
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-        return float(value)
-    except (TypeError, ValueError):
+            number = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
+        else:
+            number = float(value)
+    except (TypeError, ValueError, OverflowError):
         noun = "an integer" if kind is int else "a number"
         raise ConfigError(f"{what} must be {noun}; got {value!r}") from None
+    bounds = _FIELDS[field][0].metadata.get("bounds") if field in _FIELDS else None
+    if bounds is not None:
+        return bounds.check(what, number)
+    if not math.isfinite(number):
+        raise ConfigError(f"{what} must be a finite number; got {value!r}")
+    return number
 
 
 def _as_list(field: str, value: Any) -> tuple:
-    kind = _LIST_FIELDS[field]
+    kind = _FIELDS[field][1]
     if isinstance(value, str):
         items = [v for v in (x.strip() for x in value.split(",")) if v]
     elif isinstance(value, (list, tuple)):
@@ -212,6 +226,12 @@ def _as_list(field: str, value: Any) -> tuple:
     else:
         items = [value]
     return tuple(_convert(field, kind, v) for v in items)
+
+
+def _field_value(field: str, value: Any) -> Any:
+    """A SweepConfig field's value from flag text or TOML."""
+    _, kind, is_list = _FIELDS[field]
+    return _as_list(field, value) if is_list else _convert(field, kind, value)
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -237,7 +257,7 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         if field is None:
             allowed = ", ".join(sorted(set(_TOML_KEYS) | set(_CLI_ONLY)))
             raise ConfigError(f"config {path}: unknown key {key!r}; known keys: {allowed}")
-        out[field] = _as_list(field, value) if field in _LIST_FIELDS else _convert(field, _SCALAR_FIELDS[field], value)
+        out[field] = _field_value(field, value)
     return out
 
 
@@ -248,22 +268,11 @@ def sweep_config_from_args(args) -> tuple[SweepConfig, dict[str, Any]]:
     if getattr(args, "config", None):
         for k, v in read_toml(args.config).items():
             (extra if k in _CLI_ONLY else values)[k] = v
-    flags = {
-        "model": args.model, "inputs": args.input, "precisions": args.precision, "prune_ratios": args.prune,
-        "prune_kind": args.prune_kind, "backends": args.backend, "device": args.device,
-        "batch_sizes": args.batch_size, "data": args.data, "calib_method": args.calib_method,
-        "calib_samples": args.calib_samples, "lowrank_ratio": args.lowrank, "distill": args.distill,
-        "threads": args.threads, "min_duration_s": args.min_duration, "min_iters": args.min_iters,
-        "trust_pickle": args.trust_pickle, "eval_samples": args.eval_samples, "arch": getattr(args, "arch", None),
-        "cuda_graph": getattr(args, "cuda_graph", None),
-    }
-    for field, value in flags.items():
+    for field in _FIELDS:
+        value = getattr(args, field, None)
         if value is None:
             continue
-        if field in _LIST_FIELDS:
-            values[field] = _as_list(field, value) if field != "inputs" else tuple(value)
-        else:
-            values[field] = _convert(field, _SCALAR_FIELDS[field], value)
+        values[field] = tuple(value) if _FIELDS[field][0].metadata.get("repeat") else _field_value(field, value)
     for key in ("timeout", "db", "json"):
         if getattr(args, key, None) is not None:
             extra[key] = getattr(args, key)
@@ -271,15 +280,7 @@ def sweep_config_from_args(args) -> tuple[SweepConfig, dict[str, Any]]:
         raise ConfigError("no model given: pass MODEL (a file or sample:NAME), or model = \"...\" in --config")
     for field in ("batch_sizes", "prune_ratios", "precisions", "backends"):
         if field in values and not values[field]:
-            raise ConfigError(f"--{field.rstrip('s').replace('_ratio', '').replace('_', '-')} is empty; give at least one value")
-    if values.get("threads", 0) < 0:
-        raise ConfigError(f"threads must be >= 0; got {values['threads']}")
-    if "min_iters" in values and values["min_iters"] < 1:
-        raise ConfigError(f"min iterations must be >= 1; got {values['min_iters']}")
-    if "min_duration_s" in values and values["min_duration_s"] < 0:
-        raise ConfigError(f"min duration must be >= 0 s; got {values['min_duration_s']}")
-    if "calib_samples" in values and values["calib_samples"] < 1:
-        raise ConfigError(f"calibration samples must be >= 1; got {values['calib_samples']}")
+            raise ConfigError(f"{_FIELDS[field][0].metadata['flag']} is empty; give at least one value")
     return SweepConfig(**values), extra
 
 

@@ -1,11 +1,20 @@
 """Frozen, validated configuration objects.
 
 Every config is a frozen dataclass validated in ``__post_init__``; a bad value raises
-``ConfigError`` naming the allowed values. ``field(metadata={"help": ...})`` text feeds the
-CLI's ``--help`` and the dashboard widgets' ``help=``.
+``ConfigError`` naming the field, the value and the allowed values or range. Field metadata:
+
+- ``help``: text for the CLI's ``--help`` and the dashboard widgets' ``help=``;
+- ``label``: how messages name the field (default: the field name in words);
+- ``bounds``: a :class:`Bounds` every numeric field has: finite, within ``[lo, hi]``, an integer
+  where asked; the upper limits are the ``MAX_*`` constants below;
+- ``flag`` (and ``metavar``, ``repeat``): the ``slimbench run`` flag of a :class:`SweepConfig`
+  field; its TOML keys are the field name and the flag's name with ``_`` for ``-``. A list field's
+  flag takes a comma list, or repeats where ``repeat`` is set.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -21,11 +30,69 @@ PRUNE_KINDS = ("unstructured", "structured")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEVICES = ("cpu", "cuda")
 
+#: Upper limits of numeric settings: larger values are a ConfigError, never a stored row.
+MAX_BATCH_SIZE = 1_048_576
+MAX_THREADS = 1_024
+MAX_ITERS = 10_000_000  # timed and warm-up iterations
+MAX_DURATION_S = 3_600.0  # timed and warm-up seconds per run
+MAX_SAMPLES = 10_000_000  # evaluation and calibration samples
+MAX_EPOCHS = 1_000
+MAX_TEMPERATURE = 1_000.0
+
 Dim = int | str
 
 
-def _help(text: str, **kw) -> Any:
-    return field(metadata={"help": text}, **kw)
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed values of a numeric field: finite, ``lo <= v <= hi`` (``<`` where open), an
+    integer when ``integer``. ``interval`` (e.g. ``"[0, 1)"``) is how ratio messages show the range."""
+
+    lo: float
+    hi: float
+    integer: bool = False
+    unit: str = ""
+    lo_open: bool = False
+    hi_open: bool = False
+    interval: str | None = None
+
+    def check(self, what: str, value: Any) -> int | float:
+        """``value`` as an int or float; ConfigError naming ``what``, the value and the range."""
+        noun = "an integer" if self.integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"{what} must be {noun}; got {value!r}")
+        if self.integer and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if self.integer and not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{what} must be {noun}; got {value!r}")
+        value = int(value) if self.integer else float(value)
+        below = value < self.lo or (self.lo_open and value == self.lo)
+        above = value > self.hi or (self.hi_open and value == self.hi)
+        if self.interval is not None and (below or above or not math.isfinite(value)):
+            raise ConfigError(f"{what} must be in {self.interval}; got {_num(value)}")
+        unit = f" {self.unit}" if self.unit else ""
+        if not math.isfinite(value):
+            raise ConfigError(f"{what} must be a finite number between {_num(self.lo)} and {_num(self.hi)}{unit}; "
+                              f"got {value}")
+        if below:
+            raise ConfigError(f"{what} must be {'>' if self.lo_open else '>='} {_num(self.lo)}{unit}; got {_num(value)}")
+        if above:
+            raise ConfigError(f"{what} must be between {_num(self.lo)} and {_num(self.hi)}{unit}; got {_num(value)}")
+        return value
+
+
+def _help(text: str, *, label: str | None = None, bounds: Bounds | None = None, flag: str | None = None,
+          metavar: str | None = None, repeat: bool = False, **kw) -> Any:
+    meta: dict[str, Any] = {"help": text}
+    if repeat:
+        meta["repeat"] = True
+    for key, value in (("label", label), ("bounds", bounds), ("flag", flag), ("metavar", metavar)):
+        if value is not None:
+            meta[key] = value
+    return field(metadata=meta, **kw)
 
 
 def help_text(cls, name: str) -> str:
@@ -34,6 +101,38 @@ def help_text(cls, name: str) -> str:
         if f.name == name:
             return f.metadata.get("help", "")
     raise KeyError(name)
+
+
+def field_label(f) -> str:
+    """How messages name field ``f`` (a ``dataclasses.Field``)."""
+    return f.metadata.get("label") or f.name.rstrip("s").replace("_", " ")
+
+
+def check_bounds(config) -> None:
+    """Check (and store as int/float) every field of ``config`` that declares ``bounds``; tuple
+    fields are checked element by element."""
+    for f in fields(config):
+        bounds = f.metadata.get("bounds")
+        if bounds is None:
+            continue
+        value = getattr(config, f.name)
+        if isinstance(value, (tuple, list)):
+            checked: Any = tuple(bounds.check(field_label(f), v) for v in value)
+        else:
+            checked = bounds.check(field_label(f), value)
+        object.__setattr__(config, f.name, checked)
+
+
+RATIO = Bounds(0, 1, hi_open=True, interval="[0, 1)")
+RATIO_OFF_OR_UP_TO_1 = Bounds(0, 1, interval="(0, 1] (0 disables)")
+BATCH = Bounds(1, MAX_BATCH_SIZE, integer=True)
+THREADS = Bounds(0, MAX_THREADS, integer=True)
+ITERS = Bounds(1, MAX_ITERS, integer=True)
+WARMUP_ITERS = Bounds(0, MAX_ITERS, integer=True)
+DURATION = Bounds(0, MAX_DURATION_S, unit="s")
+EVAL_SAMPLES = Bounds(0, MAX_SAMPLES, integer=True)
+CALIB_SAMPLES = Bounds(1, MAX_SAMPLES, integer=True)
+EPOCHS = Bounds(0, MAX_EPOCHS, integer=True)
 
 
 @dataclass(frozen=True)
@@ -122,19 +221,26 @@ class CompressionConfig:
     """How to build one variant: a precision, an optional pruning step, low-rank, distillation."""
 
     precision: str = _help("numeric precision: " + ", ".join(PRECISIONS), default="fp32")
-    prune_ratio: float = _help("fraction of weights (unstructured) or channels (structured) to remove, in [0, 1)", default=0.0)
+    prune_ratio: float = _help("fraction of weights (unstructured) or channels (structured) to remove, in [0, 1)",
+                               label="prune ratio", bounds=RATIO, default=0.0)
     prune_kind: str = _help("unstructured (zeros, no dense speedup) or structured (removes channels)", default="structured")
     prune_scope: str = _help("unstructured pruning: 'global' ranks all weights together, 'layer' prunes each layer by the ratio", default="global")
     prune_importance: str = _help("structured pruning importance: l1, l2 or bn-scale", default="l2")
-    lowrank_ratio: float = _help("low-rank: kept rank as a fraction of full rank, in (0, 1]; 0 disables", default=0.0)
-    lowrank_energy: float = _help("low-rank: keep the smallest rank holding this share of singular-value energy (0 disables)", default=0.0)
+    lowrank_ratio: float = _help("low-rank: kept rank as a fraction of full rank, in (0, 1]; 0 disables",
+                                 label="low-rank ratio", bounds=RATIO_OFF_OR_UP_TO_1, default=0.0)
+    lowrank_energy: float = _help("low-rank: keep the smallest rank holding this share of singular-value energy (0 disables)",
+                                  label="low-rank energy", bounds=RATIO_OFF_OR_UP_TO_1, default=0.0)
     distill: bool = _help("fine-tune the pruned/decomposed student against the original (teacher)", default=False)
-    distill_epochs: int = _help("distillation epochs", default=3)
-    distill_temperature: float = _help("distillation softmax temperature", default=4.0)
-    distill_alpha: float = _help("weight of the KL term (1 - alpha weighs the hard-label loss)", default=0.7)
+    distill_epochs: int = _help("distillation epochs", label="distillation epochs", bounds=EPOCHS, default=3)
+    distill_temperature: float = _help("distillation softmax temperature", label="distillation temperature",
+                                       bounds=Bounds(0, MAX_TEMPERATURE, lo_open=True), default=4.0)
+    distill_alpha: float = _help("weight of the KL term (1 - alpha weighs the hard-label loss)", label="distillation alpha",
+                                 bounds=Bounds(0, 1, interval="[0, 1]"), default=0.7)
     calib_method: str = _help("INT8 static calibration: minmax, entropy or percentile", default="minmax")
-    calib_percentile: float = _help("percentile for percentile calibration", default=99.999)
-    calib_samples: int = _help("number of calibration samples", default=128)
+    calib_percentile: float = _help("percentile for percentile calibration", label="calibration percentile",
+                                    bounds=Bounds(0, 100, lo_open=True, interval="(0, 100]"), default=99.999)
+    calib_samples: int = _help("number of calibration samples", label="calibration samples", bounds=CALIB_SAMPLES,
+                               default=128)
     per_channel: bool = _help("INT8: per-channel weight scales", default=True)
     int8_format: str = _help("INT8 static activation/weight format: auto (chosen from the CPU), u8s8 or s8s8", default="auto")
     exclude_layers: tuple[str, ...] = _help("layers/nodes kept in FP32 (mixed precision)", default=())
@@ -148,19 +254,24 @@ class CompressionConfig:
         one_of("calibration method", self.calib_method, CALIB_METHODS)
         one_of("int8 format", self.int8_format, ("auto", "u8s8", "s8s8"))
         one_of("mixed base", self.mixed_base, ("int8", "fp16", "bf16"))
-        if not 0.0 <= float(self.prune_ratio) < 1.0:
-            raise ConfigError(f"prune ratio must be in [0, 1); got {self.prune_ratio}")
-        if not 0.0 <= float(self.lowrank_ratio) <= 1.0:
-            raise ConfigError(f"low-rank ratio must be in (0, 1] (0 disables); got {self.lowrank_ratio}")
-        if not 0.0 <= float(self.lowrank_energy) <= 1.0:
-            raise ConfigError(f"low-rank energy must be in (0, 1] (0 disables); got {self.lowrank_energy}")
-        if int(self.calib_samples) < 1:
-            raise ConfigError(f"calibration samples must be >= 1; got {self.calib_samples}")
-        if not 0.0 < float(self.calib_percentile) <= 100.0:
-            raise ConfigError(f"calibration percentile must be in (0, 100]; got {self.calib_percentile}")
-        if int(self.distill_epochs) < 0:
-            raise ConfigError(f"distillation epochs must be >= 0; got {self.distill_epochs}")
+        check_bounds(self)
         object.__setattr__(self, "exclude_layers", tuple(self.exclude_layers))
+
+    @property
+    def lowrank_applies(self) -> bool:
+        """A low-rank step is asked for (by rank ratio or by energy)."""
+        return self.lowrank_ratio > 0 or self.lowrank_energy > 0
+
+    @property
+    def distill_applies(self) -> bool:
+        """Distillation is asked for and has a student to recover: a pruned or decomposed model.
+        The one rule for building the step, naming the variant, loading training data and estimates."""
+        return bool(self.distill) and (self.prune_ratio > 0 or self.lowrank_applies)
+
+    @property
+    def is_reference(self) -> bool:
+        """The uncompressed FP32 model every other variant is compared with."""
+        return self.precision == "fp32" and self.prune_ratio == 0 and not self.lowrank_applies
 
     @property
     def name(self) -> str:
@@ -176,7 +287,7 @@ class CompressionConfig:
             parts.append(f"lowrank{self.lowrank_ratio:g}")
         elif self.lowrank_energy > 0:
             parts.append(f"lowrank-e{self.lowrank_energy:g}")
-        if self.distill and (self.prune_ratio > 0 or self.lowrank_ratio > 0 or self.lowrank_energy > 0):
+        if self.distill_applies:
             parts.append("distill")
         return "+".join(parts)
 
@@ -188,63 +299,85 @@ class RunConfig:
     backend: str = _help("a registered backend: pytorch, onnxruntime, onnxruntime-trt, tensorrt, torch-tensorrt",
                          default="onnxruntime")
     device: str = _help("cpu or cuda", default="cpu")
-    batch_size: int = _help("samples per inference", default=1)
-    threads: int = _help("intra-op threads (0 = all cores)", default=0)
-    warmup_iters: int = _help("warm-up iterations (at least)", default=5)
-    warmup_s: float = _help("warm-up seconds (at least)", default=0.2)
-    min_iters: int = _help("timed iterations (at least)", default=20)
-    min_duration_s: float = _help("timed seconds (at least)", default=1.0)
-    max_iters: int = _help("timed iterations (at most)", default=10000)
-    eval_samples: int = _help("samples used for accuracy/fidelity (0 = whole dataset)", default=512)
+    batch_size: int = _help("samples per inference", label="batch size", bounds=BATCH, default=1)
+    threads: int = _help("intra-op threads (0 = all cores)", label="threads", bounds=THREADS, default=0)
+    warmup_iters: int = _help("warm-up iterations (at least)", label="warm-up iterations", bounds=WARMUP_ITERS, default=5)
+    warmup_s: float = _help("warm-up seconds (at least)", label="warm-up duration", bounds=DURATION, default=0.2)
+    min_iters: int = _help("timed iterations (at least)", label="min iterations", bounds=ITERS, default=20)
+    min_duration_s: float = _help("timed seconds (at least)", label="min duration", bounds=DURATION, default=1.0)
+    max_iters: int = _help("timed iterations (at most)", label="max iterations", bounds=ITERS, default=10000)
+    eval_samples: int = _help("samples used for accuracy/fidelity (0 = whole dataset)", label="eval samples",
+                              bounds=EVAL_SAMPLES, default=512)
 
     def __post_init__(self):
         one_of("device", self.device, DEVICES)
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"batch size must be >= 1; got {self.batch_size}")
-        if int(self.threads) < 0:
-            raise ConfigError(f"threads must be >= 0; got {self.threads}")
-        if int(self.min_iters) < 1 or int(self.max_iters) < int(self.min_iters):
+        check_bounds(self)
+        if self.max_iters < self.min_iters:
             raise ConfigError(f"need 1 <= min_iters <= max_iters; got {self.min_iters}, {self.max_iters}")
-        if float(self.min_duration_s) < 0 or float(self.warmup_s) < 0 or int(self.warmup_iters) < 0:
-            raise ConfigError("warm-up and duration settings must be >= 0")
-        if int(self.eval_samples) < 0:
-            raise ConfigError(f"eval samples must be >= 0; got {self.eval_samples}")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A sweep: the cross product precisions x prune ratios x backends x batch sizes for one model."""
+    """A sweep: the cross product precisions x prune ratios x backends x batch sizes for one model.
 
-    model: str = _help("model path or sample:NAME")
-    precisions: tuple[str, ...] = _help("precisions to build", default=("fp32",))
-    prune_ratios: tuple[float, ...] = _help("pruning ratios (0 = unpruned)", default=(0.0,))
-    prune_kind: str = _help("unstructured or structured", default="structured")
-    lowrank_ratio: float = _help("low-rank rank ratio (0 disables)", default=0.0)
-    distill: bool = _help("distil pruned/decomposed variants from the original", default=False)
-    distill_epochs: int = _help("distillation epochs", default=3)
-    backends: tuple[str, ...] = _help("backends to run on", default=("pytorch", "onnxruntime"))
-    device: str = _help("cpu or cuda", default="cpu")
-    batch_sizes: tuple[int, ...] = _help("batch sizes to time", default=(1,))
-    data: str | None = _help("dataset: built-in name or path to .npz (default: the sample's own)", default=None)
-    calib_method: str = _help("INT8 static calibration method", default="minmax")
-    calib_samples: int = _help("INT8 static calibration samples", default=128)
-    inputs: tuple[str, ...] = _help("input overrides name:1x3x32x32[:float32]", default=())
-    threads: int = _help("intra-op threads (0 = all cores)", default=0)
-    min_duration_s: float = _help("timed seconds per run (at least)", default=1.0)
-    min_iters: int = _help("timed iterations per run (at least)", default=20)
-    trust_pickle: bool = _help("allow loading a fully pickled nn.Module (executes code from the file)", default=False)
-    eval_samples: int = _help("samples used for accuracy/fidelity (0 = the whole evaluation split)", default=512)
-    arch: str | None = _help("built-in architecture of a state_dict file (the file holds weights only)", default=None)
+    Every field is a ``slimbench run`` flag (metadata ``flag``) and a TOML key (the field name or
+    the flag's name); list fields take comma lists on the command line.
+    """
+
+    model: str = _help("model file (.onnx, .pt, .pt2) or sample:NAME")
+    precisions: tuple[str, ...] = _help("precisions to build: " + ", ".join(PRECISIONS),
+                                        label="precision", flag="--precision", default=("fp32",))
+    prune_ratios: tuple[float, ...] = _help("prune ratios in [0, 1) (0 = unpruned)", label="prune ratio",
+                                            bounds=RATIO, flag="--prune", default=(0.0,))
+    prune_kind: str = _help(" or ".join(PRUNE_KINDS), label="prune kind", flag="--prune-kind", metavar="KIND",
+                            default="structured")
+    lowrank_ratio: float = _help("low-rank rank ratio for every variant (0 disables)", label="low-rank ratio",
+                                 bounds=RATIO_OFF_OR_UP_TO_1, flag="--lowrank", metavar="RATIO", default=0.0)
+    distill: bool = _help("distil pruned/low-rank variants from the original", flag="--distill", default=False)
+    distill_epochs: int = _help("distillation epochs", label="distillation epochs", bounds=EPOCHS,
+                                flag="--distill-epochs", default=3)
+    backends: tuple[str, ...] = _help("backends to run on", label="backend",
+                                      flag="--backend", default=("pytorch", "onnxruntime"))
+    device: str = _help(" or ".join(DEVICES), flag="--device", metavar="DEVICE", default="cpu")
+    batch_sizes: tuple[int, ...] = _help("batch sizes to time", label="batch size", bounds=BATCH,
+                                         flag="--batch-size", default=(1,))
+    data: str | None = _help("evaluation/calibration data: a built-in dataset or a .npz file "
+                             "(default: the model's own dataset, else random inputs)",
+                             flag="--data", metavar="NAME|PATH.npz", default=None)
+    calib_method: str = _help("INT8 static calibration: " + ", ".join(CALIB_METHODS), label="calibration method",
+                              flag="--calib-method", metavar="METHOD", default="minmax")
+    calib_samples: int = _help("INT8 static calibration samples", label="calibration samples",
+                               bounds=CALIB_SAMPLES, flag="--calib-samples", default=128)
+    inputs: tuple[str, ...] = _help("input shape/dtype overrides, NAME:1x3x32x32[:float32]", label="input",
+                                    flag="--input", metavar="NAME:1x3x32x32[:float32]", repeat=True, default=())
+    threads: int = _help("intra-op threads (0 = all cores)", label="threads", bounds=THREADS, flag="--threads",
+                         default=0)
+    min_duration_s: float = _help("timed seconds per run, at least", label="min duration",
+                                  bounds=DURATION, flag="--min-duration", metavar="S", default=1.0)
+    min_iters: int = _help("timed iterations per run, at least", label="min iterations", bounds=ITERS,
+                           flag="--min-iters", default=20)
+    trust_pickle: bool = _help("allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)",
+                               label="trust pickle", flag="--trust-pickle", default=False)
+    eval_samples: int = _help("samples for accuracy/fidelity (0 = the whole evaluation split)",
+                              label="eval samples", bounds=EVAL_SAMPLES, flag="--eval-samples", default=512)
+    arch: str | None = _help("built-in architecture of a state_dict file (an unknown name lists the known ones)",
+                             flag="--arch", metavar="NAME", default=None)
     cuda_graph: bool = _help("PyTorch on cuda: capture each batch size <= 16 into a CUDA graph and time its replay "
-                             "(cuts launch overhead; recorded per row)", default=False)
+                             "(cuts launch overhead; recorded per row)", label="cuda graph", flag="--cuda-graph",
+                             default=False)
 
     def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f"model must be a model file or sample:NAME; got {self.model!r}")
+        for f in fields(self):
+            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
+                raise ConfigError(f"{field_label(f)} must be true or false; got {getattr(self, f.name)!r}")
         if self.cuda_graph and self.device != "cuda":
             raise ConfigError("CUDA graphs apply to device cuda only; choose device cuda or turn cuda_graph off")
-        if int(self.eval_samples) < 0:
-            raise ConfigError(f"eval samples must be >= 0; got {self.eval_samples}")
         if self.arch is not None and not str(self.arch).strip():
             object.__setattr__(self, "arch", None)
+        if self.data is not None and not str(self.data).strip():
+            raise ConfigError("data must name a built-in dataset or a .npz file; got an empty string")
         for p in self.precisions:
             one_of("precision", p, PRECISIONS)
         one_of("prune kind", self.prune_kind, PRUNE_KINDS)
@@ -256,14 +389,11 @@ class SweepConfig:
             raise ConfigError("choose at least one backend")
         if not self.batch_sizes:
             raise ConfigError("choose at least one batch size")
-        for r in self.prune_ratios:
-            if not 0.0 <= float(r) < 1.0:
-                raise ConfigError(f"prune ratio must be in [0, 1); got {r}")
-        for b in self.batch_sizes:
-            if int(b) < 1:
-                raise ConfigError(f"batch size must be >= 1; got {b}")
         for name in ("precisions", "prune_ratios", "backends", "batch_sizes", "inputs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        for spec in self.inputs:
+            InputSpec.parse(spec)
+        check_bounds(self)
 
     def compressions(self) -> list[CompressionConfig]:
         """One CompressionConfig per (prune ratio, low-rank ratio, precision), uncompressed first.

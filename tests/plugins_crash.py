@@ -7,7 +7,10 @@ argument). Registers three backends that exist only while this module is importe
 - ``crash-hang``: ``prepare`` sleeps forever;
 - ``crash-raise``: ``prepare`` raises a MeasurementError (an ordinary failure);
 - ``notes``: the real PyTorch backend, whose session adds a warning each time it is bound (as
-  TensorRT does when it builds a per-batch engine), to check which row such notes land on.
+  TensorRT does when it builds a per-batch engine), to check which row such notes land on;
+- ``close-raise``: the real PyTorch backend, whose session's ``close`` raises after releasing it;
+- ``eval-fails-at-4``: the real PyTorch backend, whose ``run`` (the evaluation path; timing uses
+  ``run_bound``) raises on a batch of 4 and notes each other batch size it evaluates at.
 """
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ for _mode in ("segv", "hang", "raise"):
     register_backend(_cls(), replace=True)
 
 
-class _NotesBackend(Backend):
-    name = "notes"
+class _WrappedTorchBackend(Backend):
+    """The real PyTorch backend under another name; ``wrap`` changes its session."""
+
     devices = ("cpu",)
 
     def availability_impl(self, device):
@@ -52,6 +56,17 @@ class _NotesBackend(Backend):
 
         session = get_backend("pytorch").prepare(variant, device, threads=threads)
         session.info.backend = self.name
+        self.wrap(session)
+        return session
+
+    def wrap(self, session):
+        raise NotImplementedError
+
+
+class _NotesBackend(_WrappedTorchBackend):
+    name = "notes"
+
+    def wrap(self, session):
         plain_bind = session.bind
 
         def bind(feeds):
@@ -59,10 +74,42 @@ class _NotesBackend(Backend):
             session.info.warnings.append(f"bound batch {len(next(iter(feeds.values())))}")
 
         session.bind = bind
-        return session
+
+
+class _CloseRaiseBackend(_WrappedTorchBackend):
+    name = "close-raise"
+
+    def wrap(self, session):
+        plain_close = session.close
+
+        def close():
+            plain_close()
+            raise RuntimeError("test backend cannot close")
+
+        session.close = close
+
+
+class _EvalFailsAt4Backend(_WrappedTorchBackend):
+    name = "eval-fails-at-4"
+
+    def wrap(self, session):
+        plain_run = session.run
+
+        def run(feeds):
+            batch = len(next(iter(feeds.values())))
+            if batch == 4:
+                raise MeasurementError("test backend cannot evaluate a batch of 4")
+            note = f"evaluated a batch of {batch}"
+            if note not in session.info.warnings:
+                session.info.warnings.append(note)
+            return plain_run(feeds)
+
+        session.run = run
 
 
 register_backend(_NotesBackend(), replace=True)
+register_backend(_CloseRaiseBackend(), replace=True)
+register_backend(_EvalFailsAt4Backend(), replace=True)
 
 
 # --- job functions for run_isolated ---------------------------------------------------------

@@ -324,3 +324,30 @@ def test_report_writes_the_history_pages_html(tmp_path, capsys):
     Store(empty)
     assert main(["report", "--db", str(empty), "--out", str(out)]) == 2
     assert "no sweeps in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "sample:digits-cnn", "--batch-size", "1,99999999999999999999"],
+     "batch size must be between 1 and 1048576; got 99999999999999999999"),
+    (["run", "sample:digits-cnn", "--min-duration", "nan"],
+     "min duration must be a finite number between 0 and 3600 s; got nan"),
+    (["run", "sample:digits-cnn", "--min-duration", "inf"],
+     "min duration must be a finite number between 0 and 3600 s; got inf"),
+    (["run", "sample:digits-cnn", "--min-iters", "99999999999999999999"],
+     "min iterations must be between 1 and 10000000; got 99999999999999999999"),
+    (["run", "sample:digits-cnn", "--threads", "5000"], "threads must be between 0 and 1024; got 5000"),
+    (["run", "sample:digits-cnn", "--eval-samples", "1e99"], "eval samples must be an integer; got '1e99'"),
+    (["run", "sample:digits-cnn", "--calib-samples", "-3"], "calibration samples must be >= 1; got -3"),
+    (["run", "sample:digits-cnn", "--distill-epochs", "100000"],
+     "distillation epochs must be between 0 and 1000; got 100000"),
+    (["run", "sample:digits-cnn", "--lowrank", "nan"], "low-rank ratio must be in (0, 1] (0 disables); got nan"),
+    (["run", "sample:digits-cnn", "--prune", "0,inf"], "prune ratio must be in [0, 1); got inf"),
+    (["run", "sample:digits-cnn", "--timeout", "inf"], "timeout must be a finite number; got 'inf'"),
+    (["run", "sample:digits-cnn", "--timeout", "nan"], "timeout must be a finite number; got 'nan'"),
+])
+def test_out_of_range_and_non_finite_numbers_are_one_line_exit_2(argv, message, db_with_a_row, capsys):
+    before = _snapshot(db_with_a_row)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
+    assert _snapshot(db_with_a_row) == before  # nothing stored, no sweep left "failed"

@@ -212,12 +212,12 @@ def _rows(store, sid):
 
 def test_stored_samples_are_capped_evenly_in_time_order():
     from benchmark.results import MAX_STORED_SAMPLES
-    from benchmark.sweep import _stored_samples
+    from benchmark.sweep.rows import stored_samples
 
     few = [float(i) for i in range(50)]
-    assert _stored_samples(few) == few
+    assert stored_samples(few) == few
     many = [float(i) for i in range(10_000)]
-    kept = _stored_samples(many)
+    kept = stored_samples(many)
     assert len(kept) == MAX_STORED_SAMPLES == 2000
     assert kept[0] == 0.0 and kept[-1] == 9999.0 and kept == sorted(kept)
     gaps = {round(b - a) for a, b in zip(kept, kept[1:])}
@@ -240,19 +240,27 @@ def test_unapplied_steps_and_their_row_warnings():
     assert unapplied_steps(CompressionConfig(), []) == []  # the FP32 reference asks for nothing
 
 
-def test_gpu_peak_only_where_it_is_seen():
+def test_gpu_peak_only_where_it_is_seen(monkeypatch):
     from types import SimpleNamespace
 
-    from benchmark.sweep import _gpu_peak_for
+    from benchmark.backends.onnxruntime import OrtSession
+    from benchmark.backends.pytorch import TorchSession
+    from benchmark.backends.tensorrt import TrtSession
+    from benchmark.measure import memory
 
     def torch_peak():
         return 123.0
 
-    assert _gpu_peak_for("pytorch", SimpleNamespace(options={}), torch_peak) == 123.0
-    assert _gpu_peak_for("onnxruntime", SimpleNamespace(options={}), torch_peak) is None
-    trt = SimpleNamespace(options={"engine_device_memory_bytes": 3 * 2**20})
-    assert _gpu_peak_for("tensorrt", trt, torch_peak) == 3.0
-    assert _gpu_peak_for("tensorrt", SimpleNamespace(options={"engine_device_memory_bytes": None}), torch_peak) is None
+    monkeypatch.setattr(memory, "gpu_peak_mb", torch_peak)
+
+    def session(options):  # each backend's session answers from what it holds
+        return SimpleNamespace(info=SimpleNamespace(options=options))
+
+    assert TorchSession.gpu_peak_mb(session({})) == 123.0
+    assert OrtSession.gpu_peak_mb(session({})) is None
+    trt = session({"engine_device_memory_bytes": 3 * 2**20})
+    assert TrtSession.gpu_peak_mb(trt) == 3.0
+    assert TrtSession.gpu_peak_mb(session({"engine_device_memory_bytes": None})) is None
 
 
 def test_notes_a_session_adds_after_prepare_land_on_their_own_row(tmp_path, monkeypatch):
@@ -269,8 +277,12 @@ def test_notes_a_session_adds_after_prepare_land_on_their_own_row(tmp_path, monk
 def test_backend_options_and_row_extras():
     from types import SimpleNamespace
 
+    from benchmark.backends import get_backend
     from benchmark.measure.energy import EnergyReading
-    from benchmark.sweep import backend_options, row_extras
+    from benchmark.sweep import row_extras
+
+    def backend_options(name, device, settings):  # each backend maps the sweep's settings to its options
+        return get_backend(name).sweep_options(device, settings)
 
     assert backend_options("pytorch", "cuda", {"cuda_graph": True}) == {"cuda_graph": True}
     assert backend_options("pytorch", "cpu", {"cuda_graph": True}) is None
@@ -334,7 +346,8 @@ def test_cross_backend_check_tolerances():
 def test_fixed_batch_from_the_model_not_from_overrides(tmp_path):
     from benchmark.config import InputSpec
     from benchmark.models import load_model
-    from benchmark.sweep import _batch_skip_reason, _fixed_batch
+    from benchmark.sweep.gates import batch_skip_reason as _batch_skip_reason
+    from benchmark.sweep.local_helpers import fixed_batch as _fixed_batch
 
     fixed = load_model(_mlp(tmp_path / "fixed.onnx", 1))
     assert _fixed_batch(fixed, set()) == (1, "input 'x' is 1x4")
@@ -561,3 +574,72 @@ def test_lowrank_keeps_the_full_rank_baseline():
     names = [c.name for c in cfg.compressions()]
     assert names[:2] == ["fp32", "int8-static[minmax]"]
     assert "fp32+lowrank0.5" in names and len(names) == 4
+
+
+def test_a_failed_session_close_is_noted_on_its_own_backends_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMBENCH_PLUGINS", PLUGIN)
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model="sample:digits-cnn", backends=("close-raise", "pytorch"), batch_sizes=(1,), **FAST)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    rows = {r.backend: r for r in store.get_results(sid)}
+    note = "closing the close-raise session failed: internal error: RuntimeError: test backend cannot close"
+    assert rows["close-raise"].status == rows["pytorch"].status == "ok", rows["close-raise"].error
+    assert note in rows["close-raise"].warnings
+    assert not any("closing" in w for w in rows["pytorch"].warnings)
+
+
+def test_each_run_evaluates_at_its_own_batch_after_the_shared_evaluation_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMBENCH_PLUGINS", PLUGIN)
+    store = Store(tmp_path / "r.db")
+    cfg = SweepConfig(model="sample:digits-cnn", backends=("eval-fails-at-4",), batch_sizes=(1, 2, 4), **FAST)
+    sid = run_sweep(cfg, store, job_timeout_s=120)
+    rows = {r.batch_size: r for r in store.get_results(sid)}
+    shared = "evaluation at batch 4 failed: test backend cannot evaluate a batch of 4"
+    for bs in (1, 2):  # each of these runs evaluated at its own batch size, not at the first success's
+        assert rows[bs].status == "ok", rows[bs].error
+        assert shared in rows[bs].warnings and f"evaluated a batch of {bs}" in rows[bs].warnings
+        assert rows[bs].accuracy["n"] == 32
+    assert "evaluated a batch of 1" not in rows[2].warnings
+    assert rows[4].status == "failed" and rows[4].error == "test backend cannot evaluate a batch of 4"
+
+
+@pytest.mark.parametrize("steps, applies", [
+    (dict(prune_ratio=0.5), True), (dict(lowrank_ratio=0.5), True), (dict(lowrank_energy=0.9), True),
+    (dict(), False), (dict(precision="int8-dynamic"), False),
+])
+def test_one_rule_says_whether_distillation_applies(steps, applies):
+    from benchmark.compress import plan_steps
+    from benchmark.config import CompressionConfig
+    from benchmark.sweep import Job, PlannedRun
+
+    def estimate(comp):
+        return estimate_duration_s([Job(comp, [PlannedRun(comp.name, "pytorch", 1)])])
+
+    with_distill, without = CompressionConfig(distill=True, **steps), CompressionConfig(**steps)
+    assert (estimate(with_distill) > estimate(without)) is applies  # the UI's estimate counts the training
+    assert ("distill" in plan_steps(with_distill)) is applies  # the step is built
+    assert with_distill.name.endswith("+distill") is applies  # and named
+    assert with_distill.distill_applies is applies and without.distill_applies is False
+
+
+def test_backend_facts_come_from_the_backend_not_from_its_name():
+    import ast
+    from types import SimpleNamespace
+
+    import benchmark.sweep
+    from benchmark.backends import BACKENDS
+    from benchmark.backends.pytorch import TorchSession
+    from benchmark.backends.tensorrt import TrtSession
+
+    def session(options):
+        return SimpleNamespace(info=SimpleNamespace(options=options))
+
+    applies = TrtSession.applies_precision.fget
+    assert applies(session({"trt_precision": "fp16"})) and applies(session({"trt_precision": "int8"}))
+    assert not applies(session({"trt_precision": "fp32"})) and not applies(session({}))
+    assert TorchSession.applies_precision.fget(session({"trt_precision": "fp16"})) is False
+    # no module of the sweep compares with (or mentions) a backend's registered name
+    names = set(BACKENDS.names())
+    for path in Path(benchmark.sweep.__file__).parent.glob("*.py"):
+        literals = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
+        assert not literals & names, (path.name, literals & names)

@@ -76,6 +76,20 @@ class Session:
     def close(self) -> None:
         """Release resources."""
 
+    # --- facts the sweep records, answered by each backend ------------------------------------
+    def gpu_peak_mb(self) -> float | None:
+        """Peak GPU memory (MiB) of this session's work since the last
+        :func:`~benchmark.measure.memory.reset_gpu_peak`, where the backend can see it; None where
+        it cannot (the default: memory outside PyTorch's allocator, or no GPU)."""
+        return None
+
+    @property
+    def applies_precision(self) -> bool:
+        """True when the backend applied the variant's precision itself (an engine built at the
+        asked precision from the FP32 graph), so a precision step that changed nothing in the
+        variant is not a no-op on this session's rows."""
+        return False
+
 
 class Backend:
     """Base class: subclasses set ``name`` and implement the ``*_impl`` methods."""
@@ -98,6 +112,11 @@ class Backend:
         if not ok:
             return ok, reason
         return self.supports_impl(variant, device)
+
+    def sweep_options(self, device: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``prepare`` options a sweep's run settings (:func:`benchmark.sweep.run_settings`)
+        ask of this backend on ``device``; None when they ask nothing of it."""
+        return None
 
     def prepare(self, variant, device: str = "cpu", threads: int = 0, workdir=None,
                 options: dict[str, Any] | None = None) -> Session:

@@ -220,6 +220,12 @@ class TorchSession(Session):
 
             torch.cuda.empty_cache()
 
+    def gpu_peak_mb(self) -> float | None:
+        """PyTorch's allocator peak (``torch.cuda.max_memory_allocated``; None without CUDA)."""
+        from ..measure.memory import gpu_peak_mb
+
+        return gpu_peak_mb()
+
 
 class PyTorchBackend(Backend):
     """Eager PyTorch on CPU or CUDA (see the module docstring for precisions)."""
@@ -250,6 +256,12 @@ class PyTorchBackend(Backend):
             if not gpu_has_native_bf16():
                 return False, "this GPU has no native bfloat16 (compute capability below 8.0)"
         return True, ""
+
+    def sweep_options(self, device: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """CUDA-graph capture where the sweep asks for it on cuda."""
+        if device.startswith("cuda") and settings.get("cuda_graph"):
+            return {"cuda_graph": True}
+        return None
 
     def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
         import torch

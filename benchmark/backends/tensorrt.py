@@ -379,6 +379,16 @@ class TrtSession(Session):
 
         torch.cuda.synchronize()
 
+    def gpu_peak_mb(self) -> float | None:
+        """The engines' own device memory (the largest of them), when TensorRT reports it."""
+        mem = (self.info.options or {}).get("engine_device_memory_bytes")
+        return round(float(mem) / 2**20, 1) if mem else None
+
+    @property
+    def applies_precision(self) -> bool:
+        """The engine is built at the asked precision from the FP32 graph (fp16, bf16, int8)."""
+        return (self.info.options or {}).get("trt_precision") not in (None, "fp32")
+
     def close(self) -> None:
         import torch
 

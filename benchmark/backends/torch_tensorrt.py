@@ -195,6 +195,11 @@ class TorchTensorRTSession(TorchSession):
         self.source = None
         super().close()
 
+    def gpu_peak_mb(self) -> float | None:
+        """None: TensorRT may allocate the engines' memory outside PyTorch's allocator, so the
+        allocator's peak would not be the run's peak."""
+        return None
+
 
 class TorchTensorRTBackend(Backend):
     """Torch-TensorRT on CUDA (see the module docstring). Reports why it cannot run; never pretends to."""

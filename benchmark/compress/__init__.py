@@ -40,9 +40,9 @@ def plan_steps(cfg: CompressionConfig) -> list[str]:
     steps = []
     if cfg.prune_ratio > 0:
         steps.append(f"prune-{cfg.prune_kind}")
-    if cfg.lowrank_ratio > 0 or cfg.lowrank_energy > 0:
+    if cfg.lowrank_applies:
         steps.append("lowrank")
-    if cfg.distill and steps:
+    if cfg.distill_applies:
         steps.append("distill")
     if cfg.precision != "fp32":
         steps.append(cfg.precision)

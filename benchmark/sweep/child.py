@@ -1,0 +1,27 @@
+"""The job's child process: build one variant, then measure it on each backend of its runs.
+
+:func:`variant_job` is the target :func:`benchmark.jobs.run_isolated` spawns
+(``"benchmark.sweep.child:variant_job"``); it reports through ``emit``: ``checked`` (the model
+and data load), ``variant`` (what the build did), ``step`` / ``progress``, ``run_started`` (the
+runs a crash would fail) and one ``result`` per row.
+"""
+from __future__ import annotations
+
+from .backend_run import BackendRun
+from .quality import CrossBackend
+from .variant import build_variant_context
+
+#: The ``run_isolated`` target of a sweep's jobs.
+JOB_TARGET = "benchmark.sweep.child:variant_job"
+
+
+def variant_job(payload: dict, emit) -> dict:
+    """Child entry: build one variant and measure it on each planned run (see :mod:`benchmark.sweep`)."""
+    ctx = build_variant_context(payload, emit)
+    runs_by_backend: dict[str, list[dict]] = {}
+    for run in payload["runs"]:
+        runs_by_backend.setdefault(run["backend"], []).append(run)
+    cross = CrossBackend(ctx.comp.precision)
+    for name, runs in runs_by_backend.items():
+        BackendRun(ctx, name, runs, cross).measure()
+    return {"variant": ctx.comp.name}

@@ -1,0 +1,72 @@
+"""The sweep's own copies of small helpers that other modules also define: the one-line text of an
+exception, the batch size a model fixes, and a dataset's first batch / per-feed layout.
+
+They are kept together here, private to the sweep, so that replacing them with shared versions is
+one edit of the imports below this package.
+"""
+from __future__ import annotations
+
+import contextlib
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters of it)."""
+    text = str(exc).strip()
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+
+
+def internal_error(exc: BaseException) -> str:
+    """The one-line error of a row failed by an exception outside the BenchmarkError tree (a bug)."""
+    return f"internal error: {one_line(exc)}"
+
+
+def fixed_batch(model, overridden: set[str]) -> tuple[int, str] | None:
+    """(batch, description) when the model only runs one batch size, else None.
+
+    The batch is fixed when an input's dim 0 is a number in the model itself: for ONNX models the
+    graph's declared input (whatever ``--input`` overrides say, since ONNX Runtime enforces the
+    graph), for PyTorch models the loaded input spec unless the user overrode it (an override such
+    as ``x:1x3x32x32`` gives example dims; dim 0 still takes the run's batch size).
+    """
+    declared = [s for s in model.inputs if s.name not in overridden]
+    if model.framework == "onnx" and model.onnx_path is not None:
+        import onnx
+
+        from ..models.loaders import onnx_io_specs
+
+        with contextlib.suppress(OSError, ValueError):  # read once by the loader already; else keep the specs
+            declared, _ = onnx_io_specs(onnx.load(str(model.onnx_path), load_external_data=False))
+    for spec in declared:
+        if spec.shape and isinstance(spec.shape[0], int):
+            dims = "x".join(str(d) for d in spec.shape)
+            return int(spec.shape[0]), f"input {spec.name!r} is {dims}"
+    return None
+
+
+def per_feed(dataset) -> bool:
+    """The dataset holds whole feeds (arrays one rank above the input), run one at a time as given."""
+    return dataset is not None and any(dataset.feed_axis.get(k, False) for k in dataset.arrays)
+
+
+def feed_batch(dataset) -> int:
+    """The batch a per-feed dataset's timed feed holds: the leading dim of its first array that has
+    one (1 for scalar feeds). Each timed iteration runs one feed as given, so that is the batch the
+    throughput is computed with; other batch sizes are skipped."""
+    feeds = next(iter(dataset.batches(1)))[0]
+    for arr in feeds.values():
+        if getattr(arr, "ndim", 0) >= 1:
+            return int(arr.shape[0])
+    return 1
+
+
+def first_batch(dataset, batch_size: int) -> dict | None:
+    """The first batch of ``dataset`` at ``batch_size`` (None when it holds fewer samples); for
+    per-feed data the first feed as given."""
+    if per_feed(dataset):
+        return next(iter(dataset.batches(1)))[0]
+    if len(dataset) < batch_size:
+        return None
+    import numpy as np
+
+    return {k: np.ascontiguousarray(v[:batch_size]) for k, v in dataset.arrays.items()}

@@ -1,0 +1,163 @@
+"""The child's first steps for one variant: load the model, choose the evaluation data, build the
+variant once, count its FLOPs; the result is the :class:`VariantContext` every backend's runs share."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import CompressionConfig, InputSpec
+from ..errors import BenchmarkError
+from ..results import RunResult
+from .local_helpers import fixed_batch, per_feed
+from .plan import RANDOM_EVAL_SAMPLES
+from .rows import SIZE_KEYS, RowFactory, noop_warning, unapplied_steps
+
+Emit = Callable[[dict], None]
+
+
+class Emitter:
+    """What the child tells the parent: steps, progress, which runs are under way, finished rows."""
+
+    def __init__(self, emit: Emit):
+        self.emit = emit
+
+    def step(self, message: str) -> None:
+        """A new step: its message is the progress line and restarts the job's step timeout."""
+        self.emit({"type": "step", "message": message})
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        self.emit({"type": "progress", "message": message, "fraction": fraction})
+
+    def started(self, keys: list[str]) -> None:
+        """The runs a crash from now on would fail."""
+        self.emit({"type": "run_started", "keys": list(keys)})
+
+    def send(self, row: RunResult) -> None:
+        self.emit({"type": "result", "row": row.to_json()})
+
+
+@dataclass
+class VariantContext:
+    """One built variant in the job's child and what its runs on every backend share."""
+
+    out: Emitter
+    device: str
+    settings: dict[str, Any]
+    workdir: Path
+    comp: CompressionConfig
+    model: Any  # LoadedModel
+    variant: Any  # Variant
+    eval_data: Any  # Dataset
+    fixed: tuple[int, str] | None  # (batch, why) when the model runs one batch size only
+    model_bytes: int
+    rows: RowFactory
+    warnings: list[str]  # on every row of the variant
+    noops: list[str]  # steps asked for that changed nothing
+    memory_profile: Any = None  # activation profile, estimated once when a memory check needs it
+
+    @property
+    def threads(self) -> int:
+        return int(self.settings["threads"])
+
+    def send_all(self, backend: str, runs: list[dict], status: str, error: str, warnings: list[str]) -> None:
+        """The same status and error for each of ``runs`` (a backend that cannot run them at all)."""
+        for run in runs:
+            self.out.send(self.rows.row(backend, run["batch_size"], status, error=error, warnings=warnings))
+
+
+def _load(payload: dict, out: Emitter) -> tuple[Any, list[InputSpec]]:
+    from ..models import load_model
+
+    out.step(f"loading {payload['model']}")
+    overrides = [InputSpec.parse(t) for t in payload["inputs"]]
+    model = load_model(payload["model"], inputs=overrides,
+                       trust_pickle=bool(payload["trust_pickle"]), arch=payload.get("arch") or None)
+    return model, overrides
+
+
+def _evaluation_data(payload: dict, model, eval_samples: int, fixed, notes: list[str]):
+    """The evaluation split (its first ``eval_samples``), or random inputs with a note saying so;
+    for a fixed-batch model, whole batches only."""
+    from ..data import random_dataset, resolve_dataset
+
+    data = resolve_dataset(payload["data"], model, "test")
+    if data is None:
+        data = random_dataset(model.inputs, RANDOM_EVAL_SAMPLES, name="random")
+        notes.append(f"no dataset for {model.name}: fidelity measured on {RANDOM_EVAL_SAMPLES} random inputs, no accuracy")
+    elif eval_samples:
+        data = data.subset(int(eval_samples))
+    if fixed is not None and not per_feed(data) and len(data) >= fixed[0] and len(data) % fixed[0]:
+        data = data.subset(len(data) - len(data) % fixed[0])
+    return data
+
+
+def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, workdir: Path, progress,
+                      notes: list[str]):
+    """Calibration data for static INT8, training data when distillation applies."""
+    from ..compress import CompressContext
+    from ..data import resolve_dataset
+
+    calib = train = None
+    if comp.precision in ("int8-static", "mixed"):
+        calib = resolve_dataset(payload["data"], model, "calib", warnings=notes)
+        if calib is not None:
+            calib = calib.subset(comp.calib_samples)
+    if comp.distill_applies:
+        train = resolve_dataset(payload["data"], model, "train", warnings=notes)
+    notes[:] = list(dict.fromkeys(notes))
+    timeout_s = payload.get("timeout_s")
+    return CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=eval_data,
+                           progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None)
+
+
+def _count(variant) -> tuple[dict[str, Any], list[str]]:
+    """(params, MACs, FLOPs, size, sparsity of the variant for one sample, notes)."""
+    from ..measure.flops import count_model
+
+    size: dict[str, Any] = {k: None for k in SIZE_KEYS}
+    try:
+        report = count_model(variant, batch_size=1)
+    except BenchmarkError as exc:
+        return size, [f"FLOPs/params not counted: {exc}"]
+    for k in SIZE_KEYS:
+        size[k] = getattr(report, k, None)
+    return size, list(getattr(report, "warnings", []) or [])
+
+
+def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
+    """Load, choose the data, build and count the payload's variant; tell the parent what it is."""
+    from ..compress import build_variant
+    from ..measure.environment import collect_environment
+    from ..resources import check_disk_space, model_file_bytes
+
+    settings, device, workdir = payload["settings"], payload["device"], Path(payload["workdir"])
+    os.chdir(workdir)  # files libraries drop in the current folder land in the sweep's scratch folder
+    comp = CompressionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["compression"].items()})
+    out = Emitter(emit)
+    model, overrides = _load(payload, out)
+    notes: list[str] = []
+    fixed = fixed_batch(model, {s.name for s in overrides})
+    eval_data = _evaluation_data(payload, model, settings["eval_samples"], fixed, notes)
+    out.emit({"type": "checked", "model": model.name, "eval_samples": len(eval_data), "labels": eval_data.has_labels})
+
+    cctx = _compress_context(payload, model, comp, eval_data, workdir, out.progress, notes)
+    model_bytes = model_file_bytes(model)
+    check_disk_space(workdir, model_bytes, f"building {comp.name}")
+    out.step(f"building {comp.name}")
+    variant = build_variant(model, comp, cctx)
+    out.step(f"counting FLOPs of {comp.name}")
+    size, flop_notes = _count(variant)
+
+    env = collect_environment(int(settings["threads"]))
+    env["run_settings"] = dict(settings)
+    records = [r.to_dict() for r in variant.records]
+    noops = unapplied_steps(comp, variant.records)
+    rows = RowFactory(model.name, comp, device, records=records, compressed_as_asked=not noops, size=size, env=env)
+    warnings = notes + [noop_warning(s) for s in noops] + list(variant.warnings) + flop_notes
+    out.emit({"type": "variant", "info": {**size, "compression": records, "warnings": warnings,
+                                      "compressed_as_asked": not noops}})
+    return VariantContext(out=out, device=device, settings=settings, workdir=workdir, comp=comp, model=model,
+                          variant=variant, eval_data=eval_data, fixed=fixed, model_bytes=model_bytes, rows=rows,
+                          warnings=warnings, noops=noops)
