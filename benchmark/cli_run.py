@@ -515,7 +515,7 @@ def _write_text(path: Path, text: str, flag: str) -> None:
 
 
 def _job_timeout(value) -> float:
-    from .compress.sensitivity import DEFAULT_JOB_TIMEOUT_S
+    from .analysis import DEFAULT_JOB_TIMEOUT_S
 
     if value is None:
         return DEFAULT_JOB_TIMEOUT_S
@@ -549,7 +549,7 @@ def _text_table(headers: list[str], rows: list[list[str]], right: set[int]) -> s
 
 
 def format_sensitivity(res: dict) -> str:
-    """The ranked sensitivity table of :func:`benchmark.compress.sensitivity.sensitivity_isolated`."""
+    """The ranked sensitivity table of :func:`benchmark.analysis.sensitivity_isolated`."""
     attrs = res.get("attrs") or {}
     metric = "top-1 accuracy" if attrs.get("metric") == "accuracy" else "top-1 agreement with FP32"
     rows = [[str(i + 1), r["layer"], r["op_type"], _fmt(None if r["macs_share"] is None else 100 * r["macs_share"], ".2f"),
@@ -598,7 +598,7 @@ def format_search(res: dict) -> str:
 
 
 def cmd_sensitivity(args) -> int:
-    from .compress.sensitivity import sensitivity_isolated
+    from .analysis import sensitivity_isolated
 
     max_layers = None if args.max_layers is None else _convert("max_layers", int, args.max_layers)
     timeout = _job_timeout(args.timeout)
@@ -616,7 +616,7 @@ def cmd_sensitivity(args) -> int:
 def cmd_search(args) -> int:
     import shutil
 
-    from .compress.sensitivity import search_isolated
+    from .analysis import search_isolated
 
     if args.budget is None:
         raise ConfigError("search needs --budget POINTS: the allowed quality drop in percentage points (e.g. --budget 1)")

@@ -16,9 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("benchmark", "sample_models")
 MAX_FUNCTION_LINES = 120
-#: Files the function-length rule does not apply to yet. benchmark/sweep.py is being split into a
-#: package of named steps; remove it from here once that lands.
-LENGTH_EXEMPT = {"benchmark/sweep.py"}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -143,7 +140,7 @@ def test_the_engine_never_imports_streamlit():
 def _function_lengths():
     for name, tree in TREES.items():
         path = MODULES[name][0].relative_to(ROOT).as_posix()
-        if not path.startswith("benchmark/") or path in LENGTH_EXEMPT:
+        if not path.startswith("benchmark/"):
             continue
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

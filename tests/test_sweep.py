@@ -347,7 +347,7 @@ def test_fixed_batch_from_the_model_not_from_overrides(tmp_path):
     from benchmark.config import InputSpec
     from benchmark.models import load_model
     from benchmark.sweep.gates import batch_skip_reason as _batch_skip_reason
-    from benchmark.sweep.local_helpers import fixed_batch as _fixed_batch
+    from benchmark.sweep.feeds import fixed_batch as _fixed_batch
 
     fixed = load_model(_mlp(tmp_path / "fixed.onnx", 1))
     assert _fixed_batch(fixed, set()) == (1, "input 'x' is 1x4")

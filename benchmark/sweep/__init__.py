@@ -71,7 +71,7 @@ Layout of this package, one step per module:
 - :mod:`.rows`: the one factory of result rows (ok, failed, skipped, pending) and their fields;
 - :mod:`.quality`: FP32 reference outputs, accuracy / fidelity fields, the cross-backend check;
 - :mod:`.runner`: the parent: queue, jobs, store, resume, cancel, background start;
-- :mod:`.local_helpers`: small helpers the sweep keeps to itself.
+- :mod:`.feeds`: what a run feeds the model (fixed batch, per-feed data, first batch), one-line bug text.
 
 Backend-specific facts come from the backend and its session (``Backend.sweep_options``,
 ``Session.gpu_peak_mb``, ``Session.applies_precision``); the sweep never asks a backend's name.

@@ -16,7 +16,7 @@ from ..config import RunConfig
 from ..errors import BenchmarkError
 from ..results import RunResult
 from .gates import runnable
-from .local_helpers import first_batch, internal_error
+from .feeds import first_batch, internal_error
 from .quality import (
     CrossBackend, ReferenceOutputs, compute_reference_logits, load_logits, reference_path, row_quality, save_logits,
 )

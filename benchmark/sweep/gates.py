@@ -3,7 +3,7 @@ memory cannot take becomes a ``skipped`` (or ``failed``) row with the reason; th
 from __future__ import annotations
 
 from ..errors import BenchmarkError
-from .local_helpers import feed_batch, internal_error, per_feed
+from .feeds import feed_batch, internal_error, per_feed
 from .variant import VariantContext
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import BenchmarkError
 from ..results import CROSS_BACKEND_TOLERANCES
-from .local_helpers import internal_error
+from .feeds import internal_error
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from ..config import CompressionConfig, InputSpec
 from ..errors import BenchmarkError
 from ..results import RunResult
-from .local_helpers import fixed_batch, per_feed
+from .feeds import fixed_batch, per_feed
 from .plan import RANDOM_EVAL_SAMPLES
 from .rows import SIZE_KEYS, RowFactory, noop_warning, unapplied_steps
 

@@ -1,24 +1,17 @@
-"""The sweep's own copies of small helpers that other modules also define: the one-line text of an
-exception, the batch size a model fixes, and a dataset's first batch / per-feed layout.
-
-They are kept together here, private to the sweep, so that replacing them with shared versions is
-one edit of the imports below this package.
+"""What the sweep feeds a model: the batch size a model fixes, a dataset's first batch and the batch
+of a per-feed dataset; and the one-line text of a row failed by a bug.
 """
 from __future__ import annotations
 
 import contextlib
 
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (at most 300 characters of it)."""
-    text = str(exc).strip()
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+from ..data.base import fixed_batch as _declared_fixed_batch
+from ..errors import one_line
 
 
 def internal_error(exc: BaseException) -> str:
     """The one-line error of a row failed by an exception outside the BenchmarkError tree (a bug)."""
-    return f"internal error: {one_line(exc)}"
+    return f"internal error: {one_line(exc, typed=True)}"
 
 
 def fixed_batch(model, overridden: set[str]) -> tuple[int, str] | None:
@@ -37,16 +30,16 @@ def fixed_batch(model, overridden: set[str]) -> tuple[int, str] | None:
 
         with contextlib.suppress(OSError, ValueError):  # read once by the loader already; else keep the specs
             declared, _ = onnx_io_specs(onnx.load(str(model.onnx_path), load_external_data=False))
-    for spec in declared:
-        if spec.shape and isinstance(spec.shape[0], int):
-            dims = "x".join(str(d) for d in spec.shape)
-            return int(spec.shape[0]), f"input {spec.name!r} is {dims}"
-    return None
+    batch = _declared_fixed_batch(declared)
+    if batch is None:
+        return None
+    spec = next(s for s in declared if s.shape and s.shape[0] == batch)
+    return batch, f"input {spec.name!r} is {'x'.join(str(d) for d in spec.shape)}"
 
 
 def per_feed(dataset) -> bool:
     """The dataset holds whole feeds (arrays one rank above the input), run one at a time as given."""
-    return dataset is not None and any(dataset.feed_axis.get(k, False) for k in dataset.arrays)
+    return dataset is not None and dataset.per_feed
 
 
 def feed_batch(dataset) -> int:
