@@ -320,8 +320,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _internal(exc: BaseException) -> str:
-    """The one-line error of a row failed by an exception outside the BenchmarkError tree (a bug)."""
-    return f"internal error: {_one_line(exc)}"
+    """The one-line error of a row failed by an exception outside the BenchmarkError tree (a bug;
+    an allocation that failed is named as such)."""
+    mapped = _errors.memory_error(exc)
+    return str(mapped) if mapped is not None else f"internal error: {_one_line(exc)}"
 
 
 #: What a requested compression step that changed nothing means for the row, by step name.
@@ -479,9 +481,10 @@ def _variant_job(payload: dict, emit) -> dict:
     common_warnings: list[str] = []
     eval_data = resolve_dataset(payload["data"], model, "test")
     if eval_data is None:
-        eval_data = random_dataset(model.inputs, RANDOM_EVAL_SAMPLES, name="random")
+        n_random = int(settings["eval_samples"]) or RANDOM_EVAL_SAMPLES  # --eval-samples (0 = all: the default)
+        eval_data = random_dataset(model.inputs, n_random, name="random")
         common_warnings.append(
-            f"no dataset for {model.name}: fidelity measured on {RANDOM_EVAL_SAMPLES} random inputs, no accuracy"
+            f"no dataset for {model.name}: fidelity measured on {n_random} random inputs, no accuracy"
         )
     elif settings["eval_samples"]:
         eval_data = eval_data.subset(int(settings["eval_samples"]))
@@ -1084,12 +1087,12 @@ def run_sweep(
     resume = resume_sweep_id is not None
     if resume:
         store.mark_interrupted()
-        rec = store.get_sweep(resume_sweep_id)
-        if rec.active:
-            raise StoreError(
-                f"sweep {rec.id} is still {rec.status} (runner pid {rec.pid}); wait for it or cancel it first"
-            )
-        cfg = sweep_config_from_dict(rec.config.get("sweep") or {})  # the stored plan decides what is missing
+        rec = store.claim_sweep(resume_sweep_id)  # one runner per sweep: a second --resume is refused here
+        try:
+            cfg = sweep_config_from_dict(rec.config.get("sweep") or {})  # the stored plan decides what is missing
+        except BaseException:
+            store.release_sweep(rec)
+            raise
         runner = rec.config.get("runner") or {}
         plugins = plugins or runner.get("plugins") or None
         if job_timeout_s == DEFAULT_JOB_TIMEOUT_S and runner.get("job_timeout_s"):
@@ -1104,6 +1107,8 @@ def run_sweep(
     except BenchmarkError as exc:
         if sweep_id is not None and not resume:
             store.update_sweep_status(sweep_id, "failed", error=str(exc), progress=f"failed: {exc}")
+        elif resume:
+            store.release_sweep(rec)
         raise
     runner = _Runner(cfg, store, progress, float(job_timeout_s or 0) or None, plugins, sweep_id, resume)
     try:
