@@ -37,10 +37,15 @@ def delete_box(store, sweeps) -> None:
 
 st.title("History & compare")
 from benchmark.report import build_report, sweep_label, sweeps_table  # noqa: E402
+from benchmark import BenchmarkError  # noqa: E402
 from benchmark.store import Store  # noqa: E402
 
-store = Store()
-sweeps = store.list_sweeps()
+try:
+    store = Store()
+    sweeps = store.list_sweeps()
+except BenchmarkError as exc:  # e.g. a corrupt database: its path and what to do, in one line
+    st.error(f"{exc}")
+    st.stop()
 if not sweeps:
     st.info("No sweeps stored yet: start one on Compress & run, or click 'Try the demo' on Home.")
     st.stop()
@@ -53,7 +58,11 @@ chosen = st.multiselect("Sweeps to compare or export", list(by_id), default=list
 if not chosen:
     st.info("Pick one or more sweeps above.")
     st.stop()
-df, samples, env, rows = frames(str(store.path), tuple(sorted(chosen)))
+try:
+    df, samples, env, rows = frames(str(store.path), tuple(sorted(chosen)))
+except BenchmarkError as exc:
+    st.error(f"{exc}")
+    st.stop()
 c1, c2 = st.columns(2)
 batches = sorted(int(b) for b in plots.ok_rows(df)["batch_size"].unique()) or [1]
 batch = c1.selectbox("Batch size", batches)

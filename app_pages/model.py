@@ -3,6 +3,8 @@
 The chosen model is kept in ``st.session_state["model"]`` (source path or ``sample:NAME``, input
 overrides, architecture, trust flag) for the Compress & run and Sensitivity pages.
 """
+from pathlib import Path
+
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
@@ -22,16 +24,14 @@ def human(n, unit: str = "") -> str:
 def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_pickle: bool) -> dict:
     """Everything the page shows about a model; a load failure is returned as ``{"error": ...}``.
 
-    Uploaded files are loaded and counted in a separate process (``inspect_isolated``): a pickle's
-    code, a crashing parser or a hang never touch the dashboard. Built-in samples load here."""
+    Every model, built-in samples included, is loaded and counted in a separate process
+    (``inspect_isolated``): a file's code, a crashing parser, a hang or inputs too large for memory
+    never touch the dashboard."""
     from benchmark import BenchmarkError
-    from benchmark.inspection import inspect_isolated, model_info
+    from benchmark.inspection import inspect_isolated
 
     try:
-        if source.startswith("sample:"):
-            info = model_info(source, list(inputs), arch, trust_pickle, strict=False)
-        else:
-            info = inspect_isolated(source, list(inputs), arch, trust_pickle, strict=False)
+        info = inspect_isolated(source, list(inputs), arch, trust_pickle, strict=False)
     except BenchmarkError as exc:
         return {"error": str(exc), "error_type": type(exc).__name__}
     info["name"] = info["model"]
@@ -43,13 +43,15 @@ def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_
 def store_uploaded(up) -> str | None:
     """Save the upload (content-addressed, size-bounded); unpack a .zip holding one ONNX model."""
     from benchmark import BenchmarkError
+    from benchmark.errors import DataError
     from benchmark.paths import data_dir
-    from benchmark.safety import safe_extract_zip, store_upload
+    from benchmark.safety import discard_upload, safe_extract_zip, store_upload
 
     saved = st.session_state.setdefault("uploads", {})
-    if up.file_id in saved:
+    if up.file_id in saved and Path(saved[up.file_id]).is_file():
         return saved[up.file_id]
     max_bytes = int(st.get_option("server.maxUploadSize")) * 2**20
+    path = None
     try:
         up.seek(0)
         path = store_upload(up, up.name, data_dir(), max_bytes)
@@ -57,15 +59,32 @@ def store_uploaded(up) -> str | None:
             files = safe_extract_zip(path, path.parent / "unzipped", max_total_bytes=4 * max_bytes, max_files=1000)
             onnx_files = [f for f in files if f.suffix.lower() == ".onnx"]
             if len(onnx_files) != 1:
-                st.error(f"{up.name}: a .zip must hold exactly one .onnx file (plus its external data); "
-                         f"it holds {len(onnx_files)}. Zip the model folder again.")
-                return None
+                raise DataError(f"{up.name}: a .zip must hold exactly one .onnx file (plus its external data); "
+                                f"it holds {len(onnx_files)}. Zip the model folder again.")
             path = onnx_files[0]
     except BenchmarkError as exc:
         st.error(f"{exc}")
+        if path is not None:
+            discard_upload(path, data_dir())
         return None
     saved[up.file_id] = str(path)
     return saved[up.file_id]
+
+
+#: Errors that refuse an uploaded file itself (not a setting): the upload is removed from disk.
+REFUSED = ("UnsafeModelError", "ModelLoadError", "DataError", "UnsafeArchiveError")
+
+
+def forget_upload(source: str) -> None:
+    """Remove a refused upload from disk and from this session; it is stored again from the
+    uploader on the next run (e.g. after ticking 'I trust this file')."""
+    from benchmark.paths import data_dir
+    from benchmark.safety import discard_upload
+
+    discard_upload(source, data_dir())
+    saved = st.session_state.get("uploads", {})
+    for key in [k for k, v in saved.items() if v == source]:
+        saved.pop(key)
 
 
 def choose_source() -> tuple[str | None, str | None, bool, str]:
@@ -89,11 +108,13 @@ def choose_source() -> tuple[str | None, str | None, bool, str]:
     archs = [NO_ARCH] + arch_names()
     arch = st.selectbox("Architecture (for a state_dict)", archs,
                         help="A state_dict holds only weights: choose the built-in architecture they belong to.")
-    trust = st.checkbox("I trust this file (allow a fully pickled nn.Module)", value=False,
-                        help="A pickled module runs code from the file when loaded. Leave off unless you made the file.")
+    trust = st.checkbox("I trust this file (allow a pickled nn.Module, or a .pt2 archive with code, to load)",
+                        value=False, help="A pickled module, and a .pt2 archive with pickled parts, guard code or "
+                                          "compiled code, runs code from the file when loaded. Leave off unless you "
+                                          "made the file.")
     if trust:
-        st.warning("Loading a pickled module executes code from the file, with this server's permissions. "
-                   "Only tick this for files you made yourself.")
+        st.warning("Loading such a file executes code from it (in a separate process, but with this server's "
+                   "permissions). Only tick this for files you made yourself.")
     arch = None if arch == NO_ARCH else arch
     if up is not None:
         path = store_uploaded(up)
@@ -152,6 +173,8 @@ if source is None:
     st.stop()
 info = inspect_model(source, (), arch, trust)
 if "error" in info:
+    if info["error_type"] in REFUSED and not source.startswith("sample:"):
+        forget_upload(source)
     hint = {"UnsafeModelError": "Tick 'I trust this file' only if you made it, or save a state_dict and pick its architecture.",
             "ModelLoadError": "Check the file format, or export the model again (ONNX or TorchScript)."}.get(info["error_type"],
                                                                                                             "Fix the file or settings and try again.")

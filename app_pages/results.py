@@ -18,11 +18,16 @@ def load(db: str, sweep_id: int, stamp: str):
 
 
 def sweep_picker():
+    from benchmark import BenchmarkError
     from benchmark.report import sweep_label
     from benchmark.store import Store
 
-    store = Store()
-    sweeps = store.list_sweeps()
+    try:
+        store = Store()
+        sweeps = store.list_sweeps()
+    except BenchmarkError as exc:  # e.g. a corrupt database: its path and what to do, in one line
+        st.error(f"{exc}")
+        st.stop()
     if not sweeps:
         st.info("No sweeps stored yet: start one on Compress & run, or click 'Try the demo' on Home.")
         st.stop()
@@ -35,10 +40,16 @@ def sweep_picker():
 
 
 def show(store, sweep_id: int, was_active: bool) -> None:
-    rec = store.get_sweep(sweep_id)
+    from benchmark import BenchmarkError
+
+    try:
+        rec = store.get_sweep(sweep_id)
+        df, samples, env = load(str(store.path), rec.id, f"{rec.updated_at}|{sum(rec.counts.values())}")
+    except BenchmarkError as exc:
+        st.error(f"{exc}")
+        return
     if was_active and not rec.active:
         st.rerun()  # finished: redraw the page once, without the periodic refresh
-    df, samples, env = load(str(store.path), rec.id, f"{rec.updated_at}|{sum(rec.counts.values())}")
     if rec.active:
         st.progress(min(1.0, float(rec.fraction or 0)), text=f"{rec.status}: {rec.progress or 'starting ...'}")
     elif rec.error:

@@ -34,8 +34,9 @@ def plan(cfg_dict: dict) -> tuple[int, int, float]:
 def dataset_choice(model: dict) -> str | None:
     from benchmark import BenchmarkError
     from benchmark.data import dataset_names
+    from benchmark.data.npz import check_npz_headers
     from benchmark.paths import data_dir
-    from benchmark.safety import store_upload
+    from benchmark.safety import discard_upload, store_upload
 
     choice = st.selectbox("Evaluation data", [OWN_DATA, *dataset_names(), UPLOAD_DATA],
                           help="Labelled data gives accuracy; without labels quality is fidelity to the FP32 outputs. "
@@ -48,11 +49,16 @@ def dataset_choice(model: dict) -> str | None:
     if up is None:
         st.info("Upload a .npz file, or choose another dataset.")
         return None
+    path = None
     try:
         up.seek(0)
-        return str(store_upload(up, up.name, data_dir(), int(st.get_option("server.maxUploadSize")) * 2**20))
+        path = store_upload(up, up.name, data_dir(), int(st.get_option("server.maxUploadSize")) * 2**20)
+        check_npz_headers(path, up.name)  # headers only; the sweep checks the arrays against the model
+        return str(path)
     except BenchmarkError as exc:
         st.error(f"{exc}")
+        if path is not None:
+            discard_upload(path, data_dir())
         return None
 
 
@@ -150,14 +156,18 @@ def show_queues(queues: dict[str, list[dict]]) -> None:
 
 def sweeps_panel() -> None:
     """Every active sweep (from any tab or CLI run) and the device queues, refreshed while busy."""
-    from benchmark import plots
+    from benchmark import BenchmarkError, plots
     from benchmark.report import sweep_label
     from benchmark.store import ACTIVE_SWEEP_STATUSES, Store
     from benchmark.sweep import cancel_sweep
 
-    store = Store()
-    store.mark_interrupted()
-    active = sorted(store.list_sweeps(statuses=ACTIVE_SWEEP_STATUSES), key=lambda r: r.id)
+    try:
+        store = Store()
+        store.mark_interrupted()
+        active = sorted(store.list_sweeps(statuses=ACTIVE_SWEEP_STATUSES), key=lambda r: r.id)
+    except BenchmarkError as exc:  # e.g. a corrupt database: its path and what to do, in one line
+        st.error(f"{exc}")
+        return
     queues = device_queues()
     mine = st.session_state.get("my_sweeps", [])
     show_queues(queues)
@@ -213,9 +223,14 @@ if cfg is not None:
             st.toast(f"Sweep #{sweep_id} started")
 
 st.subheader("Sweeps in progress")
+from benchmark import BenchmarkError  # noqa: E402
 from benchmark.store import ACTIVE_SWEEP_STATUSES, Store  # noqa: E402
 
-st.session_state["_refreshing"] = bool(Store().list_sweeps(limit=1, statuses=ACTIVE_SWEEP_STATUSES)) or any(device_queues().values())
+try:
+    running = bool(Store().list_sweeps(limit=1, statuses=ACTIVE_SWEEP_STATUSES))
+except BenchmarkError:  # the panel below shows the database's error
+    running = False
+st.session_state["_refreshing"] = running or any(device_queues().values())
 st.fragment(sweeps_panel, run_every=2.0 if st.session_state["_refreshing"] else None)()
 try:
     st.page_link("app_pages/results.py", label="Open Results", icon=":material/scatter_plot:")

@@ -3,7 +3,9 @@
 Subcommands: ``info`` (what a model is: inputs, params, MACs/FLOPs, size), ``run`` (a sweep),
 ``results`` / ``sweeps`` (what the database holds), ``report`` (an HTML report of sweeps),
 ``sensitivity`` / ``search`` (per-layer sensitivity, accuracy-aware INT8 search), ``samples``,
-``env``. Errors print one line and exit with status 2; ``--debug`` shows the traceback.
+``env``. Errors print one line and exit with status 2; ``--debug`` shows the traceback. ``info``
+loads the model in a separate process, like every other command, so a file's code or a crash
+never runs in the CLI itself.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import json
 import sys
 import traceback
 
-from .errors import BenchmarkError
-from .inspection import model_info
+from .errors import BenchmarkError, memory_error
+from .inspection import inspect_isolated
 
 EXIT_ERROR = 2
 
@@ -28,7 +30,7 @@ def _human(n: float | int | None, unit: str = "") -> str:
 
 
 def _cmd_info(args) -> int:
-    info = model_info(args.model, args.input, args.arch, args.trust_pickle, args.batch_size)
+    info = inspect_isolated(args.model, args.input, args.arch, args.trust_pickle, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -122,15 +124,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except BenchmarkError as exc:
         if args.debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except (MemoryError, RuntimeError) as exc:
+        mapped = memory_error(exc, f"running `slimbench {args.command}`")
+        if mapped is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {mapped}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return _closed_stdout()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_stdout() -> int:
+    """The reader of stdout went away (``slimbench info ... | head``): stop quietly, as Unix tools do."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    os.close(devnull)
+    return 128 + 13  # killed by SIGPIPE, by convention
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ and a page can show it with ``st.error`` without a traceback.
 """
 from __future__ import annotations
 
+#: How a user allows a file that runs code when loaded (the end of every refusal message).
+TRUST_OPT_IN = ("Only if you trust the file, allow it with --trust-pickle (CLI) or 'I trust this file' "
+                "(dashboard)")
+
 
 class BenchmarkError(Exception):
     """Base of every error Slimbench raises on purpose (bad input, missing backend, ...)."""
@@ -64,3 +68,15 @@ def one_line(exc: BaseException, limit: int = 300, *, typed: bool = False) -> st
     if typed:
         return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return first or type(exc).__name__
+
+
+def memory_error(exc: BaseException, doing: str | None = None) -> "ResourceError | None":
+    """A :class:`ResourceError` for an allocation that failed (``MemoryError``, or torch's
+    "can't allocate memory" ``RuntimeError``), naming what was being allocated; None for anything else."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, MemoryError) and not (isinstance(exc, RuntimeError) and "allocate" in text
+                                                 and ("can't" in text or "out of memory" in text.lower())):
+        return None
+    what = f" while {doing}" if doing else ""
+    return ResourceError(f"not enough memory{what}: {text[:300] or 'MemoryError'}; use smaller inputs, batch "
+                         "sizes or samples")

@@ -1,11 +1,10 @@
 """What a model is — inputs, outputs, parameters, MACs/FLOPs, size, per-layer rows — as one JSON-ready dict.
 
-:func:`model_info` loads and counts in the calling process (the CLI's ``slimbench info``, and the
-dashboard for the built-in samples, whose weights are read with ``weights_only=True``).
+:func:`model_info` loads and counts in the calling process (a library call).
 :func:`inspect_isolated` does the same in a spawned child through
 :func:`benchmark.jobs.run_isolated`, so a trusted pickle's code, an ONNX file that crashes its
-parser or a load that hangs never runs in (or takes down) the caller: the dashboard inspects
-uploaded files only this way. Counting conventions are those of :mod:`benchmark.measure.flops`
+parser, a load that hangs or inputs too large for memory never run in (or take down) the caller:
+``slimbench info`` and the dashboard's Model page inspect every model (samples too) only this way. Counting conventions are those of :mod:`benchmark.measure.flops`
 (``macs`` = multiply-accumulates, ``flops = 2 x macs``, counted at ``batch_size``).
 """
 from __future__ import annotations
@@ -17,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import BenchmarkError, ModelLoadError
+from .errors import BenchmarkError, ModelLoadError, ResourceError
 
 DEFAULT_INSPECT_TIMEOUT_S = 120.0
 _COUNT_KEYS = ("params", "macs", "flops", "size_bytes", "sparsity", "unsupported_ops", "counter", "by_module",
@@ -33,7 +32,8 @@ def model_info(source: str, inputs: list[str] | tuple[str, ...] | None = None, a
     size_bytes, sparsity, unsupported_ops, counter, by_module`` (per-layer rows ``{name, op_type,
     macs, params}``), ``by_operator`` and ``notes``. A load failure raises; a counting failure
     raises too unless ``strict=False``, which returns the load facts with ``count_error`` (the
-    message) and the counts set to None.
+    message) and the counts set to None; inputs too large for the available memory always raise
+    :class:`~benchmark.errors.ResourceError`.
     """
     from .config import InputSpec
     from .measure.flops import count_model
@@ -55,7 +55,7 @@ def model_info(source: str, inputs: list[str] | tuple[str, ...] | None = None, a
     try:
         report = count_model(model, batch_size=batch_size)
     except BenchmarkError as exc:
-        if strict:
+        if strict or isinstance(exc, ResourceError):  # inputs too large for memory: an error, not a gap
             raise
         info.update({k: None for k in _COUNT_KEYS}, count_error=str(exc))
         return _json_ready(info)

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import errors as _errors
 from .errors import BenchmarkError, ConfigError, StoreError, one_line
 from .processes import kill_tree, oom_kill_count, process_alive, process_start_time, signal_name
 
@@ -204,8 +205,12 @@ def _child_entry(conn, target: str, payload: Any, plugins: list[str], log_path: 
         tb = traceback.format_exc()
         if log_file:
             print(tb, file=sys.stderr, flush=True)
-        send({"type": "error", "error_type": type(exc).__name__,
-              "message": f"internal error: {one_line(exc, typed=True)}", "traceback": tb})
+        mapped = _errors.memory_error(exc)  # an allocation that failed is bad input, not a bug
+        if mapped is not None:
+            send({"type": "error", "error_type": type(mapped).__name__, "message": str(mapped)})
+        else:
+            send({"type": "error", "error_type": type(exc).__name__,
+                  "message": f"internal error: {one_line(exc, typed=True)}", "traceback": tb})
     finally:
         conn.close()
     # Skip interpreter finalisation (seconds with torch/onnxruntime loaded): the job is done and

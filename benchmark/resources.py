@@ -159,15 +159,28 @@ def available_memory_bytes(device: str) -> tuple[int, str]:
     return avail, source
 
 
+def array_bytes(shape, dtype: str) -> int:
+    """Bytes of an array of ``shape`` and ``dtype`` (a name from the input specs; unknown names count 4)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n * _ITEMSIZE.get(str(dtype), 4)
+
+
+def check_allocation(n_bytes: int, what: str, device: str = "cpu") -> None:
+    """Raise :class:`ResourceError` *before* allocating ``n_bytes`` for ``what`` when they exceed the
+    available memory (capped by ``$SLIMBENCH_MEMORY_LIMIT_MB``): ``what`` and both figures in one line."""
+    available, source = available_memory_bytes(device)
+    if int(n_bytes) > available:
+        raise ResourceError(
+            f"{what} needs {format_mb(n_bytes, True)} ({n_bytes / 2**30:,.1f} GiB), more than the "
+            f"{format_mb(available)} available ({source}); use smaller shapes, batch sizes or samples"
+        )
+
+
 def input_bytes_per_sample(specs) -> int:
     """Bytes of one sample of every input (dim 0 is the batch axis)."""
-    total = 0
-    for spec in specs:
-        n = 1
-        for d in spec.concrete(1):
-            n *= int(d)
-        total += n * _ITEMSIZE.get(spec.dtype, 4)
-    return total
+    return sum(array_bytes(spec.concrete(1), spec.dtype) for spec in specs)
 
 
 @dataclass(frozen=True)
@@ -331,7 +344,8 @@ def check_disk_space(
 
 __all__ = [
     "ACTIVATION_FACTOR", "ActivationProfile", "BatchMemoryEstimate", "DISK_MARGIN_MB", "DISK_MODEL_FACTOR",
-    "MEMORY_LIMIT_ENV", "MIN_FREE_ENV", "activation_profile", "available_memory_bytes", "check_disk_space",
+    "MEMORY_LIMIT_ENV", "MIN_FREE_ENV", "activation_profile", "array_bytes", "available_memory_bytes",
+    "check_allocation", "check_disk_space",
     "check_environment", "estimate_batch_memory", "format_mb", "input_bytes_per_sample", "memory_skip_reason",
     "model_file_bytes", "required_free_bytes",
 ]

@@ -135,6 +135,17 @@ def store_upload(data: bytes | BinaryIO, filename: str, data_dir: Path, max_byte
             tmp.unlink()
 
 
+def discard_upload(path: str | os.PathLike, data_dir: Path) -> bool:
+    """Remove a refused upload: its whole ``uploads/<digest>/`` folder (the file, and anything
+    unpacked from it). Only paths inside ``data_dir/uploads`` are touched; returns whether one was."""
+    uploads = (Path(data_dir) / "uploads").resolve()
+    target = Path(path).resolve()
+    if not target.is_relative_to(uploads) or target == uploads:
+        return False
+    shutil.rmtree(uploads / target.relative_to(uploads).parts[0], ignore_errors=True)
+    return True
+
+
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
     mode = (info.external_attr >> 16) & 0xFFFF
@@ -262,6 +273,71 @@ def _move_into(staging: Path, dest_dir: Path) -> list[Path]:
             os.replace(src, dst)
             out.append(dst)
     return out
+
+
+#: TensorProto typed fields and how many of their entries hold one element (complex: two).
+_TYPED_FIELDS = {"float_data": ("FLOAT", "COMPLEX64"), "int32_data": ("INT32", "INT16", "INT8", "UINT16", "UINT8",
+                 "BOOL", "FLOAT16", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ"),
+                 "int64_data": ("INT64",), "double_data": ("DOUBLE", "COMPLEX128"), "uint64_data": ("UINT32", "UINT64")}
+
+
+def _declared(t) -> tuple[int, int | None]:
+    """(elements the dims declare, bytes they need in raw form; None for strings / unknown types)."""
+    import onnx
+
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    name = onnx.TensorProto.DataType.Name(t.data_type) if t.data_type in onnx.TensorProto.DataType.values() else ""
+    if name in ("STRING", "UNDEFINED", ""):
+        return n, None
+    if name in ("INT4", "UINT4", "FLOAT4E2M1"):
+        return n, (n + 1) // 2
+    try:
+        return n, n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return n, None
+
+
+def _held(t, folder: Path) -> tuple[int, str]:
+    """(bytes or elements the tensor holds, unit) for its raw, typed or external data."""
+    import onnx
+
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        info = {e.key: e.value for e in t.external_data}
+        if info.get("length"):
+            return int(info["length"]), "bytes"
+        target = folder.joinpath(*PurePosixPath(info.get("location", "").replace("\\", "/")).parts)
+        return max(0, target.stat().st_size - int(info.get("offset", 0) or 0)), "bytes"
+    if t.HasField("raw_data"):
+        return len(t.raw_data), "bytes"
+    name = onnx.TensorProto.DataType.Name(t.data_type)
+    for field, types in _TYPED_FIELDS.items():
+        if name in types:
+            per = 2 if name.startswith("COMPLEX") else 1
+            return len(getattr(t, field)) // per, "elements"
+    return len(t.string_data), "elements"
+
+
+def check_onnx_tensor_sizes(model, model_path: Path) -> int:
+    """Refuse (``ModelLoadError``) a tensor whose dims declare more data than it holds (raw bytes,
+    typed values or its external-data slice): counts and memory would follow the dims. Run after
+    :func:`check_onnx_external_data`. Returns the bytes the tensors declare."""
+    model_path = Path(model_path)
+    folder = model_path.resolve().parent
+    total = 0
+    for t in iter_tensors(model.graph):
+        n, nbytes = _declared(t)
+        held, unit = _held(t, folder)
+        need = nbytes if unit == "bytes" else n
+        if need is None:
+            continue
+        if held < need:
+            shape = "x".join(map(str, t.dims)) or "scalar"
+            raise ModelLoadError(f"tensor {t.name!r} of {model_path.name} declares shape {shape} ({need:,} {unit}) "
+                                 f"but holds {held:,} {unit}; the file is corrupt or crafted")
+        total += nbytes or 0
+    return total
 
 
 def check_onnx_external_data(model_path: Path) -> list[Path]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import StoreError
+from .paths import DB_ENV
 from .processes import process_alive, process_start_time
 from .results import FINISHED_STATUSES, RunResult, now_iso, results_to_frame
 
@@ -74,6 +75,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sweeps_status ON sweeps(status);
     """,
 ]
+
+
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def schema_version() -> int:
@@ -138,11 +143,40 @@ class Store:
             raise StoreError(f"cannot write results database at {self.path}: it is a folder; give a file path")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._check_file()
             self._init_schema()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot write results database at {self.path}: {exc}") from None
+            raise self._unreadable(exc) from None
         except OSError as exc:
             raise StoreError(f"cannot write results database at {self.path}: {exc.strerror or exc}") from None
+
+    def _unreadable(self, exc: BaseException) -> StoreError:
+        return StoreError(f"results database {self.path} cannot be used ({exc}); move the file away (or restore a "
+                          f"backup) and a new one is created, or choose another file with --db or {DB_ENV}")
+
+    def _check_file(self) -> None:
+        """Fail fast, with the reason, on a path that is not (and cannot become) a SQLite database:
+        a device, pipe or ``/proc`` entry, a file of another kind, or a folder where the set-up lock
+        cannot be created (rather than waiting ``timeout_s`` for a lock that can never be taken)."""
+        import stat
+
+        if self.path.exists():
+            mode = self.path.stat().st_mode
+            if not stat.S_ISREG(mode):
+                raise StoreError(f"results database {self.path} is not a regular file (a device, pipe or socket); "
+                                 "give a database file path with --db")
+            with open(self.path, "rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+            if head and head != SQLITE_HEADER:
+                raise StoreError(f"{self.path} is not a SQLite database (it starts with {head[:16]!r}); give the "
+                                 f"path of a Slimbench results database, or a new file, with --db or {DB_ENV}")
+        lock = Path(f"{self.path}.init.lock")
+        try:
+            with open(lock, "a"):
+                pass
+        except OSError as exc:
+            raise StoreError(f"cannot create the set-up lock {lock} next to the results database "
+                             f"({exc.strerror or exc}); use a --db path in a writable folder") from None
 
     # --- connection ---------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -173,6 +207,8 @@ class Store:
                 yield conn
         except sqlite3.OperationalError as exc:
             raise StoreError(f"cannot write results database at {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # corrupt pages ("database disk image is malformed")
+            raise self._unreadable(exc) from None
         finally:
             conn.close()
 
@@ -328,6 +364,32 @@ class Store:
                 data = json.loads(row["data"])
                 data["status"], data["error"] = "pending", None
                 conn.execute("UPDATE runs SET status = 'pending', data = ? WHERE id = ?", (json.dumps(data), row["id"]))
+
+    def claim_sweep(self, sweep_id: int) -> SweepRecord:
+        """Claim a finished/interrupted/cancelled sweep for this process before resuming it, in one
+        transaction: it becomes ``pending`` with this process as its runner. Raises ``StoreError``
+        when another runner holds it (an active status), so two ``--resume N`` never both run.
+        Returns the sweep as it was before the claim (see :meth:`release_sweep`)."""
+        rec = self.get_sweep(sweep_id)
+        with self._conn(write=True) as conn:
+            cur = conn.execute(
+                f"UPDATE sweeps SET status = 'pending', pid = ?, pid_started = ?, host = ?, heartbeat = ?, "
+                f"updated_at = ? WHERE id = ? AND status NOT IN ({','.join('?' * len(ACTIVE_SWEEP_STATUSES))})",
+                (os.getpid(), process_start_time(), socket.gethostname(), time.time(), now_iso(), int(sweep_id),
+                 *ACTIVE_SWEEP_STATUSES),
+            )
+            if cur.rowcount == 0:
+                row = conn.execute("SELECT status, pid FROM sweeps WHERE id = ?", (int(sweep_id),)).fetchone()
+                status, pid = (row["status"], row["pid"]) if row else ("deleted", None)
+                raise StoreError(f"sweep {sweep_id} is still {status} (runner pid {pid}); one runner per sweep: "
+                                 "wait for it or cancel it first")
+        return rec
+
+    def release_sweep(self, claimed: SweepRecord) -> None:
+        """Undo :meth:`claim_sweep` when the resume stops before it started (its status and error back)."""
+        with self._conn(write=True) as conn:
+            conn.execute("UPDATE sweeps SET status = ?, error = ?, updated_at = ? WHERE id = ? AND pid = ?",
+                         (claimed.status, claimed.error, now_iso(), int(claimed.id), os.getpid()))
 
     def set_sweep_owner(self, sweep_id: int, pid: int | None = None) -> None:
         """Record the process that runs the sweep (default: this one) and its start time."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import DataError
 from .base import Dataset, fixed_batch
 from .builtin import CALIB_SAMPLES, DATASETS, SPLITS
-from .npz import LABELS, MAX_NPZ_BYTES, check_arrays, load_npz, random_dataset
+from .npz import LABELS, MAX_NPZ_BYTES, check_arrays, check_labels, load_npz, random_dataset
 
 if TYPE_CHECKING:
     from ..models.base import LoadedModel
@@ -76,6 +76,17 @@ def split_npz(dataset: Dataset, split: str) -> tuple[Dataset, str | None]:
     return described, None
 
 
+def model_classes(model: "LoadedModel") -> int | None:
+    """The number of classes ``model`` scores: its declared ``num_classes``, else the static last dim
+    of its single ``[batch, C]`` output; None when unknown."""
+    if model.num_classes:
+        return int(model.num_classes)
+    outs = list(model.outputs or [])
+    if len(outs) == 1 and len(outs[0].shape) == 2 and isinstance(outs[0].shape[1], int) and outs[0].shape[1] > 1:
+        return int(outs[0].shape[1])
+    return None
+
+
 def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = "test", *,
                     warnings: list[str] | None = None) -> Dataset | None:
     """The dataset to evaluate ``model`` on, checked against its inputs.
@@ -92,10 +103,15 @@ def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = 
             return None
         spec = model.dataset
     if isinstance(spec, str) and spec in DATASETS:
-        return fit_to_inputs(get_dataset(spec, split), model.inputs, where=f"dataset {spec!r} for model {model.name!r}")
+        where = f"dataset {spec!r} for model {model.name!r}"
+        data = fit_to_inputs(get_dataset(spec, split), model.inputs, where=where)
+        check_labels(data.labels, model_classes(model), where)
+        return data
     path = Path(spec)
     if path.suffix.lower() == ".npz" or path.exists():
-        data, note = split_npz(load_npz(path, model.inputs), split)
+        whole = load_npz(path, model.inputs)
+        check_labels(whole.labels, model_classes(model), f"{path.name} for model {model.name!r}")
+        data, note = split_npz(whole, split)
         if note and warnings is not None:
             warnings.append(note)
         return data
@@ -107,7 +123,7 @@ def resolve_dataset(spec: str | Path | None, model: "LoadedModel", split: str = 
 
 __all__ = [
     "Dataset", "DATASETS", "SPLITS", "fixed_batch", "CALIB_SAMPLES", "LABELS", "MAX_NPZ_BYTES",
-    "dataset_names", "get_dataset", "load_npz", "check_arrays", "fit_to_inputs",
+    "dataset_names", "get_dataset", "load_npz", "check_arrays", "check_labels", "fit_to_inputs", "model_classes",
     "resolve_dataset", "random_dataset", "split_npz", "NPZ_CALIB_PERCENT", "NPZ_MIN_SPLIT_SAMPLES",
     "SAME_SAMPLES_WARNING",
 ]

@@ -15,6 +15,7 @@ Rules for a user ``.npz`` file:
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +24,7 @@ import numpy as np
 from ..config import InputSpec
 from ..errors import DataError, UnsafeArchiveError
 from .base import Dataset
+from .synthetic import numpy_dtype, random_arrays
 
 LABELS = "labels"
 #: Refuse ``.npz`` files whose arrays expand beyond this many bytes.
@@ -34,7 +36,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 def _numpy_dtype(spec: InputSpec) -> np.dtype:
     """The numpy dtype data for ``spec`` is held in (numpy has no bfloat16: float32 stands in)."""
-    return np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype)
+    return numpy_dtype(spec.dtype)
 
 
 def _fmt_shape(shape) -> str:
@@ -67,6 +69,35 @@ def _cast(name: str, arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray
                 f"{spec.dtype} ({info.min}..{info.max})"
             )
     return arr.astype(target)
+
+
+def check_finite_array(name: str, arr: np.ndarray, where: str) -> None:
+    """Raise a one-line :class:`DataError` naming array ``name`` when it holds NaN or Inf values."""
+    if arr.dtype.kind not in "fc" or not arr.size:
+        return
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    bad = ~finite
+    n_nan = int(np.count_nonzero(np.isnan(arr)))
+    first = int(np.argmax(bad.reshape(len(arr), -1).any(axis=1))) if arr.ndim else 0
+    raise DataError(
+        f"{where}: array {name!r} holds {n_nan:,} NaN and {int(np.count_nonzero(bad)) - n_nan:,} Inf values "
+        f"(first in sample {first}); replace or drop those samples"
+    )
+
+
+def check_labels(labels: np.ndarray | None, num_classes: int | None, where: str) -> None:
+    """Class ids must be >= 0 and, when ``num_classes`` is known, below it (one-line :class:`DataError`)."""
+    if labels is None or not np.size(labels):
+        return
+    lo, hi = int(np.min(labels)), int(np.max(labels))
+    if lo >= 0 and (not num_classes or hi < num_classes):
+        return
+    bad = lo if lo < 0 else hi
+    allowed = f"the model's {num_classes} classes (0..{num_classes - 1})" if num_classes else "class ids (0 or more)"
+    raise DataError(f"{where}: {LABELS!r} holds class id {bad} (labels range {lo}..{hi}), outside {allowed}; "
+                    "fix the labels or choose the model they belong to")
 
 
 def check_arrays(
@@ -123,6 +154,7 @@ def check_arrays(
                     f"{spec.name!r} expects {_expected(spec)} (dim {d} must be {want})"
                 )
         out[spec.name] = _cast(spec.name, arr, spec, where)
+        check_finite_array(spec.name, out[spec.name], where)
         feed_axis[spec.name] = per_feed
         counts[spec.name] = len(arr)
     if labels is not None:
@@ -139,6 +171,7 @@ def check_arrays(
             )
         counts[LABELS] = len(labels)
         labels = labels.astype(np.int64)
+        check_labels(labels, None, where)
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
         raise DataError(f"{where}: arrays must share the leading sample count N; got {detail}")
@@ -160,6 +193,57 @@ def _read_head(source: str | Path | BinaryIO, label: str) -> bytes:
     head = source.read(8)
     source.seek(pos)
     return head
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n:,} bytes"
+
+
+def _object_array(label: str, key: str) -> DataError:
+    return DataError(f"{label}: array {key!r} is an object array; the file holds object arrays, which are refused "
+                     "(loading them would run code from the file); save plain numeric arrays")
+
+
+def check_npz_headers(path: str | Path | BinaryIO, label: str | None = None) -> None:
+    """Read every member's ``.npy`` header (never its data) and refuse (:class:`DataError`) object
+    arrays and a member whose declared shape needs more bytes than the member holds, then check the
+    arrays' total against free memory (numpy allocates the declared shape before it reads a byte).
+    Cheap enough to run on an upload before anything else reads it."""
+    label = label or (Path(path).name if isinstance(path, (str, Path)) else "uploaded file")
+    from numpy.lib import format as npy_format
+
+    from ..resources import check_allocation
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path if not isinstance(path, Path) else str(path)) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                key = info.filename[:-4]
+                with archive.open(info) as member:
+                    if member.read(6) != _NPY_MAGIC:
+                        continue  # numpy reports it when it reads the member
+                    member.seek(0)
+                    version = npy_format.read_magic(member)
+                    read_header = npy_format.read_array_header_1_0 if version == (1, 0) else \
+                        npy_format.read_array_header_2_0  # 2.0 and 3.0 share the 4-byte length field
+                    shape, _fortran, dtype = read_header(member)
+                    held = info.file_size - member.tell()
+                if dtype.hasobject:
+                    raise _object_array(label, key)
+                needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if needed > held:
+                    raise DataError(
+                        f"{label}: array {key!r} declares shape {_fmt_shape(shape)} {dtype} ({_gib(needed)}) but "
+                        f"the file holds {held:,} bytes of it; the file is corrupt or crafted"
+                    )
+                total += needed
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{label}: is a damaged .npz archive ({exc})") from None
+    except ValueError as exc:
+        raise DataError(f"{label}: an array header cannot be read ({str(exc).splitlines()[0][:200]})") from None
+    check_allocation(total, f"loading the arrays of {label}")
 
 
 def load_npz(
@@ -202,6 +286,9 @@ def load_npz(
         )
     if not isinstance(path, (str, Path)):
         path.seek(0)
+    check_npz_headers(path, label)
+    if not isinstance(path, (str, Path)):
+        path.seek(0)
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -211,10 +298,7 @@ def load_npz(
                     arrays[key] = npz[key]
                 except ValueError as exc:
                     if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-                        raise DataError(
-                            f"{label}: array {key!r} is an object array; the file holds object arrays, "
-                            "which are refused (loading them would run code from the file); save plain numeric arrays"
-                        ) from None
+                        raise _object_array(label, key) from None
                     raise DataError(f"{label}: array {key!r} cannot be read ({exc})") from None
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DataError(f"{label}: is a damaged .npz archive ({exc})") from None
@@ -245,23 +329,12 @@ def random_dataset(
     """
     if n < 1:
         raise DataError(f"random dataset needs n >= 1; got {n}")
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for spec in inputs:
-        shape = spec.concrete(n) if spec.shape else (n,)
-        dtype = _numpy_dtype(spec)
-        if dtype.kind == "f":
-            arr = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            arr = np.ones(shape, dtype=bool)
-        elif "mask" in spec.name.lower():
-            arr = np.ones(shape, dtype=dtype)
-        else:
-            arr = rng.integers(0, 2, size=shape).astype(dtype)
-        arrays[spec.name] = arr
+    shapes = {s.name: (s.concrete(n) if s.shape else (n,)) for s in inputs}
+    arrays = random_arrays(inputs, shapes, seed=seed, what=f"{n} random samples of {', '.join(shapes)}")
     return Dataset(name=name, arrays=arrays, labels=None,
                    feed_axis={s.name: not s.shape for s in inputs},
                    description=f"{n} random samples (seed {seed})")
 
 
-__all__ = ["load_npz", "check_arrays", "random_dataset", "MAX_NPZ_BYTES", "LABELS"]
+__all__ = ["load_npz", "check_npz_headers", "check_arrays", "check_finite_array", "check_labels", "random_dataset", "MAX_NPZ_BYTES",
+           "LABELS"]

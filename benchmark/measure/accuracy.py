@@ -74,6 +74,9 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     labels = np.asarray(labels).reshape(-1)
     if logits.ndim != 2 or len(logits) != len(labels):
         raise DataError(f"top-{k} needs logits [N, C] and N labels; got {logits.shape} and {labels.shape}")
+    from ..data.npz import check_labels
+
+    check_labels(labels, int(logits.shape[1]), "evaluation data")
     if k == 1:
         return float(np.mean(np.argmax(logits, axis=1) == labels))
     top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]

@@ -68,26 +68,18 @@ class LoadedModel:
         return feeds_to_tensors(self.example_inputs(batch_size, seed), self.inputs)
 
     def example_inputs(self, batch_size: int = 1, seed: int = 0) -> dict[str, Any]:
-        """Random numpy feeds matching the input specs (batch axis = dim 0).
+        """Random numpy feeds matching the input specs (batch axis = dim 0), each in its input's dtype.
 
         Integer inputs get values in [0, 2) for masks/ids (``attention_mask``-like names get ones).
+        Inputs that would not fit in the available memory raise ``ResourceError`` before anything
+        is allocated (:func:`benchmark.data.synthetic.random_arrays`).
         """
-        import numpy as np
+        from ..data.synthetic import random_arrays
 
-        rng = np.random.default_rng(seed)
-        feeds = {}
-        for spec in self.inputs:
-            shape = spec.concrete(batch_size)
-            if spec.dtype.startswith("float") or spec.dtype == "bfloat16":
-                arr = rng.standard_normal(shape).astype("float32" if spec.dtype == "bfloat16" else spec.dtype)
-            elif spec.dtype == "bool":
-                arr = np.ones(shape, dtype=bool)
-            elif "mask" in spec.name.lower():
-                arr = np.ones(shape, dtype=spec.dtype)
-            else:
-                arr = rng.integers(0, 2, size=shape).astype(spec.dtype)
-            feeds[spec.name] = arr
-        return feeds
+        shapes = {spec.name: spec.concrete(batch_size) for spec in self.inputs}
+        return random_arrays(self.inputs, shapes, seed=seed,
+                             what=f"example inputs of {self.name} at batch {batch_size} "
+                                  f"({', '.join(s.name + ' ' + 'x'.join(map(str, shapes[s.name])) for s in self.inputs)})")
 
 
 def feeds_to_tensors(feeds: dict[str, Any], inputs) -> tuple:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import InputSpec, OutputSpec
-from ..errors import BenchmarkError, ConfigError, ModelLoadError, UnsafeModelError, one_line
+from ..errors import TRUST_OPT_IN, BenchmarkError, ConfigError, ModelLoadError, ResourceError, UnsafeModelError, one_line
 from ..registry import Registry
 from .base import LoadedModel
 
@@ -116,7 +116,7 @@ def _load_file(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
             raise ModelLoadError(f"{path.name}: expected a torch.export program (.pt2) but the file looks like an ONNX model; rename it to .onnx")
         if kind != "exported":
             raise ModelLoadError(f"{path.name}: expected a torch.export program (.pt2, a zip archive from torch.export.save); the file is not one ({_describe_kind(kind)})")
-        return FORMAT_LOADERS.get("exported")(path)
+        return FORMAT_LOADERS.get("exported")(path, trust_pickle=trust_pickle)
     if ext in TORCH_EXTS:
         if kind == "onnx":
             raise ModelLoadError(f"{path.name}: expected a PyTorch file ({ext}) but the file looks like an ONNX model; rename it to .onnx")
@@ -173,7 +173,7 @@ def onnx_io_specs(model_proto) -> tuple[list[InputSpec], list[OutputSpec]]:
 def load_onnx(path: Path) -> LoadedModel:
     import onnx
 
-    from ..safety import check_onnx_external_data
+    from ..safety import check_onnx_external_data, check_onnx_tensor_sizes
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
@@ -182,6 +182,7 @@ def load_onnx(path: Path) -> LoadedModel:
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{path.name}: expected an ONNX model but the file holds no graph (random bytes or truncated?)")
     check_onnx_external_data(path)
+    check_onnx_tensor_sizes(proto, path)
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx.checker.ValidationError and friends
@@ -246,16 +247,23 @@ def _exported_specs(ep) -> list[InputSpec]:
 
 
 @FORMAT_LOADERS.register("exported")
-def load_exported(path: Path) -> LoadedModel:
+def load_exported(path: Path, trust_pickle: bool = False) -> LoadedModel:
+    """A ``.pt2`` archive, checked by :func:`~benchmark.models.pt2_check.check_exported_archive` first
+    (parts that would run code need ``trust_pickle``); torch then reads the same open file."""
     import torch
 
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as exc:  # torch raises many kinds here (zip, json, version)
-        raise ModelLoadError(f"{path.name}: expected a torch.export program (.pt2) but it cannot be loaded ({one_line(exc)})") from None
+    from .pt2_check import check_exported_archive
+
+    with open(path, "rb") as fh:
+        notes = check_exported_archive(fh, path.name, trust_pickle)
+        try:
+            ep = torch.export.load(fh)
+            module = ep.module()
+        except Exception as exc:  # torch raises many kinds here (zip, json, version, verifier)
+            raise ModelLoadError(f"{path.name}: expected a torch.export program (.pt2) but it cannot be loaded ({one_line(exc)})") from None
     inputs = _exported_specs(ep)
-    module = ep.module()
-    return LoadedModel(name=path.stem, format="exported", framework="torch", inputs=inputs, path=path, torch_module=module)
+    return LoadedModel(name=path.stem, format="exported", framework="torch", inputs=inputs, path=path, torch_module=module,
+                       notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,8 +297,7 @@ def load_state_dict_file(path: Path, arch: str | None = None, trust_pickle: bool
         if not trust_pickle:
             raise UnsafeModelError(
                 f"{path.name}: this file is a full pickle (it holds Python objects, e.g. a whole nn.Module); "
-                "loading it runs code from the file, so it was refused. Save a state_dict instead, or, only if you "
-                "trust the file, allow it with --trust-pickle (CLI) or 'I trust this file' (dashboard)"
+                f"loading it runs code from the file, so it was refused. Save a state_dict instead. {TRUST_OPT_IN}"
             ) from None
         obj = _load_trusted_pickle(path)
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
@@ -386,6 +393,8 @@ def describe_io(model: LoadedModel) -> LoadedModel:
         return model
     try:
         model.outputs = infer_torch_outputs(model)
+    except ResourceError:
+        raise  # inputs that do not fit in memory are an error of the shapes given, not a note
     except BenchmarkError as exc:
         model.notes.append(f"outputs unknown until input shapes are given: {exc}")
     except (RuntimeError, ValueError, TypeError) as exc:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 
 from ..data.base import fixed_batch as _declared_fixed_batch
-from ..errors import one_line
+from ..errors import memory_error, one_line
 
 
 def internal_error(exc: BaseException) -> str:
-    """The one-line error of a row failed by an exception outside the BenchmarkError tree (a bug)."""
-    return f"internal error: {one_line(exc, typed=True)}"
+    """The one-line error of a row failed by an exception outside the BenchmarkError tree (a bug;
+    an allocation that failed is named as such)."""
+    mapped = memory_error(exc)
+    return str(mapped) if mapped is not None else f"internal error: {one_line(exc, typed=True)}"
 
 
 def fixed_batch(model, overridden: set[str]) -> tuple[int, str] | None:

@@ -318,17 +318,20 @@ class _Runner:
 
 
 def _resume_settings(store: Store, sweep_id: int, plugins, job_timeout_s):
-    """(config, plugins, job timeout) of a stored sweep to resume; refuses one that is still active."""
+    """(config, plugins, job timeout, the sweep as it was) of a stored sweep to resume, claimed for this
+    process (:meth:`Store.claim_sweep`); refuses one that another runner holds."""
     store.mark_interrupted()
-    rec = store.get_sweep(sweep_id)
-    if rec.active:
-        raise StoreError(f"sweep {rec.id} is still {rec.status} (runner pid {rec.pid}); wait for it or cancel it first")
-    cfg = sweep_config_from_dict(rec.config.get("sweep") or {})  # the stored plan decides what is missing
+    rec = store.claim_sweep(sweep_id)  # one runner per sweep: a second --resume is refused here
+    try:
+        cfg = sweep_config_from_dict(rec.config.get("sweep") or {})  # the stored plan decides what is missing
+    except BaseException:
+        store.release_sweep(rec)
+        raise
     runner = rec.config.get("runner") or {}
     plugins = plugins or runner.get("plugins") or None
     if job_timeout_s == DEFAULT_JOB_TIMEOUT_S and runner.get("job_timeout_s"):
         job_timeout_s = float(runner["job_timeout_s"])
-    return cfg, plugins, job_timeout_s
+    return cfg, plugins, job_timeout_s, rec
 
 
 def _mark_failed(store: Store, sweep_id: int | None, exc: BaseException) -> None:
@@ -373,8 +376,9 @@ def run_sweep(
     from ..jobs import plugin_list
 
     resume = resume_sweep_id is not None
+    claimed = None
     if resume:
-        cfg, plugins, job_timeout_s = _resume_settings(store, resume_sweep_id, plugins, job_timeout_s)
+        cfg, plugins, job_timeout_s, claimed = _resume_settings(store, resume_sweep_id, plugins, job_timeout_s)
         sweep_id = resume_sweep_id
     if cfg is None:
         raise ConfigError("run_sweep needs a SweepConfig (or resume_sweep_id of a stored sweep)")
@@ -383,7 +387,9 @@ def run_sweep(
     try:
         validate_sweep(cfg, plugins)
     except BenchmarkError as exc:
-        if not resume:
+        if claimed is not None:
+            store.release_sweep(claimed)
+        else:
             _mark_failed(store, sweep_id, exc)
         raise
     runner = _Runner(cfg, store, progress, float(job_timeout_s or 0) or None, plugins, sweep_id, resume)

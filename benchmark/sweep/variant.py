@@ -78,14 +78,16 @@ def _load(payload: dict, out: Emitter) -> tuple[Any, list[InputSpec]]:
 
 
 def _evaluation_data(payload: dict, model, eval_samples: int, fixed, notes: list[str]):
-    """The evaluation split (its first ``eval_samples``), or random inputs with a note saying so;
+    """The evaluation split (its first ``eval_samples``), or random inputs with a note saying so
+    (``eval_samples`` of them, at most :data:`RANDOM_EVAL_SAMPLES`);
     for a fixed-batch model, whole batches only."""
     from ..data import random_dataset, resolve_dataset
 
     data = resolve_dataset(payload["data"], model, "test")
-    if data is None:
-        data = random_dataset(model.inputs, RANDOM_EVAL_SAMPLES, name="random")
-        notes.append(f"no dataset for {model.name}: fidelity measured on {RANDOM_EVAL_SAMPLES} random inputs, no accuracy")
+    if data is None:  # random inputs say little more past a few dozen: at most RANDOM_EVAL_SAMPLES
+        n_random = min(int(eval_samples), RANDOM_EVAL_SAMPLES) if eval_samples else RANDOM_EVAL_SAMPLES
+        data = random_dataset(model.inputs, n_random, name="random")
+        notes.append(f"no dataset for {model.name}: fidelity measured on {n_random} random inputs, no accuracy")
     elif eval_samples:
         data = data.subset(int(eval_samples))
     if fixed is not None and not per_feed(data) and len(data) >= fixed[0] and len(data) % fixed[0]:
