@@ -331,3 +331,288 @@ def unsupported_nodes(model) -> list[tuple[str, str]]:
     issues: list[tuple[str, str]] = []
     _GraphBuilder(cleaned.graph, opset_of(cleaned), None, issues, top=True).build()
     return issues
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion, verification
+
+
+@dataclass
+class Verification:
+    """The converted module against ONNX Runtime on the same feeds (worst over the outputs)."""
+
+    max_abs_err: float
+    cosine: float
+    ok: bool
+    tolerance: str = f"max abs error <= {ATOL:g} + {RTOL:g} x max |ONNX Runtime output|, cosine >= {MIN_COSINE}"
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    feeds: dict[str, list[int]] = field(default_factory=dict)  # input name -> shape used
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return f"outputs match ONNX Runtime within {self.max_abs_err:.1e} (cosine {self.cosine:.6f})"
+
+
+@dataclass
+class Conversion:
+    """A converted ONNX model: the module and how it was obtained."""
+
+    module: Any
+    onnx_sha256: str
+    conversion_time_s: float
+    cleanup: CleanupReport
+    op_counts: dict[str, int]
+    verification: Verification | None = None
+    from_cache: bool = False
+    source_model: Any = field(default=None, repr=False)  # the ONNX ModelProto it came from
+
+    def record(self) -> dict[str, Any]:
+        """Plain data describing the conversion (for result rows and the model page)."""
+        return {
+            "converter": f"slimbench onnx_to_torch v{CONVERTER_VERSION}",
+            "onnx_sha256": self.onnx_sha256,
+            "conversion_time_s": self.conversion_time_s,
+            "cleanup": self.cleanup.to_dict(),
+            "op_counts": dict(self.op_counts),
+            "verification": None if self.verification is None else self.verification.to_dict(),
+            "from_cache": self.from_cache,
+        }
+
+
+def _load(source) -> tuple[Any, str]:
+    """``(ModelProto, sha256)`` from a path or a ``ModelProto``."""
+    import onnx
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+            model = onnx.load(str(path))
+        except (OSError, ValueError) as exc:
+            raise ConversionError(f"cannot read ONNX model {path.name}: {exc}") from None
+        return model, hashlib.sha256(data).hexdigest()
+    return source, hashlib.sha256(source.SerializeToString()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert(source) -> Conversion:
+    """Clean and convert ``source`` (an ONNX path or ``ModelProto``); not verified (see :func:`verify`)."""
+    from ..compress.onnx_prep import op_counts
+
+    model, sha = _load(source)
+    start = time.perf_counter()
+    cleaned, report = clean_graph(model)
+    module = build_module(cleaned)
+    conv = Conversion(module, sha, time.perf_counter() - start, report, op_counts(model))
+    conv.source_model = model
+    return conv
+
+
+def _as_args(module, feeds: dict[str, Any]) -> list:
+    import numpy as np
+    import torch
+
+    missing = [n for n in module.input_names if n not in feeds]
+    if missing:
+        raise ConversionError(f"verification feeds lack input(s) {', '.join(missing)}; inputs: {', '.join(module.input_names)}")
+    return [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in module.input_names]
+
+
+def _compare(name: str, got, ref) -> dict[str, Any]:
+    import numpy as np
+
+    row: dict[str, Any] = {"name": name, "shape": list(ref.shape)}
+    if tuple(got.shape) != tuple(ref.shape):
+        row["error"] = f"output {name!r} has shape {list(got.shape)}, ONNX Runtime gives {list(ref.shape)}"
+        return row
+    if ref.dtype.kind not in "fc":
+        mismatched = int((got != ref).sum())
+        row.update(max_abs_err=float(mismatched > 0), cosine=1.0 if not mismatched else 0.0, limit=0.0)
+        if mismatched:
+            row["error"] = f"output {name!r}: {mismatched} of {ref.size} values differ from ONNX Runtime"
+        return row
+    g, r = got.astype(np.float64), ref.astype(np.float64)
+    if not (np.isfinite(g).all() and np.isfinite(r).all()):
+        same = np.array_equal(np.isnan(g), np.isnan(r)) and np.allclose(np.nan_to_num(g), np.nan_to_num(r), atol=ATOL)
+        if not same:
+            row["error"] = f"output {name!r} has NaN/Inf where ONNX Runtime's differs"
+            return row
+        g, r = np.nan_to_num(g), np.nan_to_num(r)
+    err = float(np.abs(g - r).max()) if r.size else 0.0
+    ref_max = float(np.abs(r).max()) if r.size else 0.0
+    denom = float(np.linalg.norm(g) * np.linalg.norm(r))
+    cos = float(np.dot(g.ravel(), r.ravel()) / denom) if denom > 0 else (1.0 if err == 0 else 0.0)
+    limit = ATOL + RTOL * ref_max
+    row.update(max_abs_err=err, cosine=cos, max_abs_ref=ref_max, limit=limit)
+    if err > limit or cos < MIN_COSINE:
+        row["error"] = (f"output {name!r} differs from ONNX Runtime: max abs error {err:.3g} (limit {limit:.3g}), "
+                        f"cosine {cos:.6f}")
+    return row
+
+
+def _ort_outputs(source, feeds: dict[str, Any], output_names: list[str] | None = None) -> list:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    target = str(source) if isinstance(source, (str, Path)) else source.SerializeToString()
+    try:
+        sess = ort.InferenceSession(target, opts, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        return sess.run(output_names, {k: v for k, v in feeds.items() if k in names})
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidArgument, ...)
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"ONNX Runtime could not run the model on the verification feeds: {text}") from None
+
+
+def verify(module, source, feeds: dict[str, Any]) -> Verification:
+    """Run ``module`` and ONNX Runtime (CPU, on the original ``source``) on ``feeds``; compare every output."""
+    import torch
+
+    args = _as_args(module, feeds)
+    ref = _ort_outputs(source, feeds)
+    shapes = {n: list(a.shape) for n, a in zip(module.input_names, args)}
+    try:
+        with torch.no_grad():
+            out = module(*args)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        return Verification(float("inf"), 0.0, False, feeds=shapes, reason=f"the converted module failed on the verification inputs: {text}")
+    outs = out if isinstance(out, tuple) else (out,)
+    rows = [_compare(n, o.detach().numpy(), r) for n, o, r in zip(module.output_names, outs, ref)]
+    bad = [r["error"] for r in rows if "error" in r]
+    errs = [r.get("max_abs_err", float("inf")) for r in rows]
+    coss = [r.get("cosine", 0.0) for r in rows]
+    return Verification(max(errs, default=0.0), min(coss, default=1.0), not bad, outputs=rows, feeds=shapes,
+                        reason="; ".join(bad) or None)
+
+
+def convert_verified(source, feeds: dict[str, Any]) -> Conversion:
+    """:func:`convert` then :func:`verify` on ``feeds``; :class:`ConversionError` when they disagree.
+
+    A mismatch names the first node whose output differs from ONNX Runtime's (found by running
+    both with every intermediate tensor exposed), so the message points at the op to blame.
+    """
+    conv = convert(source)
+    model = conv.source_model
+    conv.verification = verify(conv.module, model, feeds)
+    if not conv.verification.ok:
+        culprit = first_mismatch(model, feeds) if "differs" in (conv.verification.reason or "") else None
+        where = f"; first differing node: {culprit}" if culprit else ""
+        raise ConversionError(f"{conv.verification.reason}{where}", ops=[culprit] if culprit else [])
+    return conv
+
+
+def first_mismatch(model, feeds: dict[str, Any]) -> str | None:
+    """``"Op (node name)"`` of the first top-level node whose output differs from ONNX Runtime's
+    on ``feeds`` (every intermediate tensor exposed as a graph output), or None when none does."""
+    import torch
+    from onnx import helper
+
+    from ..compress.onnx_prep import copy_model
+
+    cleaned, _ = clean_graph(model)
+    module = build_module(cleaned)
+    probe = copy_model(cleaned)
+    existing = {o.name for o in probe.graph.output}
+    names = [n for _k, _i, outs, _e, _l in module._plan for n in outs if n and n not in existing]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    all_names = [o.name for o in probe.graph.output]
+    try:
+        ref = dict(zip(all_names, _ort_outputs(probe, feeds)))
+    except ConversionError:
+        return None
+    env = dict(zip(module.input_names, _as_args(module, feeds)))
+    try:
+        with torch.no_grad():
+            module.run(env)
+    except RuntimeError as exc:
+        return str(exc).split(":", 1)[0].removeprefix("ONNX node ")
+    for _key, _ins, outs, _env, label in module._plan:
+        for n in outs:
+            if n and n in ref and n in env and "error" in _compare(n, env[n].detach().numpy(), ref[n]):
+                return label
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache: state_dict + recipe, loadable with weights_only=True
+
+
+def save_conversion(conv: Conversion, path: str | Path) -> Path:
+    """Write ``conv`` as plain data: ``torch.save`` of the state_dict (tensors), the ONNX file's
+    SHA-256, the converter version and the verification record. No code is pickled."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CACHE_FORMAT,
+        "converter_version": CONVERTER_VERSION,
+        "onnx_sha256": conv.onnx_sha256,
+        "record": conv.record(),
+        "state_dict": dict(conv.module.state_dict()),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_conversion(onnx_source, cache_path: str | Path) -> Conversion:
+    """Rebuild the module from ``onnx_source`` (the recipe) and load the cached weights
+    (``torch.load(weights_only=True)``); :class:`ConversionError` if the cache is for another
+    file, another converter version, or does not fit."""
+    import pickle
+
+    import torch
+
+    cache_path = Path(cache_path)
+    try:
+        payload = torch.load(str(cache_path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ConversionError(f"cannot read converted-model cache {cache_path.name}: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+        raise ConversionError(f"{cache_path.name} is not a converted-model cache")
+    if payload.get("converter_version") != CONVERTER_VERSION:
+        raise ConversionError(f"{cache_path.name} was written by converter v{payload.get('converter_version')}; "
+                              f"this is v{CONVERTER_VERSION}: convert again")
+    conv = convert(onnx_source)
+    if payload.get("onnx_sha256") != conv.onnx_sha256:
+        raise ConversionError(f"{cache_path.name} belongs to another ONNX file (SHA-256 differs)")
+    try:
+        conv.module.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ConversionError(f"{cache_path.name} does not fit the converted module: {str(exc).splitlines()[0][:200]}") from None
+    record = payload.get("record") or {}
+    ver = record.get("verification")
+    if ver:
+        conv.verification = Verification(**ver)
+    conv.from_cache = True
+    return conv
+
+
+def cache_path_for(onnx_path: str | Path, cache_dir: str | Path) -> Path:
+    """``<cache_dir>/<sha256>.v<version>.pt`` for an ONNX file."""
+    return Path(cache_dir) / f"{file_sha256(onnx_path)}.v{CONVERTER_VERSION}.pt"
+
+
+def convert_cached(onnx_path: str | Path, feeds: dict[str, Any], cache_dir: str | Path) -> Conversion:
+    """The verified conversion of ``onnx_path``: from ``cache_dir`` when converted before, else
+    :func:`convert_verified` and saved there."""
+    cache = cache_path_for(onnx_path, cache_dir)
+    if cache.exists():
+        return load_conversion(onnx_path, cache)
+    conv = convert_verified(onnx_path, feeds)
+    save_conversion(conv, cache)
+    return conv
