@@ -14,6 +14,7 @@ run-time input is the problem); an op without a converter is simply absent from 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -89,7 +90,7 @@ def converter(*ops: str):
 
 
 def _param(array: np.ndarray) -> nn.Parameter:
-    return nn.Parameter(torch.from_numpy(np.array(array, copy=True)), requires_grad=False)
+    return nn.Parameter(torch.from_numpy(np.array(array, copy=True)))
 
 
 def _tensor(array) -> torch.Tensor:
@@ -1149,3 +1150,29 @@ class OnnxModule(OnnxGraph):
             raise TypeError(f"missing model input(s) {', '.join(missing)}; inputs: {', '.join(self.input_names)}")
         outs = self.run(env)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def with_signature(module: OnnxModule) -> OnnxModule:
+    """Give ``module.forward`` a signature with one parameter per graph input (``torch.export``
+    binds inputs to parameter names; a bare ``*args`` makes it reject per-input dynamic shapes).
+
+    The class is made per model; instances deep-copy but, like every converted module, are
+    never pickled (caches hold state_dicts).
+    """
+    import inspect
+    import keyword
+
+    params, taken = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)], {"self"}
+    for i, name in enumerate(module.input_names):
+        ident = re.sub(r"\W", "_", name) or f"input{i}"
+        if ident[0].isdigit() or keyword.iskeyword(ident) or ident in taken:
+            ident = f"input{i}_{ident}"
+        taken.add(ident)
+        params.append(inspect.Parameter(ident, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+    def forward(self, *args):
+        return OnnxModule.forward(self, *args)
+
+    forward.__signature__ = inspect.Signature(params)
+    module.__class__ = type("ConvertedOnnxModule", (OnnxModule,), {"forward": forward, "__module__": __name__})
+    return module

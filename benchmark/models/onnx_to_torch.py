@@ -321,7 +321,9 @@ def build_module(model):
     module = _GraphBuilder(model.graph, opset_of(model), None, issues, top=True).build()
     if issues:
         raise ConversionError(_issue_text(issues), ops=[r for r, _ in issues])
-    return module.eval()
+    from .onnx_ops import with_signature
+
+    return with_signature(module).eval()
 
 
 def unsupported_nodes(model) -> list[tuple[str, str]]:
