@@ -263,14 +263,18 @@ class BertEncoder(nn.Module):
 # Voice-activity detectors
 
 
-@torch.jit.script
-def _vad_frontend(x: torch.Tensor, sr: torch.Tensor, w16: torch.Tensor, w8: torch.Tensor) -> torch.Tensor:
+def _vad_frontend_py(x: torch.Tensor, sr: torch.Tensor, w16: torch.Tensor, w8: torch.Tensor) -> torch.Tensor:
     """The sample-rate switch Silero models script: 16 kHz and 8 kHz audio take different front-ends."""
     if bool(sr == 16000):
         out = torch.conv1d(x.unsqueeze(1), w16, stride=8)
     else:
         out = torch.conv1d(x.unsqueeze(1), w8, stride=4)
     return torch.relu(out)
+
+
+with warnings.catch_warnings():  # scripting (deprecated, but what Silero's export is made of) keeps the If
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _vad_frontend = torch.jit.script(_vad_frontend_py)
 
 
 class SileroVAD(nn.Module):

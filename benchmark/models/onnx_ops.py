@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.onnx.operators
 from torch import nn
 
 #: ONNX TensorProto element type -> torch dtype.
@@ -917,39 +918,54 @@ def _topk(ctx: NodeContext) -> Converted:
                k=int(k.reshape(-1)[0]), axis=int(ctx.attr("axis", -1)), largest=bool(ctx.attr("largest", 1)), sorted=bool(ctx.attr("sorted", 1)))
 
 
-def _resize(x, *params, mode: str, align: bool, size=None, scale=None):
+def _resize(x, runtime=None, mode: str = "nearest", align=None, size=None, scale=None, runtime_is_size: bool = True):
+    if runtime is not None:
+        if runtime_is_size:
+            size = _ints(runtime)
+        else:
+            scale = [float(v) for v in runtime.tolist()]
     if size is not None:
         return F.interpolate(x, size=size[2:], mode=mode, align_corners=align)
     return F.interpolate(x, scale_factor=scale[2:], mode=mode, align_corners=align)
+
+
+_LINEAR_MODES = {3: "linear", 4: "bilinear", 5: "trilinear"}
 
 
 @converter("Resize", "Upsample")
 def _resize_conv(ctx: NodeContext) -> Converted:
     mode = ctx.attr("mode", "nearest")
     coord = ctx.attr("coordinate_transformation_mode", "asymmetric" if ctx.op == "Upsample" or ctx.opset < 11 else "half_pixel")
-    if mode == "nearest" and coord == "asymmetric" and ctx.attr("nearest_mode", "floor") == "floor":
+    if mode == "nearest" and coord == "asymmetric" and ctx.attr("nearest_mode", "round_prefer_floor" if ctx.opset >= 11 else "floor") == "floor":
         torch_mode, align = "nearest", None
     elif mode in ("linear", "bilinear") and coord in ("half_pixel", "pytorch_half_pixel", "align_corners"):
         torch_mode, align = "linear", coord == "align_corners"
     else:
         raise Unsupported(f"{ctx.op} with mode={mode}, coordinate_transformation_mode={coord}")
     if ctx.op == "Upsample" and ctx.opset < 9:
-        scales = [float(s) for s in ctx.attr("scales")]
-        sizes = None
-    else:
-        scale_idx = 1 if ctx.op == "Upsample" else 2
-        scales = ctx.const(scale_idx)
-        sizes = ctx.const(3) if ctx.op == "Resize" else None
-        if scales is None and sizes is None:
-            raise Unsupported(f"{ctx.op} with scales/sizes computed at run time")
-        scales = None if scales is None or scales.size == 0 else [float(s) for s in scales]
-        sizes = None if sizes is None or sizes.size == 0 else _ints(sizes)
+        return _op(ctx.op, _resize, (0,), mode=torch_mode.replace("linear", "bilinear"), align=align,
+                   scale=[float(s) for s in ctx.attr("scales")])
+    scale_idx = 1 if ctx.op == "Upsample" else 2
+    kw: dict[str, Any] = dict(mode=torch_mode, align=align)
+    runtime = None
+    for idx, key in ((scale_idx, "scale"), (3, "size")):
+        if idx == 3 and ctx.op == "Upsample":
+            continue
+        value = ctx.const(idx)
+        if value is not None and value.size:
+            kw[key] = [float(v) for v in value] if key == "scale" else _ints(value)
+        elif value is None and ctx.has(idx):
+            runtime = idx
+            kw["runtime_is_size"] = key == "size"
+    if "scale" not in kw and "size" not in kw and runtime is None:
+        raise Unsupported(f"{ctx.op} without scales or sizes")
     if torch_mode == "linear":
-        rank = len(sizes or scales)
-        torch_mode = {3: "linear", 4: "bilinear", 5: "trilinear"}.get(rank, "")
-        if not torch_mode:
+        # the rank is known from the constant scales/sizes; with run-time ones, assume an image (NCHW)
+        rank = len(kw.get("size") or kw.get("scale") or [0] * 4)
+        if rank not in _LINEAR_MODES:
             raise Unsupported(f"{ctx.op} linear on a rank-{rank} input")
-    return _op(ctx.op, _resize, (0,), mode=torch_mode, align=align, size=sizes, scale=scales)
+        kw["mode"] = _LINEAR_MODES[rank]
+    return _op(ctx.op, _resize, (0,) if runtime is None else (0, runtime), **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -963,7 +979,8 @@ def _gate_blocks(w: np.ndarray, order: tuple[int, ...], n: int) -> np.ndarray:
 
 
 class Recurrent(nn.Module):
-    """ONNX ``LSTM`` / ``GRU`` as ``nn.LSTM`` / ``nn.GRU`` (one layer, forward / reverse / bidirectional).
+    """ONNX ``LSTM`` / ``GRU`` / ``RNN`` as ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (one layer; forward,
+    reverse or bidirectional).
 
     Inputs ``X`` [seq, batch, in] (``layout=1``: [batch, seq, in]), ``initial_h``/``initial_c``
     [dirs, batch, hidden]; outputs ``Y`` [seq, dirs, batch, hidden], ``Y_h``, ``Y_c`` as ONNX lays them out.
@@ -1015,52 +1032,38 @@ def _recurrent_checks(ctx: NodeContext, default_acts: list[str]) -> tuple[str, i
     return direction, int(ctx.attr("layout", 0))
 
 
-@converter("LSTM")
-def _lstm(ctx: NodeContext) -> Converted:
-    direction, layout = _recurrent_checks(ctx, ["Sigmoid", "Tanh", "Tanh"])
-    if ctx.has(7) or int(ctx.attr("input_forget", 0)):
+#: op -> (torch class, gate count, ONNX gate order -> PyTorch's, default activations per direction)
+_RECURRENT = {
+    "LSTM": (nn.LSTM, 4, (0, 2, 3, 1), ["Sigmoid", "Tanh", "Tanh"]),  # ONNX i, o, f, c -> PyTorch i, f, g, o
+    "GRU": (nn.GRU, 3, (1, 0, 2), ["Sigmoid", "Tanh"]),  # ONNX z, r, h -> PyTorch r, z, n
+    "RNN": (nn.RNN, 1, (0,), ["Tanh"]),
+}
+
+
+@converter(*_RECURRENT)
+def _recurrent(ctx: NodeContext) -> Converted:
+    cls, gates, order, acts = _RECURRENT[ctx.op]
+    direction, layout = _recurrent_checks(ctx, acts)
+    if ctx.op == "LSTM" and (ctx.has(7) or int(ctx.attr("input_forget", 0))):
         raise Unsupported("LSTM with peepholes or input_forget")
-    w, r = ctx.require_const(1, "weights W"), ctx.require_const(2, "recurrence weights R")
-    dirs, gates_h, input_size = w.shape
-    hidden = gates_h // 4
-    b = ctx.const(3)
-    if ctx.has(3) and b is None:
-        raise Unsupported("LSTM with a bias computed at run time")
-    b = np.zeros((dirs, 8 * hidden), dtype=w.dtype) if b is None else b
-    rnn = nn.LSTM(input_size, hidden, bidirectional=direction == "bidirectional")
-    order = (0, 2, 3, 1)  # ONNX i, o, f, c -> PyTorch i, f, g(c), o
-    for d in range(dirs):
-        suffix = "_reverse" if d == 1 else ""
-        setattr(rnn, f"weight_ih_l0{suffix}", _param(_gate_blocks(w[d], order, 4)))
-        setattr(rnn, f"weight_hh_l0{suffix}", _param(_gate_blocks(r[d], order, 4)))
-        setattr(rnn, f"bias_ih_l0{suffix}", _param(_gate_blocks(b[d, : 4 * hidden], order, 4)))
-        setattr(rnn, f"bias_hh_l0{suffix}", _param(_gate_blocks(b[d, 4 * hidden:], order, 4)))
-    rnn.flatten_parameters()
-    return Converted(Recurrent(rnn, direction, layout), (0, 5, 6))
-
-
-@converter("GRU")
-def _gru(ctx: NodeContext) -> Converted:
-    direction, layout = _recurrent_checks(ctx, ["Sigmoid", "Tanh"])
-    if not int(ctx.attr("linear_before_reset", 0)):
+    if ctx.op == "GRU" and not int(ctx.attr("linear_before_reset", 0)):
         raise Unsupported("GRU with linear_before_reset=0 (PyTorch's GRU applies the reset gate after the linear map)")
     w, r = ctx.require_const(1, "weights W"), ctx.require_const(2, "recurrence weights R")
     dirs, gates_h, input_size = w.shape
-    hidden = gates_h // 3
+    hidden = gates_h // gates
     b = ctx.const(3)
     if ctx.has(3) and b is None:
-        raise Unsupported("GRU with a bias computed at run time")
-    b = np.zeros((dirs, 6 * hidden), dtype=w.dtype) if b is None else b
-    rnn = nn.GRU(input_size, hidden, bidirectional=direction == "bidirectional")
-    order = (1, 0, 2)  # ONNX z, r, h -> PyTorch r, z, n
+        raise Unsupported(f"{ctx.op} with a bias computed at run time")
+    b = np.zeros((dirs, 2 * gates * hidden), dtype=w.dtype) if b is None else b
+    rnn = cls(input_size, hidden, bidirectional=direction == "bidirectional")
     for d in range(dirs):
         suffix = "_reverse" if d == 1 else ""
-        setattr(rnn, f"weight_ih_l0{suffix}", _param(_gate_blocks(w[d], order, 3)))
-        setattr(rnn, f"weight_hh_l0{suffix}", _param(_gate_blocks(r[d], order, 3)))
-        setattr(rnn, f"bias_ih_l0{suffix}", _param(_gate_blocks(b[d, : 3 * hidden], order, 3)))
-        setattr(rnn, f"bias_hh_l0{suffix}", _param(_gate_blocks(b[d, 3 * hidden:], order, 3)))
+        setattr(rnn, f"weight_ih_l0{suffix}", _param(_gate_blocks(w[d], order, gates)))
+        setattr(rnn, f"weight_hh_l0{suffix}", _param(_gate_blocks(r[d], order, gates)))
+        setattr(rnn, f"bias_ih_l0{suffix}", _param(_gate_blocks(b[d, : gates * hidden], order, gates)))
+        setattr(rnn, f"bias_hh_l0{suffix}", _param(_gate_blocks(b[d, gates * hidden:], order, gates)))
     rnn.flatten_parameters()
-    return Converted(Recurrent(rnn, direction, layout), (0, 5))
+    return Converted(Recurrent(rnn, direction, layout), (0, 5, 6) if ctx.op == "LSTM" else (0, 5))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1124,7 +1127,7 @@ class OnnxGraph(nn.Module):
             args = [env[n] if n else None for n in ins]
             try:
                 res = self.steps[key](env, *args) if wants_env else self.steps[key](*args)
-            except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            except (RuntimeError, ValueError, IndexError, TypeError, KeyError, AttributeError, NotImplementedError) as exc:
                 text = str(exc).strip()
                 if text.startswith("ONNX node "):
                     raise

@@ -245,6 +245,10 @@ class _GraphBuilder:
         except ops.Unsupported as exc:
             self.issues.append((str(exc), node.name or node.op_type))
             return None
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            self.issues.append((f"{node.op_type} could not be converted ({type(exc).__name__}: {text})", node.name or node.op_type))
+            return None
 
     def build(self):
         import torch
@@ -487,7 +491,7 @@ def verify(module, source, feeds: dict[str, Any]) -> Verification:
     try:
         with torch.no_grad():
             out = module(*args)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, NotImplementedError) as exc:
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return Verification(float("inf"), 0.0, False, feeds=shapes, reason=f"the converted module failed on the verification inputs: {text}")
     outs = out if isinstance(out, tuple) else (out,)
