@@ -24,6 +24,7 @@ ResNet-18-sized net at ratio 0.5.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -39,6 +40,16 @@ from benchmark.models.export import export_onnx
 from benchmark.models.loaders import load_model
 from benchmark.models.onnx_to_torch import convert_verified
 from sample_models.lookalikes import build_lookalike
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -107,7 +118,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds")
     ap.add_argument("--block-s", type=float, default=1.0, help="seconds per file per round")
     args = ap.parse_args()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
+    print(f"{cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"{args.threads} thread(s), batch {args.batch}, {args.rounds} rounds x {args.block_s:g} s per file")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):

@@ -315,6 +315,21 @@ def test_cache_refuses_another_file_or_version(lookalikes, tmp_path):
         load_conversion(la.path, tmp_path / "old.pt")
 
 
+def test_cache_key_covers_external_data(lookalikes, tmp_path):
+    from benchmark.models.onnx_to_torch import cache_path_for
+
+    la = lookalikes["resnet-small"]
+    model = onnx.load(str(la.path))
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    conv = convert_verified(path, la.feeds)
+    key = cache_path_for(path, tmp_path)
+    data = (tmp_path / "ext.onnx.data").read_bytes()
+    (tmp_path / "ext.onnx.data").write_bytes(data[:-4] + bytes(4))  # same .onnx file, other weights
+    assert cache_path_for(path, tmp_path) != key
+    assert convert(path).onnx_sha256 != conv.onnx_sha256
+
+
 def test_convert_cached_converts_once(lookalikes, tmp_path):
     la = lookalikes["sequence-lstm"]
     first = convert_cached(la.path, la.feeds, tmp_path)

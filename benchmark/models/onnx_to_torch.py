@@ -392,22 +392,30 @@ def _load(source) -> tuple[Any, str]:
     """``(ModelProto, sha256)`` from a path or a ``ModelProto``."""
     import onnx
 
+    from google.protobuf.message import DecodeError
+
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            data = path.read_bytes()
+            sha = file_sha256(path)  # checks first that external data stays inside the model's folder
             model = onnx.load(str(path))
-        except (OSError, ValueError) as exc:
-            raise ConversionError(f"cannot read ONNX model {path.name}: {exc}") from None
-        return model, hashlib.sha256(data).hexdigest()
+        except (OSError, ValueError, DecodeError) as exc:
+            raise ConversionError(f"cannot read ONNX model {path.name}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        return model, sha
     return source, hashlib.sha256(source.SerializeToString()).hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
+    """SHA-256 of an ONNX file and of the external-data files it references (in name order)."""
+    from ..safety import check_onnx_external_data
+
+    path = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    for f in [path] + sorted(check_onnx_external_data(path)):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
