@@ -368,3 +368,41 @@ def test_pruned_converted_module_reexports_to_onnx(lookalikes, tmp_path):
     info = export_onnx(pruned, load_model(la.path).inputs, tmp_path / "pruned.onnx")
     feeds = {"input": np.random.default_rng(3).standard_normal((3, 3, 64, 64)).astype(np.float32)}
     _assert_close(_ort(info.path, feeds), _torch(pruned, feeds))
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-node edge cases against ONNX Runtime
+
+
+_X = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5) / 10 - 5
+SINGLE_NODES = {
+    "flatten-neg-axis": ("Flatten", {"axis": -1}, {}),
+    "flatten-axis-0": ("Flatten", {"axis": 0}, {}),
+    "slice-negative-step": ("Slice", {}, {"starts": [-1, 3], "ends": [-(2**63 - 1), 0], "axes": [1, 3], "steps": [-1, -2]}),
+    "slice-clamped-end": ("Slice", {}, {"starts": [1], "ends": [2**63 - 1], "axes": [-2]}),
+    "gather-negative-index": ("Gather", {"axis": 2}, {"indices": [[-1, 0], [1, -2]]}),
+    "gather-scalar-index": ("Gather", {"axis": 1}, {"indices": np.array(-1)}),
+    "unsqueeze-negative-axes": ("Unsqueeze", {}, {"axes": [-1, 0]}),
+    "split-equal-parts": ("Split", {"axis": 3, "num_outputs": 3}, {}),
+    "reduce-l2-keepdims-0": ("ReduceL2", {"keepdims": 0}, {"axes": [1, -1]}),
+    "transpose-default": ("Transpose", {}, {}),
+    "pad-edge": ("Pad", {"mode": "edge"}, {"pads": [0, 0, 1, 2, 0, 0, 2, 1]}),
+    "cumsum-exclusive-reverse": ("CumSum", {"exclusive": 1, "reverse": 1}, {"axis": np.array(2)}),
+    "maxpool-asymmetric-pads": ("MaxPool", {"kernel_shape": [2, 3], "pads": [0, 1, 1, 2], "strides": [1, 2]}, {}),
+    "conv-same-upper": ("Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+                        {"w": np.random.default_rng(0).standard_normal((4, 3, 2, 3)).astype(np.float32)}),
+}
+
+
+@pytest.mark.parametrize("case", SINGLE_NODES)
+def test_single_node_edge_cases(case):
+    op, attrs, consts = SINGLE_NODES[case]
+    inits = [onnx.numpy_helper.from_array(np.asarray(v, dtype=np.float32 if k == "w" else np.int64), k) for k, v in consts.items()]
+    n_out = attrs.get("num_outputs", 1)
+    outs = [f"y{i}" for i in range(n_out)]
+    node = helper.make_node(op, ["x", *consts], outs, name=f"{op}_node", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(_X.shape))],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    conv = convert_verified(model, {"x": _X})
+    assert conv.verification.ok and len(conv.verification.outputs) == n_out

@@ -617,7 +617,7 @@ def _reshape_const(x, sizes: list[int], allowzero: int = 0):
 
 
 def _flatten(x, axis: int):
-    axis = axis % (x.dim() + 1) if axis < 0 else axis
+    axis = axis + x.dim() if axis < 0 else axis
     if axis == 0:
         return x.reshape(1, -1)
     out = torch.flatten(x, start_dim=axis) if axis < x.dim() else x.unsqueeze(-1)
