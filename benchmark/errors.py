@@ -42,6 +42,15 @@ class CompressionError(BenchmarkError):
     """A compression method failed or could not apply to this model."""
 
 
+class ConversionError(BenchmarkError):
+    """An ONNX graph could not be converted to a PyTorch module, or the module does not match
+    ONNX Runtime; the message names the op(s) and node(s). ``ops`` lists the reasons one by one."""
+
+    def __init__(self, message: str, ops: list[str] | None = None):
+        super().__init__(message)
+        self.ops = list(ops or [])
+
+
 class MeasurementError(BenchmarkError):
     """A measurement failed: NaN/Inf outputs, a crashed run, a timed-out job."""
 
