@@ -304,7 +304,10 @@ def calibration_summary(compression: list[dict[str, Any]] | None, config: dict[s
 
 def calibration_warning(summary: dict[str, Any]) -> str | None:
     """One line when calibration used fewer samples than asked or fewer than :data:`MIN_CALIB_SAMPLES`."""
-    used, asked = summary.get("calib_samples_used"), summary.get("calib_samples_requested")
+    def number(value: Any) -> int | None:
+        return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else int(value)
+
+    used, asked = number(summary.get("calib_samples_used")), number(summary.get("calib_samples_requested"))
     if used is None:
         return None
     parts = []

@@ -227,7 +227,7 @@ def test_run_page_plan_and_bad_choice():
         assert any("CUDA is not offered" in c.value for c in at.caption)
     assert not any(c.label.startswith("CUDA graphs") for c in at.checkbox)  # a GPU-only setting, hidden on cpu
     assert any("GPU-only settings" in c.value for c in at.caption)
-    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value([1]).run()
+    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value(["1"]).run()
     assert any(i.value.startswith("4 runs:") for i in at.info)
     next(w for w in at.multiselect if w.label == "Precisions").set_value([]).run()
     assert not at.exception
@@ -240,7 +240,7 @@ def test_run_page_runs_a_tiny_sweep_to_the_store():
     at = page("run").run()
     next(w for w in at.multiselect if w.label == "Precisions").set_value(["fp32"])
     next(w for w in at.multiselect if w.label == "Backends").set_value(["onnxruntime"])
-    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value([1])
+    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value(["1"])
     next(n for n in at.number_input if n.label.startswith("Timed seconds")).set_value(0.05)
     next(n for n in at.number_input if n.label.startswith("Timed iterations")).set_value(5)
     at.run()

@@ -1085,7 +1085,10 @@ def _static(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, meth
             exclude_layers: tuple[str, ...] = (), default_exclusions: bool = False) -> Variant:
     data = _calibration_set(variant, cfg, ctx, method)
     batches = calibration_batches(data, variant, 32)
-    warnings_: list[str] = []
+    from ..results import calibration_warning
+
+    few = calibration_warning({"calib_samples_used": len(data), "calib_samples_requested": int(cfg.calib_samples)})
+    warnings_: list[str] = [few] if few else []
     details: dict[str, Any] = {}
     # ONNX side
     ctx.progress(f"{method}: calibrating ONNX ({cfg.calib_method}, {len(data)} samples)", None)
