@@ -130,6 +130,7 @@ with left:
         start_demo()
     active = demo_running()
     st.fragment(demo_status, run_every=2.0 if active else None)(active)
+    save()
 with right:
     st.subheader("Next steps")
     link("app_pages/model.py", "Model: upload a model or pick a sample", ":material/upload_file:")
@@ -143,7 +144,7 @@ st.subheader("What this machine can run")
 is_busy, seen = busy()
 if is_busy:
     st.warning(f"This machine is busy now ({seen}; running sweeps count too). Timings taken while other work runs "
-               "are noisy: Slimbench times unstable runs again and flags the ones that stay noisy.")
+               "are noisy: compare them with care, or run them again when the machine is quiet.")
 else:
     st.caption(f"Machine load now: {seen}.")
 env, status = environment()

@@ -46,8 +46,9 @@ def notices(df) -> None:
     if len(unstable):
         names = ", ".join(sorted({f"{r['variant']} on {r['backend']} (batch {int(r['batch_size'])})"
                                   for _, r in unstable.iterrows()})[:6])
-        st.warning(f"{len(unstable)} run(s) stayed unstable after re-measuring: {names}. Their points are faded and "
-                   "left out of the Pareto front; the table's timing column says why. Rerun them on a quieter machine.")
+        st.warning(f"{len(unstable)} run(s) have unstable timings, even on their last timing attempt: {names}. Their "
+                   "points are faded and left out of the Pareto front; the table's timing column says why. Rerun them "
+                   "on a quieter machine.")
     seen = set()
     for _, r in ok.iterrows():
         text = calibration_warning(r)

@@ -49,7 +49,7 @@ HELP = {
     "batch_sizes": "Samples per inference. Pick from the list or type any size (e.g. 40) and press Enter; sizes "
                    "that do not fit the model or memory are skipped with the reason.",
     "min_s": "Each run keeps timing until it has both this many seconds and the iterations below; longer runs "
-             "give steadier medians. Unstable runs are timed again (up to 3 times) and flagged if still noisy.",
+             "give steadier medians, and a busy machine needs them more.",
     "min_iters": "The least number of timed iterations per run, however long each takes.",
     "threads": "Intra-op threads each backend may use; 0 lets it use every core. Fewer threads leave room for "
                "other work but slow large models.",

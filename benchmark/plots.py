@@ -69,8 +69,8 @@ MARKER_LEGEND: tuple[tuple[str, str], ...] = (
     ("shape", "backend: circle PyTorch, square ONNX Runtime, triangle-up ONNX Runtime + TensorRT provider, "
               "diamond TensorRT, hexagon Torch-TensorRT"),
     ("hollow marker", "pruned or low-rank variant"),
-    ("faded marker", "unstable timing (noisy even after re-measuring; the hover says why); left out of the "
-                     "Pareto front and the star"),
+    ("faded marker", "unstable timing (still noisy on its last timing attempt; the hover says why); left out of "
+                     "the Pareto front and the star"),
     ("dark outline", "measured on another machine than the first one in the frame (its name is in the legend "
                      "entry, after @)"),
     ("ringed points on a dotted line", "Pareto front: no other variant is both faster and better (one front per "

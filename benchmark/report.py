@@ -37,8 +37,8 @@ CONVENTIONS = (
     "Quality: one metric chosen from the model's outputs (top-1 accuracy on labelled classifier data, agreement "
     "with FP32 for logits without labels, cosine similarity for embeddings, relative error for regressions); "
     "drop in points = 100 x (reference - value), positive = worse.",
-    "Unstable timings (CV, p99/p50, min/p50 or other processes' CPU use past their thresholds, after re-measuring) "
-    "are faded in the plots and left out of the Pareto front.",
+    "Unstable timings (CV, p99/p50, min/p50 or other processes' CPU use past their thresholds on the last timing "
+    "attempt) are faded in the plots and left out of the Pareto front.",
 )
 
 
