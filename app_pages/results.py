@@ -75,6 +75,10 @@ def controls(df):
         default = derived.default_metric(ok) or metrics[0]
         metric = c3.selectbox("Quality metric", metrics, key=kept("results.metric", default, metrics),
                               format_func=lambda m: get_metric(m).label, help=HELP["metric"])
+    if metric and "quality_why" in ok and "quality_metric" in ok:
+        why = ok[(ok["quality_metric"] == metric) & ok["quality_why"].notna()]["quality_why"]
+        if len(why):
+            c3.caption(f"Chosen for this model because {why.iloc[0]}.")
     kind = c4.radio("Latency distribution", ["box", "violin"], horizontal=True, key=kept("results.kind", "box"),
                     help="A box shows the quartiles and outliers; a violin the whole shape of the timings.")
     return batch, budget, metric, kind

@@ -42,7 +42,8 @@ Conventions (also shown in the dashboard):
 - ``quality`` (:mod:`benchmark.measure.quality`): the row's one quality number, with a metric
   chosen from the model's outputs or asked for: ``{metric, value, higher_is_better, reference, n}``
   (``metric``: accuracy, top1_agreement, position_agreement, cosine or rel_error; ``reference``:
-  the FP32 reference's value of the same metric). The drop in points is ``100 x (reference -
+  the FP32 reference's value of the same metric; an optional ``why`` says why the metric was chosen).
+  The drop in points is ``100 x (reference -
   value)``, sign flipped for lower-is-better metrics. None on rows measured before it existed.
 - ``speedup_vs_fp32`` (:mod:`benchmark.measure.derived`): FP32 p50 latency / this row's p50 on the
   same backend, device and batch size in the same sweep; None without an FP32 unpruned row.
@@ -76,7 +77,7 @@ FINISHED_STATUSES = ("ok", "failed", "skipped")
 LATENCY_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max", "cv", "iterations")
 ACCURACY_KEYS = ("top1", "top5", "n")
 FIDELITY_KEYS = ("top1_agreement", "cosine", "max_abs_err", "mean_abs_err", "rel_error")
-QUALITY_KEYS = ("metric", "value", "higher_is_better", "reference", "n")
+QUALITY_KEYS = ("metric", "value", "higher_is_better", "reference", "n", "why")
 ENERGY_KEYS = ("mean_power_w", "joules_per_sample", "joules_per_batch", "method")
 CROSS_BACKEND_KEYS = ("reference_backend", "passed", "worst_max_abs_err", "worst_max_rel_err", "atol", "rtol")
 #: Fewer calibration samples than this and a static INT8 row carries a warning (the activation

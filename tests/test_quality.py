@@ -105,8 +105,8 @@ def test_row_quality_says_why_not():
     assert q is None and "no labels" in note
     q, note = row_quality("cosine", np.ones((2, 3)), None)
     assert q is None and "reference" in note
-    q, note = row_quality("cosine", np.ones((2, 3)), np.ones((2, 3)))
-    assert note is None and q["value"] == pytest.approx(1.0)
+    q, note = row_quality("cosine", np.ones((2, 3)), np.ones((2, 3)), why="a 3-D output is read as an embedding")
+    assert note is None and q["value"] == pytest.approx(1.0) and q["why"].startswith("a 3-D")
 
 
 def test_fidelity_reports_relative_error():
@@ -133,6 +133,15 @@ def test_speedup_uses_p50_of_the_same_backend_batch_and_sweep():
                    pytest.approx(1.0), None]
     frame = derived.add_speedup(results_to_frame(rows))  # the same from flat rows
     assert list(frame["speedup_vs_fp32"].iloc[:4]) == pytest.approx([1.0, 2.5, 1.0, 0.5])
+
+
+def test_fill_speedups_sets_rows_and_returns_only_the_changed_ones():
+    rows = [_row("fp32", "onnxruntime", 10.0), _row("int8", "onnxruntime", 4.0, "int8-static")]
+    assert [r.variant for r in derived.fill_speedups(rows)] == ["fp32", "int8"]
+    assert rows[1].speedup_vs_fp32 == pytest.approx(2.5)
+    assert derived.fill_speedups(rows) == []  # nothing new
+    rows.append(_row("int8b", "onnxruntime", 5.0, "int8-static"))
+    assert [r.variant for r in derived.fill_speedups(rows)] == ["int8b"]
 
 
 def test_reference_is_the_variant_named_fp32_not_a_lowrank_one():

@@ -95,6 +95,18 @@ def speedups_vs_fp32(rows: Iterable[Any]) -> list[float | None]:
     return out
 
 
+def fill_speedups(rows: list[Any]) -> list[Any]:
+    """Set ``speedup_vs_fp32`` on ``RunResult`` objects (one sweep's rows, e.g. ``store.get_results(id)``)
+    and return the ones whose value changed, for the caller to store again."""
+    changed = []
+    for row, value in zip(rows, speedups_vs_fp32(rows)):
+        old = getattr(row, "speedup_vs_fp32", None)
+        if (old is None) != (value is None) or (old is not None and abs(old - value) > 1e-12 * max(1.0, abs(value))):
+            row.speedup_vs_fp32 = value
+            changed.append(row)
+    return changed
+
+
 def _frame_rows(df: "pd.DataFrame") -> list[dict]:
     return df.to_dict("records")
 
@@ -184,5 +196,6 @@ def quality_frame(df: "pd.DataFrame", metric: str | None = None) -> "pd.DataFram
     return out
 
 
-__all__ = ["METRIC_COLUMNS", "group_key", "is_fp32_unpruned", "reference_index", "speedups_vs_fp32", "add_speedup",
+__all__ = ["METRIC_COLUMNS", "group_key", "is_fp32_unpruned", "reference_index", "speedups_vs_fp32", "fill_speedups",
+           "add_speedup",
            "available_metrics", "default_metric", "quality_frame"]

@@ -238,9 +238,11 @@ def quality(metric: str, outputs, reference=None, labels=None, reference_outputs
             "n": int(len(np.asarray(outputs)))}
 
 
-def row_quality(metric: str, outputs, reference=None, labels=None) -> tuple[dict[str, Any] | None, str | None]:
+def row_quality(metric: str, outputs, reference=None, labels=None,
+                why: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """``(quality, None)`` for a result row, or ``(None, why not)`` as a row warning: outputs that
-    vary in shape between batches, no reference outputs, missing labels."""
+    vary in shape between batches, no reference outputs, missing labels. ``why`` (the
+    :class:`MetricChoice` reason) is kept in the quality object."""
     if outputs is None:
         return None, f"quality ({metric}) not computed: no outputs were kept"
     if isinstance(outputs, (list, tuple)) or isinstance(reference, (list, tuple)):
@@ -248,9 +250,12 @@ def row_quality(metric: str, outputs, reference=None, labels=None) -> tuple[dict
     if metric == "accuracy" and labels is None:
         return None, "quality (accuracy) not computed: the data has no labels"
     try:
-        return quality(metric, outputs, reference, labels), None
+        q = quality(metric, outputs, reference, labels)
     except MeasurementError as exc:
         return None, f"quality ({metric}) not computed: {exc}"
+    if why:
+        q["why"] = why
+    return q, None
 
 
 def drop_points(q: Mapping[str, Any] | None) -> float | None:
