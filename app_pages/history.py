@@ -4,6 +4,7 @@ import json
 
 import streamlit as st
 
+from app_pages.shared import HELP, kept, save, session
 from benchmark import plots
 
 
@@ -35,6 +36,7 @@ def delete_box(store, sweeps) -> None:
             st.rerun()
 
 
+session()
 st.title("History & compare")
 from benchmark.report import build_report, sweep_label, sweeps_table  # noqa: E402
 from benchmark import BenchmarkError  # noqa: E402
@@ -65,13 +67,18 @@ except BenchmarkError as exc:
     st.stop()
 c1, c2 = st.columns(2)
 batches = sorted(int(b) for b in plots.ok_rows(df)["batch_size"].unique()) or [1]
-batch = c1.selectbox("Batch size", batches)
-budget = c2.number_input("Latency budget (ms, 0 = none)", min_value=0.0, value=0.0, step=0.1, format="%.3f")
-st.plotly_chart(plots.tradeoff_figure(df, batch_size=batch, latency_budget_ms=budget or None,
-                                      color_by="sweep" if len(chosen) > 1 else "precision",
+batch = c1.selectbox("Batch size", batches, key=kept("history.batch", batches[0], batches),
+                     help="Latency and quality are compared at one batch size; throughput shows them all.")
+budget = c2.number_input("Latency budget (ms, 0 = none)", min_value=0.0, step=0.1, format="%.3f",
+                         key=kept("history.budget", 0.0), help=HELP["budget"])
+save()
+by_sweep = "sweep" if len(chosen) > 1 else "precision"
+st.caption("With several sweeps each sweep has its own colour and its own Pareto front; lines never join points of "
+           "different sweeps.")
+st.plotly_chart(plots.tradeoff_figure(df, batch_size=batch, latency_budget_ms=budget or None, color_by=by_sweep,
                                       title=f"Quality vs latency, {len(chosen)} sweep(s), batch {batch}"),
                 width="stretch", theme=None, key="history-tradeoff")
-st.plotly_chart(plots.throughput_figure(df), width="stretch", theme=None, key="history-throughput")
+st.plotly_chart(plots.throughput_figure(df, color_by=by_sweep), width="stretch", theme=None, key="history-throughput")
 st.dataframe(plots.display_table(df), hide_index=True, width="stretch")
 
 st.subheader("Export")

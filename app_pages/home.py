@@ -1,5 +1,8 @@
-"""Home: what Slimbench does, what this machine can run (and why not), the built-in samples, a demo."""
+"""Home: what Slimbench does, what this machine can run (and why not), whether it is busy now, the
+built-in samples, a demo (its status refreshes until it finishes)."""
 import streamlit as st
+
+from app_pages.shared import link, save, say, session
 
 #: The demo sweep: small, fast, and shows a real trade-off (INT8 and structured pruning vs FP32).
 DEMO = dict(model="sample:digits-cnn", precisions=("fp32", "int8-static"), prune_ratios=(0.0, 0.5),
@@ -42,14 +45,12 @@ def demo_plan() -> tuple[int, float]:
     return plan_size(jobs), estimate_duration_s(jobs, cfg)
 
 
-def link(page: str, label: str, icon: str | None = None) -> None:
-    """A link to another page (plain text when this page runs outside the app's navigation)."""
-    from streamlit.errors import StreamlitAPIException
+@st.cache_data(ttl=15, show_spinner=False)
+def busy() -> tuple[bool, str]:
+    """(busy, what was seen): CPU use of every process on this machine over half a second."""
+    from benchmark.measure.stability import machine_busy
 
-    try:
-        st.page_link(page, label=label, icon=icon)
-    except StreamlitAPIException:
-        st.markdown(f"-> {label}")
+    return machine_busy(0.5)
 
 
 def start_demo() -> None:
@@ -63,14 +64,17 @@ def start_demo() -> None:
         cfg = SweepConfig(**{**DEMO, "backends": backends})
         sweep_id = start_sweep_background(cfg)
     except BenchmarkError as exc:
-        st.error(f"Could not start the demo: {exc}")
+        st.error(f"Could not start the demo: {say(exc)}")
         return
     st.session_state["demo_sweep_id"] = sweep_id
     st.session_state["results_sweep_id"] = sweep_id
+    st.session_state["my_sweeps"] = [*st.session_state.get("my_sweeps", []), sweep_id]
     st.session_state["demo_estimate_s"] = estimate_duration_s(plan_sweep(cfg), cfg)  # with the usable backends
+    save()
 
 
-def demo_status() -> None:
+def demo_status(was_active: bool = False) -> None:
+    """The demo sweep's status; while it runs the fragment refreshes it every 2 s."""
     from benchmark import BenchmarkError
     from benchmark.store import Store
 
@@ -80,8 +84,10 @@ def demo_status() -> None:
     try:
         rec = Store().get_sweep(sweep_id)
     except BenchmarkError as exc:
-        st.error(f"{exc}")
+        st.error(say(exc))
         return
+    if was_active and not rec.active:
+        st.rerun()  # finished: redraw the page once, without the periodic refresh
     if rec.active:
         st.info(f"Demo sweep #{sweep_id} is {rec.status} (about {st.session_state.get('demo_estimate_s', 0):.0f} s "
                 f"in all): {rec.progress or 'starting ...'}")
@@ -89,10 +95,24 @@ def demo_status() -> None:
     elif rec.status == "done":
         st.success(f"Demo sweep #{sweep_id} finished: {rec.counts.get('ok', 0)} runs ok.")
     else:
-        st.warning(f"Demo sweep #{sweep_id} ended {rec.status}: {rec.error or rec.progress}")
+        st.warning(f"Demo sweep #{sweep_id} ended {rec.status}: {say(rec.error or rec.progress)}")
     link("app_pages/results.py", "See the results", ":material/scatter_plot:")
 
 
+def demo_running() -> bool:
+    from benchmark import BenchmarkError
+    from benchmark.store import Store
+
+    sweep_id = st.session_state.get("demo_sweep_id")
+    if sweep_id is None:
+        return False
+    try:
+        return Store().get_sweep(sweep_id).active
+    except BenchmarkError:
+        return False
+
+
+session()
 st.title("Slimbench")
 st.markdown(
     "**Compress a model and see what you gain and what you lose.**  \n"
@@ -109,7 +129,9 @@ with left:
                f"and ONNX Runtime at batch 1 and 8, with short timing ({demo_plan()[0]} runs, estimated {demo_plan()[1]:.0f} s).")
     if st.button("Try the demo", type="primary", icon=":material/rocket_launch:"):
         start_demo()
-    demo_status()
+    active = demo_running()
+    st.fragment(demo_status, run_every=2.0 if active else None)(active)
+    save()
 with right:
     st.subheader("Next steps")
     link("app_pages/model.py", "Model: upload a model or pick a sample", ":material/upload_file:")
@@ -120,9 +142,15 @@ st.subheader("Built-in samples")
 st.dataframe(samples(), hide_index=True, width="stretch")
 
 st.subheader("What this machine can run")
+is_busy, seen = busy()
+if is_busy:
+    st.warning(f"This machine is busy now ({seen}; running sweeps count too). Timings taken while other work runs "
+               "are noisy: compare them with care, or run them again when the machine is quiet.")
+else:
+    st.caption(f"Machine load now: {seen}.")
 env, status = environment()
 rows = [{"backend": r["backend"], "device": r["device"], "available": "yes" if r["available"] else "no",
-         "why not": r["reason"]} for r in status]
+         "why not": say(r["reason"])} for r in status]
 st.dataframe(rows, hide_index=True, width="stretch")
 gpu = env.get("gpu_name") or "none"
 st.markdown(

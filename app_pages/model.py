@@ -1,12 +1,14 @@
 """Model: upload a model or pick a sample; inputs/outputs, params, MACs/FLOPs, size, per-layer counts.
 
 The chosen model is kept in ``st.session_state["model"]`` (source path or ``sample:NAME``, input
-overrides, architecture, trust flag) for the Compress & run and Sensitivity pages.
+overrides, architecture, trust flag) for the Compress & run and Sensitivity pages, and in the
+browser session's record, so a reload keeps it.
 """
 from pathlib import Path
 
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
+
+from app_pages.shared import link, save, say, session
 
 NO_ARCH = "(none: the file holds a whole model)"
 
@@ -33,10 +35,15 @@ def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_
     try:
         info = inspect_isolated(source, list(inputs), arch, trust_pickle, strict=False)
     except BenchmarkError as exc:
-        return {"error": str(exc), "error_type": type(exc).__name__}
+        return {"error": say(exc), "error_type": type(exc).__name__}
+    from benchmark.ui import shape_text
+
     info["name"] = info["model"]
     for key in ("inputs", "outputs"):
-        info[key] = [dict(s, shape="x".join(map(str, s["shape"]))) for s in info[key]]
+        info[key] = [dict(s, shape=shape_text(s["shape"]), declared="x".join(map(str, s["shape"]))) for s in info[key]]
+    info["notes"] = [say(n) for n in info.get("notes") or []]
+    if "count_error" in info:
+        info["count_error"] = say(info["count_error"])
     return info
 
 
@@ -63,7 +70,7 @@ def store_uploaded(up) -> str | None:
                                 f"it holds {len(onnx_files)}. Zip the model folder again.")
             path = onnx_files[0]
     except BenchmarkError as exc:
-        st.error(f"{exc}")
+        st.error(say(exc))
         if path is not None:
             discard_upload(path, data_dir())
         return None
@@ -125,17 +132,37 @@ def choose_source() -> tuple[str | None, str | None, bool, str]:
     return None, arch, trust, ""
 
 
-def input_overrides(source: str, declared: list[dict]) -> tuple[str, ...]:
-    """Editable shapes (dynamic dims shown as names); returns overrides for the changed inputs."""
+def input_overrides(source: str, declared: list[dict], current: list[str]) -> tuple[str, ...] | str:
+    """Editable shapes (dynamic dims shown by name, ``?`` when unnamed); the overrides for the
+    inputs the user changed, or an error text. ``current``: the overrides chosen before (kept on reload)."""
+    from benchmark import BenchmarkError
+    from benchmark.config import InputSpec
+    from benchmark.ui import override_text, shape_text
+
     st.markdown("**Inputs** - dim 0 is the batch axis; give a number to every other named (dynamic) dim.")
+    chosen = {}
+    for text in current:
+        try:
+            spec = InputSpec.parse(text)
+        except BenchmarkError:
+            continue
+        chosen[spec.name] = shape_text(spec.shape)
     overrides = []
     cols = st.columns(min(3, len(declared)) or 1)
     for i, spec in enumerate(declared):
+        key = f"shape:{source}:{spec['name']}"
+        if key not in st.session_state:
+            st.session_state[key] = chosen.get(spec["name"], spec["shape"])
         with cols[i % len(cols)]:
-            shape = st.text_input(f"{spec['name']} ({spec['dtype']})", value=spec["shape"], key=f"shape:{source}:{spec['name']}",
-                                  help="e.g. 1x3x224x224; words or ? mark dynamic dims")
+            shape = st.text_input(f"{spec['name']} ({spec['dtype']})", key=key,
+                                  help=f"Declared {spec['declared'] or 'without a shape'}. Numbers separated by x "
+                                       "(e.g. 1x3x224x224); a word or ? marks a dim the model leaves open, which "
+                                       "needs a number unless it is the batch axis (dim 0).")
         if shape.replace(" ", "") != spec["shape"]:
-            overrides.append(f"{spec['name']}:{shape.replace(' ', '')}:{spec['dtype']}")
+            try:
+                overrides.append(override_text(spec["name"], shape, spec["dtype"]))
+            except BenchmarkError as exc:
+                return say(exc)
     return tuple(overrides)
 
 
@@ -166,6 +193,7 @@ def show_counts(info: dict) -> None:
         st.plotly_chart(plots.layer_figure(rows), width="stretch", theme=None)
 
 
+session()
 st.title("Model")
 source, arch, trust, display = choose_source()
 if source is None:
@@ -180,7 +208,11 @@ if "error" in info:
                                                                                                             "Fix the file or settings and try again.")
     st.error(f"{info['error']} - {hint}")
     st.stop()
-overrides = input_overrides(source, info["inputs"])
+previous = st.session_state.get("model") or {}
+overrides = input_overrides(source, info["inputs"], previous.get("inputs", []) if previous.get("source") == source else [])
+if isinstance(overrides, str):
+    st.error(f"{overrides} - correct the shape above (e.g. 1x3x224x224).")
+    st.stop()
 if overrides:
     info = inspect_model(source, overrides, arch, trust)
     if "error" in info:
@@ -188,13 +220,11 @@ if overrides:
         st.stop()
 st.session_state["model"] = {"source": source, "inputs": list(overrides), "arch": arch, "trust_pickle": trust,
                              "name": display, "uploaded": not source.startswith("sample:")}
+save()
 outs = ", ".join(f"{o['name']}: {o['shape']} {o['dtype']}" for o in info["outputs"]) or "unknown until shapes are given"
 st.markdown(f"**{info['name']}** ({info['format']}, {info['framework']}) - outputs: {outs}"
             + (f" - evaluation dataset: `{info['dataset']}`" if info.get("dataset") else " - no dataset: quality is measured as fidelity to FP32"))
 show_counts(info)
 for note in info["notes"]:
     st.caption(f"Note: {note}")
-try:
-    st.page_link("app_pages/run.py", label="Use this model on Compress & run", icon=":material/play_circle:")
-except StreamlitAPIException:  # the page runs outside the app's navigation (tests)
-    st.markdown("Next: Compress & run")
+link("app_pages/run.py", "Use this model on Compress & run", ":material/play_circle:")

@@ -1,6 +1,8 @@
-"""Results: one sweep's table (units in the headers), trade-off plots, and the runs that failed or were skipped."""
+"""Results: one sweep's table (quality, speedup and size first; units in the headers), trade-off
+plots with one quality metric the user can switch, and the runs that failed or were skipped."""
 import streamlit as st
 
+from app_pages.shared import HELP, kept, save, say, session
 from benchmark import plots
 
 
@@ -36,71 +38,139 @@ def sweep_picker():
     index = ids.index(wanted) if wanted in ids else 0
     rec = st.selectbox("Sweep", sweeps, index=index, format_func=sweep_label)
     st.session_state["results_sweep_id"] = rec.id
+    save()
     return store, rec
+
+
+def notices(df) -> None:
+    """Warnings a user must see before reading the plots: unstable timings, thin calibration."""
+    from benchmark.results import calibration_warning
+
+    ok = plots.ok_rows(df)
+    unstable = ok[[plots.is_unstable(r) for _, r in ok.iterrows()]] if len(ok) else ok
+    if len(unstable):
+        names = ", ".join(sorted({f"{r['variant']} on {r['backend']} (batch {int(r['batch_size'])})"
+                                  for _, r in unstable.iterrows()})[:6])
+        st.warning(f"{len(unstable)} run(s) have unstable timings, even on their last timing attempt: {names}. Their "
+                   "points are faded and left out of the Pareto front; the table's timing column says why. Rerun them "
+                   "on a quieter machine.")
+    seen = set()
+    for _, r in ok.iterrows():
+        text = calibration_warning(r)
+        if text and r["variant"] not in seen:
+            seen.add(r["variant"])
+            st.warning(f"{r['variant']}: {text}.")
+
+
+def controls(df):
+    """(batch size, latency budget, metric, distribution kind) chosen above the plots."""
+    from benchmark.measure import derived
+    from benchmark.measure.quality import get_metric
+
+    ok = plots.ok_rows(df)
+    batches = sorted(int(b) for b in ok["batch_size"].unique()) if len(ok) else [1]
+    metrics = derived.available_metrics(ok) if len(ok) else []
+    c1, c2, c3, c4 = st.columns(4)
+    batch = c1.selectbox("Batch size for the trade-off plots", batches, key=kept("results.batch", batches[0], batches),
+                         help="Latency and quality are compared at one batch size; throughput shows them all.")
+    budget = c2.number_input("Latency budget (ms, 0 = none)", min_value=0.0, step=0.1, format="%.3f",
+                             key=kept("results.budget", 0.0), help=HELP["budget"])
+    metric = None
+    if metrics:
+        default = derived.default_metric(ok) or metrics[0]
+        metric = c3.selectbox("Quality metric", metrics, key=kept("results.metric", default, metrics),
+                              format_func=lambda m: get_metric(m).label, help=HELP["metric"])
+    if metric and "quality_why" in ok and "quality_metric" in ok:
+        why = ok[(ok["quality_metric"] == metric) & ok["quality_why"].notna()]["quality_why"]
+        if len(why):
+            c3.caption(f"Chosen for this model because {why.iloc[0]}.")
+    kind = c4.radio("Latency distribution", ["box", "violin"], horizontal=True, key=kept("results.kind", "box"),
+                    help="A box shows the quartiles and outliers; a violin the whole shape of the timings.")
+    return batch, budget, metric, kind
+
+
+def _given(value) -> bool:
+    return value is not None and value == value and value != ""  # not None, not NaN, not empty
+
+
+def variant_notes(df) -> None:
+    from benchmark.results import calibration_warning
+
+    seen = set()
+    for _, row in df.iterrows():
+        if row["variant"] in seen:
+            continue
+        seen.add(row["variant"])
+        st.markdown(f"**{row['variant']}**: {row.get('compression') or 'reference (no compression)'}")
+        if _given(row.get("int8_format")):
+            reason = row.get("int8_format_reason")
+            st.caption(f"INT8 format {str(row['int8_format']).upper()}: {reason if _given(reason) else 'no reason recorded'}")
+        used, asked = row.get("calib_samples_used"), row.get("calib_samples_requested")
+        if _given(used):
+            st.caption(f"Calibration: {int(used)} samples used of {int(asked) if _given(asked) else '?'} asked for. "
+                       f"{calibration_warning(row) or ''}")
+        if _given(row.get("warnings")):
+            st.caption(say(row["warnings"]))
 
 
 def show(store, sweep_id: int, was_active: bool) -> None:
     from benchmark import BenchmarkError
+    from benchmark.results import CROSS_BACKEND_TOLERANCES
 
     try:
         rec = store.get_sweep(sweep_id)
         df, samples, env = load(str(store.path), rec.id, f"{rec.updated_at}|{sum(rec.counts.values())}")
     except BenchmarkError as exc:
-        st.error(f"{exc}")
+        st.error(say(exc))
         return
     if was_active and not rec.active:
         st.rerun()  # finished: redraw the page once, without the periodic refresh
     if rec.active:
         st.progress(min(1.0, float(rec.fraction or 0)), text=f"{rec.status}: {rec.progress or 'starting ...'}")
     elif rec.error:
-        st.error(f"Sweep #{rec.id} {rec.status}: {rec.error}")
+        st.error(f"Sweep #{rec.id} {rec.status}: {say(rec.error)}")
     ok = plots.ok_rows(df)
     bad = plots.failures_table(df)
-    st.caption(f"{len(ok)} runs ok, {len(bad)} failed/skipped/unfinished, of {len(df)}. Latency is the median (p50) "
-               "of the timed iterations; throughput = batch / mean latency; MACs per sample, FLOPs = 2 x MACs. "
-               "GPU rows add engine build time (never part of the latency) and, with NVML, the whole GPU board's "
-               "mean power and energy over the timed iterations.")
-    batches = sorted(int(b) for b in ok["batch_size"].unique()) if len(ok) else [1]
-    c1, c2, c3 = st.columns(3)
-    batch = c1.selectbox("Batch size for the trade-off plots", batches)
-    budget = c2.number_input("Latency budget (ms, 0 = none)", min_value=0.0, value=0.0, step=0.1, format="%.3f",
-                             help="Marks the best-quality variant whose p50 latency is within the budget.")
-    kind = c3.radio("Latency distribution", ["box", "violin"], horizontal=True)
+    st.caption(f"{len(ok)} runs ok, {len(bad)} failed/skipped/unfinished, of {len(df)}. Latency and speedup use the "
+               "median (p50) of the timed iterations everywhere; throughput = batch / mean latency (total work over "
+               "total time); MACs per sample, FLOPs = 2 x MACs. GPU rows add engine build time (never part of the "
+               "latency) and, with NVML, the whole GPU board's mean power and energy over the timed iterations.")
+    notices(df)
+    batch, budget, metric, kind = controls(df)
+    save()
     tabs = st.tabs(["Trade-off", "Throughput", "Size & MACs", "Latency distribution", "Speedup", "Backends"])
     figs = [
-        plots.tradeoff_figure(df, batch_size=batch, latency_budget_ms=budget or None),
+        plots.tradeoff_figure(df, batch_size=batch, latency_budget_ms=budget or None, metric=metric),
         plots.throughput_figure(df),
-        plots.size_macs_figure(df, batch_size=batch),
+        plots.size_macs_figure(df, batch_size=batch, metric=metric),
         plots.latency_distribution_figure(samples, batch_size=batch, kind=kind),
         plots.speedup_figure(df, batch_size=batch),
-        plots.agreement_figure(df, batch_size=batch),
+        plots.agreement_figure(df, batch_size=batch, metric=metric),
     ]
+    tolerances = ", ".join(f"{p} {a:g}" for p, (a, _) in CROSS_BACKEND_TOLERANCES.items())
     for i, (tab, fig) in enumerate(zip(tabs, figs)):
         with tab:
             st.plotly_chart(fig, width="stretch", theme=None, key=f"results-chart-{i}")
-    st.caption("Colour = precision; marker = backend (circle PyTorch, square ONNX Runtime, triangle ONNX Runtime + "
-               "TensorRT provider, diamond TensorRT, hexagon Torch-TensorRT); open "
-               "markers = pruned or low-rank; ringed points joined by the dotted line = Pareto front (no other variant "
-               "is both faster and better); star = best quality within the latency budget.")
+            if i == 5:
+                st.caption("pass / FAIL: each variant's first output on a backend compared element by element with the "
+                           "first backend's on the same samples; an element fails when its absolute and its relative "
+                           f"error both exceed the tolerance (atol = rtol: {tolerances}). Each bar's label repeats "
+                           "the tolerance it was checked at.")
+    with st.expander("How the points are drawn", expanded=False):
+        st.markdown(plots.legend_markdown())
     st.subheader("All runs")
-    st.dataframe(plots.display_table(df), hide_index=True, width="stretch")
+    st.dataframe(plots.display_table(df, metric=metric), hide_index=True, width="stretch")
     if len(bad):
         st.subheader(f"Failed, skipped or unfinished ({len(bad)})")
-        st.dataframe(bad, hide_index=True, width="stretch")
-    with st.expander("What each variant did (compression records and warnings)"):
-        seen = set()
-        for _, row in df.iterrows():
-            if row["variant"] in seen:
-                continue
-            seen.add(row["variant"])
-            st.markdown(f"**{row['variant']}**: {row.get('compression') or 'reference (no compression)'}")
-            if row.get("warnings"):
-                st.caption(row["warnings"])
+        st.dataframe(bad.assign(reason=bad["reason"].map(say)), hide_index=True, width="stretch")
+    with st.expander("What each variant did (compression records, INT8 format, calibration, warnings)"):
+        variant_notes(df)
     if env:
         with st.expander("Environment of these measurements"):
             st.json(env, expanded=False)
 
 
+session()
 st.title("Results")
 store, rec = sweep_picker()
 st.fragment(show, run_every=2.0 if rec.active else None)(store, rec.id, rec.active)

@@ -1,13 +1,15 @@
-"""Compress & run: choose variants, backends, device, batch sizes and data; start a background sweep
-and follow every running sweep (progress, partial results, cancel). Sweeps queue per device."""
+"""Compress & run: choose variants, backends, device, batch sizes (any typed size) and data; start a
+background sweep and follow every running sweep (progress, partial results, cancel) and the recent
+finished ones. Sweeps queue per device. The choices survive a reload (app_pages/shared.py)."""
 from pathlib import Path
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from app_pages.shared import HELP, data_choice, kept, link, save, say, session
+
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 RATIO_CHOICES = [0.0, 0.25, 0.5, 0.75, 0.9]
-OWN_DATA, UPLOAD_DATA = "the model's own dataset", "upload a .npz file"
 
 
 def plural(n: int, word: str) -> str:
@@ -31,96 +33,105 @@ def plan(cfg_dict: dict) -> tuple[int, int, float]:
     return len(jobs), plan_size(jobs), estimate_duration_s(jobs, cfg)
 
 
-def dataset_choice(model: dict) -> str | None:
-    from benchmark import BenchmarkError
-    from benchmark.data import dataset_names
-    from benchmark.data.npz import check_npz_headers
-    from benchmark.paths import data_dir
-    from benchmark.safety import discard_upload, store_upload
+def _batch_order(text: str) -> tuple:
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
 
-    choice = st.selectbox("Evaluation data", [OWN_DATA, *dataset_names(), UPLOAD_DATA],
-                          help="Labelled data gives accuracy; without labels quality is fidelity to the FP32 outputs. "
-                               "A model with no dataset of its own is checked on random inputs (fidelity only).")
-    if choice == OWN_DATA:
-        return None
-    if choice != UPLOAD_DATA:
-        return choice
-    up = st.file_uploader("Dataset (.npz: one array per model input, optional 'labels')", type=["npz"])
-    if up is None:
-        st.info("Upload a .npz file, or choose another dataset.")
-        return None
-    path = None
+
+def batch_sizes() -> tuple[int, ...] | str:
+    """Chosen or typed batch sizes (a typed 40 joins the options); an error text when one is not a number."""
+    from benchmark import BenchmarkError
+    from benchmark.ui import parse_batch_sizes
+
+    key = kept("run.batches", ["1", "8"])
+    st.session_state[key] = [str(v) for v in st.session_state[key]]
+    options = sorted({str(b) for b in BATCH_CHOICES} | set(st.session_state[key]), key=_batch_order)
+    chosen = st.multiselect("Batch sizes (samples)", options, key=key, accept_new_options=True, help=HELP["batch_sizes"])
     try:
-        up.seek(0)
-        path = store_upload(up, up.name, data_dir(), int(st.get_option("server.maxUploadSize")) * 2**20)
-        check_npz_headers(path, up.name)  # headers only; the sweep checks the arrays against the model
-        return str(path)
+        return parse_batch_sizes(chosen)
     except BenchmarkError as exc:
-        st.error(f"{exc}")
-        if path is not None:
-            discard_upload(path, data_dir())
-        return None
+        return say(exc)
+
+
+def variants_column() -> dict:
+    from benchmark.config import CALIB_METHODS, PRECISIONS, PRUNE_KINDS
+
+    st.markdown("**Variants**")
+    precisions = st.multiselect("Precisions", PRECISIONS, key=kept("run.precisions", ["fp32", "int8-static"], PRECISIONS),
+                                help=HELP["precisions"])
+    int8 = any(p in ("int8-static", "mixed") for p in precisions)
+    calib = st.selectbox("INT8 calibration method", CALIB_METHODS, key=kept("run.calib", CALIB_METHODS[0], CALIB_METHODS),
+                         help=HELP["calib_method"], disabled=not int8)
+    calib_n = st.number_input("Calibration samples", 1, 100_000, key=kept("run.calib_n", 128), help=HELP["calib_samples"],
+                              disabled=not int8)
+    kind = st.selectbox("Pruning kind", PRUNE_KINDS, key=kept("run.prune_kind", "structured", PRUNE_KINDS),
+                        help=HELP["prune_kind"])
+    ratios = st.multiselect("Prune ratios (0 = unpruned)", RATIO_CHOICES, key=kept("run.ratios", [0.0], RATIO_CHOICES),
+                            help=HELP["prune_ratios"])
+    lowrank = st.slider("Low-rank: kept rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=kept("run.lowrank", 0.0),
+                        help=HELP["lowrank"])
+    distill = st.checkbox("Distil pruned / low-rank variants", key=kept("run.distill", False), help=HELP["distill"])
+    epochs = st.number_input("Distillation epochs", 1, 200, key=kept("run.epochs", 3), help=HELP["distill_epochs"],
+                             disabled=not distill)
+    return dict(precisions=tuple(precisions), prune_ratios=tuple(sorted(ratios)) or (0.0,), prune_kind=kind,
+                lowrank_ratio=float(lowrank), distill=distill, distill_epochs=int(epochs), calib_method=calib,
+                calib_samples=int(calib_n))
+
+
+def where_column(status: list[dict]) -> dict:
+    cuda = [r for r in status if r["device"] == "cuda"]
+    cuda_ok = any(r["available"] for r in cuda)
+    st.markdown("**Where**")
+    devices = ["cpu", "cuda"] if cuda_ok else ["cpu"]
+    device = st.radio("Device", devices, horizontal=True, key=kept("run.device", "cpu", devices), help=HELP["device"])
+    if not cuda_ok:
+        reasons = sorted({r["reason"] for r in cuda if r["reason"]})
+        st.caption(f"CUDA is not offered: {'; '.join(reasons) or 'no GPU'}.")
+    usable = [r["backend"] for r in status if r["device"] == device and r["available"]]
+    for r in status:
+        if r["device"] == device and not r["available"]:
+            st.caption(f"{r['backend']} unavailable on {device}: {say(r['reason'])}")
+    default = [b for b in ("pytorch", "onnxruntime") if b in usable]
+    backends = st.multiselect("Backends", usable, key=kept("run.backends", default, usable), help=HELP["backends"])
+    cuda_graph = False
+    if device == "cuda":
+        cuda_graph = st.checkbox("CUDA graphs for PyTorch (batch <= 16)", key=kept("run.cuda_graph", False),
+                                 help=HELP["cuda_graph"])
+    else:
+        st.caption("GPU-only settings (CUDA graphs) appear with device cuda, where GPU energy and engine build "
+                   "times are measured too.")
+    return dict(device=device, backends=tuple(backends), cuda_graph=cuda_graph)
 
 
 def sweep_form(model: dict):
     """Widgets -> a SweepConfig (None and an st.error line when the choice is invalid)."""
     from benchmark import BenchmarkError, SweepConfig
-    from benchmark.config import CALIB_METHODS, PRECISIONS, PRUNE_KINDS, help_text
 
-    def h(name):
-        return help_text(SweepConfig, name)
-
-    status = backend_status()
-    cuda = [r for r in status if r["device"] == "cuda"]
-    cuda_ok = any(r["available"] for r in cuda)
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.markdown("**Variants**")
-        precisions = st.multiselect("Precisions", PRECISIONS, default=["fp32", "int8-static"], help=h("precisions"))
-        int8 = any(p in ("int8-static", "mixed") for p in precisions)
-        calib = st.selectbox("INT8 calibration method", CALIB_METHODS, help=h("calib_method"), disabled=not int8)
-        calib_n = st.number_input("Calibration samples", 1, 100_000, 128, help=h("calib_samples"), disabled=not int8)
-        kind = st.selectbox("Pruning kind", PRUNE_KINDS, index=PRUNE_KINDS.index("structured"), help=h("prune_kind"))
-        ratios = st.multiselect("Prune ratios (0 = unpruned)", RATIO_CHOICES, default=[0.0], help=h("prune_ratios"))
-        lowrank = st.slider("Low-rank: kept rank fraction (0 = off)", 0.0, 1.0, 0.0, 0.05, help=h("lowrank_ratio"))
-        distill = st.checkbox("Distil pruned / low-rank variants", help=h("distill"))
-        epochs = st.number_input("Distillation epochs", 1, 200, 3, help=h("distill_epochs"), disabled=not distill)
+        variants = variants_column()
     with c2:
-        st.markdown("**Where**")
-        device = st.radio("Device", ["cpu", "cuda"] if cuda_ok else ["cpu"], horizontal=True, help=h("device"))
-        if not cuda_ok:
-            reasons = sorted({r["reason"] for r in cuda if r["reason"]})
-            st.caption(f"CUDA is not offered: {'; '.join(reasons) or 'no GPU'}.")
-        usable = [r["backend"] for r in status if r["device"] == device and r["available"]]
-        for r in status:
-            if r["device"] == device and not r["available"]:
-                st.caption(f"{r['backend']} unavailable on {device}: {r['reason']}")
-        backends = st.multiselect("Backends", usable, default=[b for b in ("pytorch", "onnxruntime") if b in usable],
-                                  help=h("backends"))
-        cuda_graph = False
-        if device == "cuda":
-            cuda_graph = st.checkbox("CUDA graphs for PyTorch (batch <= 16)", help=h("cuda_graph"))
-        else:
-            st.caption("GPU-only settings (CUDA graphs) appear with device cuda, where GPU energy and engine build "
-                       "times are measured too.")
-        batches = st.multiselect("Batch sizes (samples)", BATCH_CHOICES, default=[1, 8], help=h("batch_sizes"))
+        where = where_column(backend_status())
+        sizes = batch_sizes()
     with c3:
         st.markdown("**Data and timing**")
-        data = dataset_choice(model)
-        min_s = st.number_input("Timed seconds per run (at least)", 0.05, 600.0, 1.0, 0.05, help=h("min_duration_s"))
-        min_iters = st.number_input("Timed iterations per run (at least)", 1, 100_000, 20, help=h("min_iters"))
-        threads = st.number_input("Intra-op threads (0 = all cores)", 0, 256, 0, help=h("threads"))
+        data = data_choice("run")
+        min_s = st.number_input("Timed seconds per run (at least)", 0.05, 600.0, step=0.05, key=kept("run.min_s", 1.0),
+                                help=HELP["min_s"])
+        min_iters = st.number_input("Timed iterations per run (at least)", 1, 100_000, key=kept("run.min_iters", 20),
+                                    help=HELP["min_iters"])
+        threads = st.number_input("Intra-op threads (0 = all cores)", 0, 256, key=kept("run.threads", 0),
+                                  help=HELP["threads"])
+    if isinstance(sizes, str):
+        st.error(f"{sizes} - type a whole number, or remove it from Batch sizes.")
+        return None
     try:
         return SweepConfig(
-            model=model["source"], precisions=tuple(precisions), prune_ratios=tuple(sorted(ratios)) or (0.0,),
-            prune_kind=kind, lowrank_ratio=float(lowrank), distill=distill, distill_epochs=int(epochs),
-            backends=tuple(backends), device=device, batch_sizes=tuple(sorted(batches)), data=data,
-            calib_method=calib, calib_samples=int(calib_n), inputs=tuple(model.get("inputs") or ()),
+            model=model["source"], batch_sizes=sizes, data=data, inputs=tuple(model.get("inputs") or ()),
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
-            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), cuda_graph=cuda_graph,
+            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where,
         )
     except BenchmarkError as exc:
-        st.error(f"{exc} - change the selection above.")
+        st.error(f"{say(exc)} - change the selection above.")
         return None
 
 
@@ -142,20 +153,47 @@ def queue_position(rec, queue: list[dict], db_path: Path) -> int:
     return len(queue)
 
 
-def show_queues(queues: dict[str, list[dict]]) -> None:
+def show_queues(queues: dict[str, list[dict]], mine: list[int]) -> None:
+    """Every device queue; other sessions' jobs are listed without their file paths."""
+    from benchmark.ui import public_label
+
     for device, queue in queues.items():
         if not queue:
             continue
-        lines = [f"{e['position'] + 1}. {e['label'] or 'job'}"
-                 + (f" (sweep #{e['sweep_id']})" if e["sweep_id"] is not None else "")
+        lines = [f"{e['position'] + 1}. {public_label(e['label']) or 'job'}"
+                 + (f" (sweep #{e['sweep_id']}{', yours' if e['sweep_id'] in mine else ''})"
+                    if e["sweep_id"] is not None else "")
                  + (f" - {'holds the device' if e['position'] == 0 else 'waiting'} (queued {e['waiting_s']:.0f} s ago)")
                  for e in queue]
         st.markdown(f"**{device.upper()} queue** ({plural(len(queue), 'job')}, sweeps and sensitivity jobs from every "
                     "tab and CLI run)  \n" + "  \n".join(lines))
 
 
+def recent_sweeps(store, mine: list[int], limit: int = 10) -> None:
+    """The last finished sweeps of every session, each with a button that opens it on Results."""
+    from benchmark.report import sweep_label
+    from benchmark.store import ACTIVE_SWEEP_STATUSES
+
+    done = [r for r in store.list_sweeps(limit=limit + 10) if r.status not in ACTIVE_SWEEP_STATUSES][:limit]
+    if not done:
+        return
+    st.markdown("**Recent sweeps**")
+    for rec in done:
+        left, right = st.columns([5, 1])
+        left.markdown(f"{sweep_label(rec)}{' (yours)' if rec.id in mine else ''}"
+                      + (f": {say(rec.error)}" if rec.error else ""))
+        if right.button("Results", key=f"open-{rec.id}", icon=":material/scatter_plot:"):
+            st.session_state["results_sweep_id"] = rec.id
+            save()
+            try:
+                st.switch_page("app_pages/results.py")
+            except StreamlitAPIException:  # outside the app's navigation (tests)
+                st.toast(f"Sweep #{rec.id} is chosen on Results")
+
+
 def sweeps_panel() -> None:
-    """Every active sweep (from any tab or CLI run) and the device queues, refreshed while busy."""
+    """Every active sweep (from any tab or CLI run), the device queues and the recent finished
+    sweeps, refreshed while something runs."""
     from benchmark import BenchmarkError, plots
     from benchmark.report import sweep_label
     from benchmark.store import ACTIVE_SWEEP_STATUSES, Store
@@ -169,20 +207,16 @@ def sweeps_panel() -> None:
         st.error(f"{exc}")
         return
     queues = device_queues()
-    mine = st.session_state.get("my_sweeps", [])
-    show_queues(queues)
+    mine = list(st.session_state.get("my_sweeps", []))
+    show_queues(queues, mine)
     if not active:
         if not any(queues.values()) and st.session_state.pop("_refreshing", False):
             st.rerun()  # a full rerun redraws this panel without the periodic refresh
         st.caption("No sweep is running.")
-        for rec in store.list_sweeps(limit=10):
-            if rec.id in mine:
-                st.markdown(f"{sweep_label(rec)}" + (f": {rec.error}" if rec.error else ""))
-        return
     db_path = Path(store.path).resolve()
     for rec in active:
         with st.container(border=True):
-            st.markdown(f"**{sweep_label(rec)}**")
+            st.markdown(f"**{sweep_label(rec)}**{' (yours)' if rec.id in mine else ''}")
             ahead = queue_position(rec, queues.get(rec.device) or [], db_path)
             text = rec.progress or ("starting ..." if rec.status == "pending" else rec.status)
             if rec.status in ("pending", "queued") and ahead and "queued behind" not in text:
@@ -194,14 +228,17 @@ def sweeps_panel() -> None:
                 st.dataframe(plots.display_table(done, include_failed=True), hide_index=True, width="stretch")
             if rec.status != "cancelling" and st.button("Cancel", key=f"cancel-{rec.id}", icon=":material/cancel:"):
                 st.toast(f"Sweep #{rec.id}: {cancel_sweep(store, rec.id)}")
+    recent_sweeps(store, mine)
 
 
+session()
 st.title("Compress & run")
 model = st.session_state.get("model") or {"source": "sample:digits-cnn", "inputs": [], "name": "sample:digits-cnn"}
 st.markdown(f"Model: **{model.get('name') or model['source']}**"
             + (f" with inputs {', '.join(model['inputs'])}" if model.get("inputs") else "")
             + " - change it on the Model page.")
 cfg = sweep_form(model)
+save()
 if cfg is not None:
     from benchmark.sweep import sweep_config_to_dict
 
@@ -216,10 +253,11 @@ if cfg is not None:
         try:
             sweep_id = start_sweep_background(cfg)
         except BenchmarkError as exc:
-            st.error(f"Could not start the sweep: {exc}")
+            st.error(f"Could not start the sweep: {say(exc)}")
         else:
-            st.session_state.setdefault("my_sweeps", []).append(sweep_id)
+            st.session_state["my_sweeps"] = [*st.session_state.get("my_sweeps", []), sweep_id]
             st.session_state["results_sweep_id"] = sweep_id
+            save()
             st.toast(f"Sweep #{sweep_id} started")
 
 st.subheader("Sweeps in progress")
@@ -232,7 +270,4 @@ except BenchmarkError:  # the panel below shows the database's error
     running = False
 st.session_state["_refreshing"] = running or any(device_queues().values())
 st.fragment(sweeps_panel, run_every=2.0 if st.session_state["_refreshing"] else None)()
-try:
-    st.page_link("app_pages/results.py", label="Open Results", icon=":material/scatter_plot:")
-except StreamlitAPIException:  # the page runs outside the app's navigation (tests)
-    st.markdown("Next: Results")
+link("app_pages/results.py", "Open Results", ":material/scatter_plot:")

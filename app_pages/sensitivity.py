@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from app_pages.shared import data_choice, kept, save, say, session
 from benchmark import plots
-
-OWN_DATA = "the model's own dataset"
 
 
 def run_job(label: str, fn, spec: dict, **kwargs) -> dict:
@@ -34,22 +33,21 @@ def run_job(label: str, fn, spec: dict, **kwargs) -> dict:
         bar.empty()
 
 
+session()
 st.title("Sensitivity")
 spec = st.session_state.get("model") or {"source": "sample:digits-cnn", "inputs": [], "name": "sample:digits-cnn"}
 st.markdown(f"Model: **{spec.get('name') or spec['source']}** (change it on the Model page). Layers are the "
-            "Conv / Gemm / MatMul nodes of its ONNX graph; the drop is in percentage points of top-1 accuracy "
-            "(or of agreement with FP32 without labels), positive = worse.")
+            "Conv / Gemm / MatMul nodes of its ONNX graph, named as on the Model page; the drop is in percentage "
+            "points of top-1 accuracy (or of agreement with FP32 without labels), positive = worse.")
 from benchmark import BenchmarkError  # noqa: E402
 from benchmark.analysis import expected_data_note, search_isolated, sensitivity_isolated  # noqa: E402
-from benchmark.data import dataset_names  # noqa: E402
 
-choice = st.selectbox("Evaluation and calibration data", [OWN_DATA, *dataset_names()],
-                      help="Labelled data gives accuracy; without a dataset quality is agreement with FP32 on random inputs.")
-data = None if choice == OWN_DATA else choice
+data = data_choice("sensitivity")
+st.caption("The same data choice as on Compress & run: it evaluates each layer and calibrates INT8.")
 try:
     st.caption(f"Data: {expected_data_note(spec['source'], spec.get('arch'), data)}.")
 except BenchmarkError as exc:
-    st.error(f"{exc} - choose the model again on the Model page.")
+    st.error(f"{say(exc)} - choose the model again on the Model page.")
     st.stop()
 key = (spec["source"], tuple(spec.get("inputs") or ()), spec.get("arch"), data)
 
@@ -57,19 +55,26 @@ left, right = st.columns(2)
 with left:
     st.subheader("Per-layer sensitivity")
     method = st.radio("Compress one layer at a time with", ["int8", "prune"], horizontal=True,
-                      format_func={"int8": "INT8 (static, per-channel)", "prune": "50 % magnitude pruning"}.get)
-    max_layers = st.number_input("Layers to test (largest by MACs first; 0 = all)", 0, 1000, 0)
+                      key=kept("sens.method", "int8", ["int8", "prune"]),
+                      format_func={"int8": "INT8 (static, per-channel)", "prune": "50 % magnitude pruning"}.get,
+                      help="INT8 quantizes only that layer (the int8-static recipe); pruning zeroes half of that "
+                           "layer's smallest weights. The rest of the model stays FP32.")
+    max_layers = st.number_input("Layers to test (largest by MACs first; 0 = all)", 0, 1000, key=kept("sens.layers", 0),
+                                 help="Each tested layer costs one compression and one evaluation; testing only the "
+                                      "largest layers finds the expensive ones sooner.")
     if st.button("Run sensitivity analysis", type="primary"):
         try:
             out = run_job("sensitivity analysis", sensitivity_isolated, spec, method=method, data=data,
                           max_layers=int(max_layers) or None)
             st.session_state["sensitivity"] = (key, method, out)
         except BenchmarkError as exc:
-            st.error(f"Sensitivity analysis failed: {exc} - try the other method or another dataset.")
+            st.error(f"Sensitivity analysis failed: {say(exc)} - try the other method or another dataset.")
 with right:
     st.subheader("Accuracy-aware INT8 search")
-    budget = st.number_input("Allowed quality drop (percentage points)", 0.0, 100.0, 1.0, 0.1)
-    trials = st.number_input("At most this many trials", 1, 50, 6)
+    budget = st.number_input("Allowed quality drop (percentage points)", 0.0, 100.0, step=0.1, key=kept("sens.budget", 1.0),
+                             help="The search keeps the most sensitive layers in FP32 until the drop is at most this.")
+    trials = st.number_input("At most this many trials", 1, 50, key=kept("sens.trials", 6),
+                             help="Each trial quantizes, evaluates and times one configuration.")
     if st.button("Run the search", type="primary"):
         prior = st.session_state.get("sensitivity")
         table = prior[2]["table"] if prior and prior[0] == key and prior[1] == "int8" else None
@@ -78,8 +83,9 @@ with right:
                           max_trials=int(trials), data=data, sensitivity=table)
             st.session_state["search"] = (key, out)
         except BenchmarkError as exc:
-            st.error(f"Search failed: {exc} - raise the budget or check the dataset.")
+            st.error(f"Search failed: {say(exc)} - raise the budget or check the dataset.")
 
+save()
 done = st.session_state.get("sensitivity")
 if done and done[0] == key:
     res = done[2]

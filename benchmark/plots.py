@@ -3,17 +3,24 @@
 The frames are those of :meth:`benchmark.store.Store.results_frame` (one ``RunResult.to_row()``
 per row). Conventions shown on the axes:
 
-- Latency is the median (p50) wall time of one inference on one batch, in milliseconds.
-- Throughput is ``batch_size / mean latency`` in samples per second.
-- Quality is top-1 accuracy on labelled data; without labels, top-1 agreement with the FP32
-  reference (fidelity); failing that, cosine similarity to the FP32 outputs.
+- Latency is the median (p50) wall time of one inference on one batch, in milliseconds, in every
+  figure and table; ``speedup_vs_fp32`` = FP32 p50 / variant p50 on the same backend, device and
+  batch size (:mod:`benchmark.measure.derived`).
+- Throughput is ``batch_size / mean latency`` in samples per second: total work over total time,
+  so it is the one number built on the mean, and its axis and column say so.
+- Quality is one metric for the whole frame (:mod:`benchmark.measure.quality`): the metric the
+  rows stored (chosen from the model's outputs), or the one the caller asks for (``metric=``);
+  rows measured before rows stored a quality fall back to top-1 accuracy, then agreement with
+  FP32, then cosine similarity.
 - Size is the serialized model size in MB (10^6 bytes); MACs are multiply-accumulates for one
   sample (FLOPs = 2 x MACs).
-- The Pareto front holds the variants that no other variant beats on both latency and quality.
+- The Pareto front holds the variants that no other variant beats on both latency and quality;
+  rows with unstable timings are drawn but left out of it (and out of the sweet spot).
 
 Every builder returns a figure with a clear annotation instead of raising when the frame is
 empty or holds only failed rows. Colours are stable across pages: :data:`PALETTE` maps each
-precision and each backend to one colour.
+precision and each backend to one colour. How points are drawn is defined once, in
+:data:`MARKER_LEGEND` and :func:`marker_style`; the Results page shows :func:`legend_markdown`.
 """
 from __future__ import annotations
 
@@ -23,6 +30,10 @@ from typing import Any, Iterable
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from .measure import derived
+from .measure.quality import Metric, get_metric
+from .results import MIN_CALIB_SAMPLES
 
 #: Base font size (px); legends and axis titles stay readable on a projector.
 FONT_SIZE = 16
@@ -51,14 +62,30 @@ BACKEND_DASH: dict[str, str] = {"pytorch": "solid", "onnxruntime": "dash", "onnx
                                 "tensorrt": "dot", "torch-tensorrt": "longdash"}
 _OTHER_SYMBOLS = ("cross", "x", "star", "pentagon", "triangle-down", "hourglass")
 
-#: Quality columns in order of preference: (column, axis title, scale to display).
-QUALITY_METRICS = (
-    ("accuracy_top1", "top-1 accuracy (%)", 100.0),
-    ("fidelity_top1_agreement", "top-1 agreement with FP32 (%)", 100.0),
-    ("fidelity_cosine", "cosine similarity to FP32 outputs", 1.0),
+#: The marker legend: how every figure draws a row. New features add their mark here (and to
+#: :func:`marker_style`) instead of inventing their own; the Results page shows it as is.
+MARKER_LEGEND: tuple[tuple[str, str], ...] = (
+    ("colour", "precision (History & compare: one colour per sweep)"),
+    ("shape", "backend: circle PyTorch, square ONNX Runtime, triangle-up ONNX Runtime + TensorRT provider, "
+              "diamond TensorRT, hexagon Torch-TensorRT"),
+    ("hollow marker", "pruned or low-rank variant"),
+    ("faded marker", "unstable timing (still noisy on its last timing attempt; the hover says why); left out of "
+                     "the Pareto front and the star"),
+    ("dark outline", "measured on another machine than the first one in the frame (its name is in the legend "
+                     "entry, after @)"),
+    ("ringed points on a dotted line", "Pareto front: no other variant is both faster and better (one front per "
+                                       "sweep when sweeps are compared)"),
+    ("gold star", "the pick: the recommended variant where there is one, else the best quality within the latency "
+                  "budget (one mark when both exist)"),
 )
+#: Opacity of a row whose timing stayed unstable.
+UNSTABLE_OPACITY = 0.3
+#: Outline colours of rows from the 2nd, 3rd, ... machine of a frame (the first keeps the point's colour).
+MACHINE_OUTLINES = ("#000000", "#7F7F7F", "#8C564B", "#17BECF")
+#: The star that marks the pick (recommended variant / best within the latency budget).
+PICK_MARKER = dict(symbol="star", size=26, color="#FFD700", line=dict(width=2, color="#222222"))
 LATENCY_TITLE = "median latency p50 (ms)"
-THROUGHPUT_TITLE = "throughput (samples/s)"
+THROUGHPUT_TITLE = "throughput (samples/s = batch / mean latency)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,12 +141,74 @@ def ok_rows(df: pd.DataFrame | None) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
-def quality_metric(df: pd.DataFrame) -> tuple[str | None, str, float]:
-    """(column, axis title, display scale) of the best quality measure present in ``df``."""
-    for col, title, scale in QUALITY_METRICS:
-        if col in df and pd.to_numeric(df[col], errors="coerce").notna().any():
-            return col, title, scale
-    return None, "", 1.0
+def legend_markdown() -> str:
+    """:data:`MARKER_LEGEND` as Markdown bullets (shown on the Results page and in reports)."""
+    return "\n".join(f"- **{what}**: {means}" for what, means in MARKER_LEGEND)
+
+
+def quality_axis(df: pd.DataFrame, metric: str | None = None) -> tuple[pd.DataFrame, Metric | None]:
+    """``df`` with the quality columns of ``metric`` (default: the frame's own, see
+    :func:`benchmark.measure.derived.default_metric`) and that metric (None: nothing measured)."""
+    if df is None or df.empty:
+        return df, None
+    metric = metric or derived.default_metric(df)
+    if metric is None:
+        return df, None
+    out = derived.quality_frame(df, metric)
+    if pd.to_numeric(out["quality_value"], errors="coerce").notna().sum() == 0:
+        return out, None
+    return out, get_metric(metric)
+
+
+def quality_metric(df: pd.DataFrame, metric: str | None = None) -> tuple[str | None, str, float]:
+    """(column, axis title, display scale) of the frame's quality metric; the column is
+    ``quality_value`` of :func:`quality_axis`'s frame (None when nothing was measured)."""
+    _, m = quality_axis(df, metric)
+    return ("quality_value", m.title, m.scale) if m else (None, "", 1.0)
+
+
+def machine_of(row: Any) -> str | None:
+    """The machine a row ran on: its ``target`` where rows carry one, else its GPU or CPU model."""
+    for key in ("target", "env_gpu", "env_cpu"):
+        value = row.get(key) if hasattr(row, "get") else None
+        if value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value):
+            return str(value)
+    return None
+
+
+def machines(df: pd.DataFrame) -> list[str]:
+    """The machines of ``df``'s rows, in order of first appearance."""
+    return list(dict.fromkeys(m for m in (machine_of(r) for _, r in df.iterrows()) if m)) if len(df) else []
+
+
+def is_unstable(row: Any) -> bool:
+    value = row.get("unstable") if hasattr(row, "get") else None
+    return bool(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else False
+
+
+def marker_style(row: Any, color: str, symbol: str, machine_list: list[str] | None = None,
+                 size: int = 14) -> dict[str, Any]:
+    """The marker of one row as :data:`MARKER_LEGEND` defines it: ``symbol`` (the backend's),
+    hollow when pruned or low-rank, faded when unstable, a dark outline on another machine."""
+    if _is_structural(row) and not symbol.endswith("-open"):
+        symbol += "-open"
+    line = dict(width=2, color=color)
+    machine = machine_of(row)
+    if machine_list and machine in machine_list and machine_list.index(machine) > 0:
+        line = dict(width=3, color=MACHINE_OUTLINES[(machine_list.index(machine) - 1) % len(MACHINE_OUTLINES)])
+    return dict(color=color, symbol=symbol, size=size, line=line, opacity=UNSTABLE_OPACITY if is_unstable(row) else 1.0)
+
+
+def _trace_marker(part: pd.DataFrame, color: str, symbol: str, machine_list: list[str], size: int = 14) -> dict:
+    """One trace's marker: the first row's style, with a per-point opacity (unstable points faded)."""
+    style = marker_style(part.iloc[0], color, symbol, machine_list, size)
+    style["opacity"] = [UNSTABLE_OPACITY if is_unstable(r) else 1.0 for _, r in part.iterrows()]
+    return style
+
+
+def _machine_suffix(row: Any, machine_list: list[str]) -> str:
+    machine = machine_of(row)
+    return f" @ {machine}" if len(machine_list) > 1 and machine else ""
 
 
 def _num(df: pd.DataFrame, col: str) -> pd.Series:
@@ -171,23 +260,40 @@ def _hover_frame(df: pd.DataFrame) -> tuple[list[list[Any]], str]:
     for _, r in df.iterrows():
         size = r.get("size_bytes")
         macs = r.get("macs")
+        metric, value = r.get("quality_metric"), r.get("quality_value")
+        quality = ""
+        if isinstance(metric, str) and value is not None and not pd.isna(value):
+            m = get_metric(metric)
+            quality = f"{m.label} {_fmt(float(value) * m.scale, 4)}{' %' if m.unit == '%' else ''}"
+            drop = r.get("quality_drop_points")
+            if drop is not None and not pd.isna(drop):
+                quality += f" (drop {float(drop):.3g} points)"
+        speed = r.get("speedup_vs_fp32")
+        timing = ""
+        if is_unstable(r):
+            timing = f"<br><b>unstable timing</b>: {r.get('stability_reason') or 'see the row'}"
+        elif r.get("timing_attempts") is not None and not pd.isna(r.get("timing_attempts")) and int(r["timing_attempts"]) > 1:
+            timing = f"<br>timed {int(r['timing_attempts'])} times (earlier attempts were unstable)"
+        machine = machine_of(r)
         custom.append([
             r.get("variant", ""), r.get("backend", ""), r.get("precision", ""),
             _fmt(r.get("prune_ratio")), r.get("prune_kind") or "-", int(r.get("batch_size") or 0),
             _fmt(r.get("latency_p50_ms")), _fmt(r.get("throughput_sps")),
             _fmt(None if size is None or pd.isna(size) else float(size) / 1e6),
             _fmt(None if macs is None or pd.isna(macs) else float(macs) / 1e6),
-            _fmt(r.get("accuracy_top1")), _fmt(r.get("fidelity_top1_agreement")),
+            quality or f"top-1 acc {_fmt(r.get('accuracy_top1'))}, agreement {_fmt(r.get('fidelity_top1_agreement'))}",
+            "" if speed is None or pd.isna(speed) else f", {float(speed):.3g}x vs FP32",
             (r.get("compression") or "reference (no compression)")[:160],
             f"#{int(r['sweep_id'])}" if "sweep_id" in r and not pd.isna(r.get("sweep_id")) else "",
+            timing, f"<br>machine: {machine}" if machine else "",
         ])
     template = (
         "<b>%{customdata[0]}</b> on %{customdata[1]} %{customdata[13]}<br>"
         "precision %{customdata[2]}, prune %{customdata[3]} (%{customdata[4]}), batch %{customdata[5]}<br>"
-        "p50 %{customdata[6]} ms, %{customdata[7]} samples/s<br>"
+        "p50 %{customdata[6]} ms%{customdata[11]}, %{customdata[7]} samples/s<br>"
         "size %{customdata[8]} MB, %{customdata[9]} MMACs<br>"
-        "top-1 acc %{customdata[10]}, agreement %{customdata[11]}<br>"
-        "%{customdata[12]}<extra></extra>"
+        "%{customdata[10]}<br>"
+        "%{customdata[12]}%{customdata[14]}%{customdata[15]}<extra></extra>"
     )
     return custom, template
 
@@ -231,10 +337,9 @@ def pareto_front(df: pd.DataFrame, x: str, y: str, minimize_x: bool = True, maxi
     return valid.iloc[keep]
 
 
-def sweet_spot(df: pd.DataFrame, x: str, y: str, budget: float) -> pd.Series | None:
-    """The row with the best ``y`` (largest) among rows with ``x <= budget``; ties -> smaller ``x``.
-
-    None when no row is within the budget.
+def sweet_spot(df: pd.DataFrame, x: str, y: str, budget: float, maximize_y: bool = True) -> pd.Series | None:
+    """The row with the best ``y`` (largest; smallest when not ``maximize_y``) among rows with
+    ``x <= budget``; ties -> smaller ``x``. None when no row is within the budget.
     """
     if df is None or df.empty or x not in df or y not in df:
         return None
@@ -245,13 +350,63 @@ def sweet_spot(df: pd.DataFrame, x: str, y: str, budget: float) -> pd.Series | N
         return None
     wx = pd.to_numeric(within[x])
     wy = pd.to_numeric(within[y])
-    order = sorted(range(len(within)), key=lambda i: (-wy.iloc[i], wx.iloc[i]))
+    sign = -1 if maximize_y else 1
+    order = sorted(range(len(within)), key=lambda i: (sign * wy.iloc[i], wx.iloc[i]))
     return within.iloc[order[0]]
 
 
 # --------------------------------------------------------------------------------------------
 # figures
 # --------------------------------------------------------------------------------------------
+def _sweep_color(sweeps: list, sweep_id: Any) -> str:
+    return color_for(None, sweeps.index(sweep_id) if sweep_id in sweeps else 0)
+
+
+def _front_traces(fig: go.Figure, sel: pd.DataFrame, higher: bool, color_by: str, sweeps: list) -> int:
+    """Pareto front line(s) over the stable rows: one per sweep when colouring by sweep, so a line
+    never joins points of different sweeps. Returns how many unstable rows were left out."""
+    stable = sel[[not is_unstable(r) for _, r in sel.iterrows()]]
+    groups = stable.groupby("sweep_id", sort=True) if color_by == "sweep" and "sweep_id" in stable and len(sweeps) > 1 \
+        else [(None, stable)]
+    for sweep_id, part in groups:
+        front = pareto_front(part, "_x", "_y", maximize_y=higher)
+        if front.empty:
+            continue
+        color = "#222222" if sweep_id is None else _sweep_color(sweeps, sweep_id)
+        fig.add_trace(go.Scatter(
+            x=front["_x"], y=front["_y"], name="Pareto front" if sweep_id is None else f"Pareto front #{int(sweep_id)}",
+            mode="lines+markers+text", text=[f"{v} · {b}" for v, b in zip(front["variant"], front["backend"])],
+            textposition="top right" if higher else "bottom right", textfont=dict(size=FONT_SIZE - 3, color=color),
+            cliponaxis=False, line=dict(color=color, width=2, dash="dot", shape="hv"),
+            marker=dict(size=24, symbol="circle-open", color=color, line=dict(width=2)), hoverinfo="skip",
+        ))
+    return len(sel) - len(stable)
+
+
+def _pick_trace(fig: go.Figure, sel: pd.DataFrame, higher: bool, latency_budget_ms: float | None,
+                recommended: tuple[str, str] | None) -> None:
+    """The gold star: the recommended (variant, backend) where given, else the best quality within
+    the latency budget; one mark when both exist (:data:`MARKER_LEGEND`)."""
+    stable = sel[[not is_unstable(r) for _, r in sel.iterrows()]]
+    best, label = None, ""
+    if recommended is not None:
+        hit = sel[(sel["variant"] == recommended[0]) & (sel["backend"] == recommended[1])]
+        if len(hit):
+            best, label = hit.iloc[0], "recommended"
+    if best is None and latency_budget_ms is not None and latency_budget_ms > 0:
+        best, label = sweet_spot(stable, "_x", "_y", latency_budget_ms, maximize_y=higher), "sweet spot"
+        if best is None:
+            word = "stable " if len(stable) < len(sel) else ""
+            fig.add_annotation(text=f"no {word}variant within {latency_budget_ms:g} ms", x=0.99, y=0.02,
+                               xref="paper", yref="paper", xanchor="right", showarrow=False,
+                               font=dict(size=FONT_SIZE, color="#D55E00"))
+    if best is not None:
+        custom, template = _hover_frame(best.to_frame().T)
+        fig.add_trace(go.Scatter(x=[best["_x"]], y=[best["_y"]], mode="markers", marker=PICK_MARKER,
+                                 name=f"{label}: {best['variant']} · {best['backend']}", customdata=custom,
+                                 hovertemplate=template))
+
+
 def tradeoff_figure(
     df: pd.DataFrame,
     *,
@@ -261,27 +416,31 @@ def tradeoff_figure(
     color_by: str = "precision",
     log_x: bool | None = None,
     title: str | None = None,
+    metric: str | None = None,
+    recommended: tuple[str, str] | None = None,
 ) -> go.Figure:
-    """Quality (accuracy, or fidelity without labels) vs latency, one point per variant x backend.
+    """Quality (the frame's metric, or ``metric``) vs p50 latency, one point per variant x backend.
 
     The Pareto front (lowest latency for its quality) is drawn as a line through ringed points.
     With ``latency_budget_ms`` a vertical line marks the budget and a star the *sweet spot*: the
-    best-quality variant whose latency is within the budget. ``color_by="sweep"`` colours points
-    by sweep (for overlaying several sweeps); otherwise colours follow :data:`PALETTE` by precision.
-    Marker symbols follow the backend; open markers are pruned or low-rank variants. The latency
-    axis is logarithmic when latencies span more than 20x (``log_x`` forces it either way).
+    best-quality variant whose latency is within the budget; ``recommended`` (variant, backend)
+    takes the star instead. ``color_by="sweep"`` colours points by sweep (for overlaying several
+    sweeps, each with its own front); otherwise colours follow :data:`PALETTE` by precision.
+    Markers follow :data:`MARKER_LEGEND`. The latency axis is logarithmic when latencies span more
+    than 20x (``log_x`` forces it either way).
     """
     ok = ok_rows(df)
     if ok.empty:
         return empty_figure("No successful runs to plot yet (see the list of failed or skipped runs).", title)
     sel, bs = pick_batch(ok, batch_size)
-    ycol, ytitle, yscale = quality_metric(sel)
-    if ycol is None:
-        return empty_figure("No accuracy or fidelity was measured, so there is no trade-off to plot.", title)
-    sel = sel[_num(sel, x).notna() & _num(sel, ycol).notna()].copy()
+    sel, m = quality_axis(sel, metric)
+    if m is None:
+        what = f"no {get_metric(metric).label} values" if metric else "no accuracy or fidelity"
+        return empty_figure(f"These runs have {what}, so there is no trade-off to plot.", title)
+    sel = sel[_num(sel, x).notna() & _num(sel, "quality_value").notna()].copy()
     if sel.empty:
         return empty_figure("No run has both a latency and a quality value.", title)
-    sel["_y"] = _num(sel, ycol) * yscale
+    sel["_y"] = _num(sel, "quality_value") * m.scale
     sel["_x"] = _num(sel, x)
 
     fig = go.Figure()
@@ -289,51 +448,30 @@ def tradeoff_figure(
     group_cols = [c for c in group_cols if c in sel]
     sweeps = sorted(sel["sweep_id"].dropna().unique()) if "sweep_id" in sel else []
     backends = sorted(sel["backend"].dropna().unique()) if "backend" in sel else []
-    for keys, part in sel.groupby(group_cols, sort=False, dropna=False):
-        keys = keys if isinstance(keys, tuple) else (keys,)
+    machine_list = machines(sel)
+    sel["_machine"] = [machine_of(r) or "" for _, r in sel.iterrows()]
+    for keys, part in sel.groupby(group_cols + ["_machine"], sort=False, dropna=False):
         info = dict(zip(group_cols, keys))
         first = part.iloc[0]
         backend = info.get("backend", "")
         if color_by == "sweep":
-            color = color_for(None, sweeps.index(info["sweep_id"]) if info.get("sweep_id") in sweeps else 0)
+            color = _sweep_color(sweeps, info.get("sweep_id"))
             name = f"#{int(info['sweep_id'])} {info.get('variant', '')} · {backend}"
         else:
             color = color_for(first.get("precision"))
             name = f"{info.get('variant', '')} · {backend}"
         symbol = symbol_for(backend, backends.index(backend) if backend in backends else 0)
-        if _is_structural(first):
-            symbol += "-open"
         custom, template = _hover_frame(part)
         fig.add_trace(go.Scatter(
-            x=part["_x"], y=part["_y"], name=name, mode="markers",
-            marker=dict(color=color, symbol=symbol, size=14, line=dict(width=2, color=color)),
-            customdata=custom, hovertemplate=template,
+            x=part["_x"], y=part["_y"], name=name + _machine_suffix(first, machine_list), mode="markers",
+            marker=_trace_marker(part, color, symbol, machine_list), customdata=custom, hovertemplate=template,
         ))
-
-    front = pareto_front(sel, "_x", "_y")
-    if len(front) >= 1:
-        fig.add_trace(go.Scatter(
-            x=front["_x"], y=front["_y"], name="Pareto front", mode="lines+markers+text",
-            text=[f"{v} · {b}" for v, b in zip(front["variant"], front["backend"])], textposition="top right",
-            textfont=dict(size=FONT_SIZE - 3, color="#222222"), cliponaxis=False,
-            line=dict(color="#222222", width=2, dash="dot", shape="hv"),
-            marker=dict(size=24, symbol="circle-open", color="#222222", line=dict(width=2)),
-            hoverinfo="skip",
-        ))
-
-    if latency_budget_ms is not None and latency_budget_ms > 0:
-        best = sweet_spot(sel, "_x", "_y", latency_budget_ms)
-        if best is None:
-            fig.add_annotation(text=f"no variant within {latency_budget_ms:g} ms", x=0.99, y=0.02,
-                               xref="paper", yref="paper", xanchor="right", showarrow=False,
-                               font=dict(size=FONT_SIZE, color="#D55E00"))
-        else:
-            custom, template = _hover_frame(best.to_frame().T)
-            fig.add_trace(go.Scatter(
-                x=[best["_x"]], y=[best["_y"]], mode="markers", name=f"sweet spot: {best['variant']} · {best['backend']}",
-                marker=dict(symbol="star", size=26, color="#FFD700", line=dict(width=2, color="#222222")),
-                customdata=custom, hovertemplate=template,
-            ))
+    left_out = _front_traces(fig, sel, m.higher_is_better, color_by, sweeps)
+    if left_out:
+        fig.add_annotation(text=f"{left_out} unstable run(s) (faded) left out of the front", x=0.01, y=0.02,
+                           xref="paper", yref="paper", xanchor="left", showarrow=False,
+                           font=dict(size=FONT_SIZE - 2, color="#555555"))
+    _pick_trace(fig, sel, m.higher_is_better, latency_budget_ms, recommended)
     if log_x is None:
         log_x = wide_range(sel["_x"])
     if latency_budget_ms is not None and latency_budget_ms > 0:
@@ -345,26 +483,37 @@ def tradeoff_figure(
     title_x = f"{LATENCY_TITLE}, batch {bs}" if x == "latency_p50_ms" else x
     fig.update_xaxes(title_text=title_x + (", log scale" if log_x else ""), type="log" if log_x else "linear",
                      rangemode="normal" if log_x else "tozero")
-    fig.update_yaxes(title_text=ytitle)
+    fig.update_yaxes(title_text=m.title + ("" if m.higher_is_better else ", lower is better"))
     return _layout(fig, title or f"Quality vs latency (batch {bs})")
 
 
-def throughput_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Throughput (samples/s) against batch size, one line per variant x backend."""
+def throughput_figure(df: pd.DataFrame, title: str | None = None, color_by: str = "precision") -> go.Figure:
+    """Throughput (samples/s = batch / mean latency) against batch size, one line per variant x
+    backend (x sweep, x machine: a line never joins points of different sweeps or machines).
+    ``color_by="sweep"`` colours lines by sweep."""
     ok = ok_rows(df)
     if ok.empty or _num(ok, "throughput_sps").notna().sum() == 0:
         return empty_figure("No throughput measured yet.", title)
-    ok = ok[_num(ok, "throughput_sps").notna()]
+    ok = ok[_num(ok, "throughput_sps").notna()].copy()
+    machine_list = machines(ok)
+    ok["_machine"] = [machine_of(r) or "" for _, r in ok.iterrows()]
+    sweeps = sorted(ok["sweep_id"].dropna().unique()) if "sweep_id" in ok else []
+    several = len(sweeps) > 1
+    keys = (["sweep_id"] if several else []) + ["variant", "backend", "_machine"]
     fig = go.Figure()
-    for (variant, backend), part in ok.groupby(["variant", "backend"], sort=False):
+    for values, part in ok.groupby(keys, sort=False, dropna=False):
+        info = dict(zip(keys, values))
         part = part.sort_values("batch_size")
-        color = color_for(part.iloc[0].get("precision"))
+        first = part.iloc[0]
+        backend = info["backend"]
+        color = _sweep_color(sweeps, info["sweep_id"]) if color_by == "sweep" and several else color_for(first.get("precision"))
+        name = (f"#{int(info['sweep_id'])} " if several else "") + f"{info['variant']} · {backend}"
         custom, template = _hover_frame(part)
         fig.add_trace(go.Scatter(
-            x=part["batch_size"].astype(int), y=_num(part, "throughput_sps"), name=f"{variant} · {backend}",
-            mode="lines+markers", line=dict(color=color, width=3, dash=BACKEND_DASH.get(backend, "dashdot")),
-            marker=dict(color=color, symbol=symbol_for(backend) + ("-open" if _is_structural(part.iloc[0]) else ""),
-                        size=12, line=dict(width=2, color=color)),
+            x=part["batch_size"].astype(int), y=_num(part, "throughput_sps"),
+            name=name + _machine_suffix(first, machine_list), mode="lines+markers",
+            line=dict(color=color, width=3, dash=BACKEND_DASH.get(backend, "dashdot")),
+            marker=_trace_marker(part, color, symbol_for(backend), machine_list, size=12),
             customdata=custom, hovertemplate=template,
         ))
     sizes = sorted(int(b) for b in ok["batch_size"].unique())
@@ -373,35 +522,36 @@ def throughput_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     log_y = wide_range(_num(ok, "throughput_sps"), 50.0)
     fig.update_yaxes(title_text=THROUGHPUT_TITLE + (", log scale" if log_y else ""), type="log" if log_y else "linear",
                      rangemode="normal" if log_y else "tozero")
-    return _layout(fig, title or "Throughput vs batch size")
+    return _layout(fig, title or "Throughput vs batch size (batch / mean latency: total work over total time)")
 
 
-def size_macs_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
+def size_macs_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None,
+                     metric: str | None = None) -> go.Figure:
     """Two panels sharing the quality axis: model size (MB) and MACs per sample vs quality."""
     ok = ok_rows(df)
     if ok.empty:
         return empty_figure("No successful runs to plot yet.", title)
     sel, bs = pick_batch(ok, batch_size)
-    ycol, ytitle, yscale = quality_metric(sel)
-    if ycol is None:
+    sel, m = quality_axis(sel, metric)
+    if m is None:
         return empty_figure("No accuracy or fidelity was measured, so size and MACs have nothing to be plotted against.", title)
-    sel = sel[_num(sel, ycol).notna()]
+    sel = sel[_num(sel, "quality_value").notna()]
     mac_div, mac_title = _scale(_num(sel, "macs"), "MACs per sample")
+    machine_list = machines(sel)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
     for (variant, backend), part in sel.groupby(["variant", "backend"], sort=False):
         first = part.iloc[0]
         color = color_for(first.get("precision"))
-        symbol = symbol_for(backend) + ("-open" if _is_structural(first) else "")
         custom, template = _hover_frame(part)
-        y = _num(part, ycol) * yscale
-        common = dict(mode="markers", marker=dict(color=color, symbol=symbol, size=14, line=dict(width=2, color=color)),
+        y = _num(part, "quality_value") * m.scale
+        common = dict(mode="markers", marker=_trace_marker(part, color, symbol_for(backend), machine_list),
                       customdata=custom, hovertemplate=template, legendgroup=f"{variant}{backend}")
         fig.add_trace(go.Scatter(x=_num(part, "size_bytes") / 1e6, y=y, name=f"{variant} · {backend}", **common), 1, 1)
         fig.add_trace(go.Scatter(x=_num(part, "macs") / mac_div, y=y, name=f"{variant} · {backend}",
                                  showlegend=False, **common), 1, 2)
     fig.update_xaxes(title_text="model size (MB, 10^6 bytes)", row=1, col=1)
     fig.update_xaxes(title_text=mac_title, row=1, col=2)
-    fig.update_yaxes(title_text=ytitle, row=1, col=1)
+    fig.update_yaxes(title_text=m.title, row=1, col=1)
     return _layout(fig, title or f"Size and MACs vs quality (batch {bs})")
 
 
@@ -445,28 +595,23 @@ def latency_distribution_figure(samples: pd.DataFrame, batch_size: int | None = 
     return _layout(fig, title or f"Latency distribution (batch {bs})")
 
 
-def _reference_rows(ok: pd.DataFrame) -> pd.DataFrame:
-    """FP32 unpruned rows (the variant with most MACs when several), the speedup baseline."""
-    ref = ok[(ok["precision"] == "fp32") & (_num(ok, "prune_ratio").fillna(0) == 0)]
-    if ref.empty:
-        return ref
-    macs = ref.assign(_m=_num(ref, "macs")).groupby("variant", sort=False)["_m"].max()
-    keep = macs.idxmax() if macs.notna().any() else ref["variant"].iloc[0]
-    return ref[ref["variant"] == keep]
-
-
 def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
-    """Theoretical speedup (FP32 MACs / variant MACs) next to the measured speedup
-    (FP32 mean latency / variant mean latency, same backend and batch) for every variant."""
+    """Theoretical speedup (FP32 MACs / variant MACs) next to the measured ``speedup_vs_fp32``
+    (FP32 p50 latency / variant p50 latency, same backend, device and batch) for every variant.
+    Bars of unstable timings are faded, as in :data:`MARKER_LEGEND`."""
     ok = ok_rows(df)
     if ok.empty:
         return empty_figure("No successful runs to plot yet.", title)
     sel, bs = pick_batch(ok, batch_size)
-    ref = _reference_rows(sel)
-    if ref.empty:
+    sel = derived.add_speedup(sel)
+    rows = sel.to_dict("records")
+    refs = derived.reference_index(rows)
+    if not refs:
         return empty_figure("No FP32 unpruned reference in this sweep: add fp32 to compare speedups.", title)
-    ref_name = ref["variant"].iloc[0]
-    ref_macs = _num(ref, "macs").max()
+    ref_rows = [rows[i] for i in refs.values()]
+    ref_name = ref_rows[0]["variant"]
+    ref_macs = max((float(r["macs"]) for r in ref_rows if r.get("macs") is not None and not pd.isna(r["macs"])),
+                   default=math.nan)
     variants = list(dict.fromkeys(sel["variant"]))
     fig = go.Figure()
     theo = []
@@ -476,28 +621,32 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
     fig.add_trace(go.Bar(x=variants, y=theo, name="theoretical (MACs ratio)", marker_color="#BBBBBB",
                          hovertemplate="%{x}<br>theoretical %{y:.3g}x<extra></extra>"))
     for backend, part in sel.groupby("backend", sort=False):
-        base = _num(ref[ref["backend"] == backend], "latency_mean_ms")
-        if base.dropna().empty:
-            continue
-        base_ms = float(base.dropna().iloc[0])
-        ys = []
+        ys, fade, notes = [], [], []
         for v in variants:
-            lat = _num(part[part["variant"] == v], "latency_mean_ms").dropna()
-            ys.append(base_ms / float(lat.iloc[0]) if len(lat) and float(lat.iloc[0]) > 0 else None)
+            hit = part[(part["variant"] == v) & _num(part, "speedup_vs_fp32").notna()]
+            ys.append(float(hit["speedup_vs_fp32"].iloc[0]) if len(hit) else None)
+            unstable = bool(len(hit)) and is_unstable(hit.iloc[0])
+            fade.append(UNSTABLE_OPACITY if unstable else 1.0)
+            notes.append(f"<br>unstable timing: {hit.iloc[0].get('stability_reason') or ''}" if unstable else "")
+        if all(y is None for y in ys):
+            continue
         fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {backend}", marker_color=color_for(backend),
-                             hovertemplate=f"%{{x}}<br>measured on {backend}: %{{y:.3g}}x<extra></extra>"))
+                             marker_opacity=fade, customdata=notes,
+                             hovertemplate=f"%{{x}}<br>measured on {backend}: %{{y:.3g}}x (p50 ratio)%{{customdata}}"
+                                           "<extra></extra>"))
     fig.add_hline(y=1.0, line=dict(color="#222222", width=1, dash="dash"))
     fig.update_layout(barmode="group")
-    fig.update_yaxes(title_text=f"speedup vs {ref_name} (x)", rangemode="tozero")
+    fig.update_yaxes(title_text=f"speedup vs {ref_name} (x, p50 latency ratio)", rangemode="tozero")
     fig.update_xaxes(title_text="variant", tickangle=-20)
     return _layout(fig, title or f"Theoretical vs measured speedup (batch {bs})")
 
 
-def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
+def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None,
+                     metric: str | None = None) -> go.Figure:
     """Backend vs backend: quality and p50 latency of each variant on every backend, side by side,
     and, where the rows carry it, the cross-backend output check: the worst absolute error of each
     variant's first output on each backend against the first backend's on the same samples, labelled
-    ``pass``/``FAIL`` at the row's tolerances (``atol``/``rtol``, see
+    ``pass``/``FAIL`` with the row's tolerances beside it (``atol``/``rtol``, see
     :data:`benchmark.results.CROSS_BACKEND_TOLERANCES`)."""
     ok = ok_rows(df)
     if ok.empty:
@@ -506,7 +655,8 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
     backends = list(dict.fromkeys(sel["backend"]))
     if len(backends) < 2:
         return empty_figure("Only one backend ran: choose two or more to compare them.", title)
-    ycol, ytitle, yscale = quality_metric(sel)
+    sel, m = quality_axis(sel, metric)
+    ycol, ytitle, yscale = ("quality_value", m.title, m.scale) if m else (None, "", 1.0)
     variants = list(dict.fromkeys(sel["variant"]))
     checked = sel[sel["cross_backend_passed"].notna()] if "cross_backend_passed" in sel else sel.iloc[0:0]
     refs = list(dict.fromkeys(checked["cross_backend_reference"].dropna().astype(str))) if not checked.empty else []
@@ -546,7 +696,8 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
                 err.append(None if pd.isna(e) else float(e))
                 if not pd.isna(e):
                     all_errors.append(float(e))
-                text.append("pass" if bool(r["cross_backend_passed"]) else "FAIL")
+                text.append(("pass" if bool(r["cross_backend_passed"]) else "FAIL")
+                            + f" (atol {_fmt(r.get('cross_backend_atol'), 2)}, rtol {_fmt(r.get('cross_backend_rtol'), 2)})")
                 custom.append([str(r.get("cross_backend_reference") or ""), _fmt(r.get("cross_backend_worst_max_rel_err")),
                                _fmt(r.get("cross_backend_atol")), _fmt(r.get("cross_backend_rtol"))])
             fig.add_trace(go.Bar(
@@ -641,26 +792,34 @@ def sensitivity_figure(frame: pd.DataFrame | list[dict], value: str | None = Non
 # --------------------------------------------------------------------------------------------
 # tables
 # --------------------------------------------------------------------------------------------
-#: Result columns shown in tables, with headers that carry their units.
+#: Result columns shown in tables, with headers that carry their units: who ran, then quality,
+#: speedup and size, then the long tail. ``quality_display`` is titled with the frame's metric.
 TABLE_COLUMNS: dict[str, str] = {
     "sweep_id": "sweep",
     "variant": "variant",
     "backend": "backend",
     "device": "device",
+    "machine": "machine",
     "batch_size": "batch (samples)",
+    "quality_display": "quality",
+    "quality_drop_points": "quality drop (points, + = worse)",
+    "speedup_vs_fp32": "speedup vs FP32 (x, p50)",
+    "size_mb": "size (MB)",
+    "latency_p50_ms": "p50 latency (ms)",
+    "timing": "timing",
     "precision": "precision",
     "prune_ratio": "prune ratio",
-    "latency_p50_ms": "p50 latency (ms)",
     "latency_p95_ms": "p95 latency (ms)",
     "latency_p99_ms": "p99 latency (ms)",
     "latency_mean_ms": "mean latency (ms)",
     "latency_cv": "latency CV (std/mean)",
-    "throughput_sps": "throughput (samples/s)",
+    "throughput_sps": "throughput (samples/s, batch / mean latency)",
     "accuracy_top1": "top-1 accuracy (%)",
     "accuracy_top5": "top-5 accuracy (%)",
     "fidelity_top1_agreement": "top-1 agreement with FP32 (%)",
     "fidelity_cosine": "cosine to FP32",
-    "size_mb": "size (MB)",
+    "calibration": "calibration samples (used / asked)",
+    "int8_format": "INT8 format",
     "params": "parameters",
     "macs_m": "MACs (millions, per sample)",
     "flops_m": "FLOPs (millions, = 2 x MACs)",
@@ -679,28 +838,59 @@ TABLE_COLUMNS: dict[str, str] = {
     "status": "status",
 }
 _PERCENT_COLUMNS = ("accuracy_top1", "accuracy_top5", "fidelity_top1_agreement")
-#: Columns only some backends or devices fill: left out of a table where no row has a value.
-_OPTIONAL_COLUMNS = ("gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample")
+#: Columns only some rows fill: left out of a table where no row has a value.
+_OPTIONAL_COLUMNS = ("gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample",
+                     "machine", "timing", "calibration", "int8_format", "quality_display", "quality_drop_points",
+                     "speedup_vs_fp32")
 
 
-def display_table(df: pd.DataFrame, include_failed: bool = False) -> pd.DataFrame:
-    """Results as a table for people: unit-carrying headers, percentages, MB and millions of MACs."""
+def _timing_text(row: Any) -> str | None:
+    """``unstable: <reasons>``, ``stable`` (``stable after N timings``), None where not checked."""
+    if row.get("unstable") is None or (isinstance(row.get("unstable"), float) and math.isnan(row["unstable"])):
+        return None
+    if is_unstable(row):
+        return f"unstable: {row.get('stability_reason') or 'see the row'}"
+    attempts = row.get("timing_attempts")
+    if attempts is not None and not pd.isna(attempts) and int(attempts) > 1:
+        return f"stable after {int(attempts)} timings"
+    return "stable"
+
+
+def _calibration_text(row: Any) -> str | None:
+    used, asked = row.get("calib_samples_used"), row.get("calib_samples_requested")
+    if used is None or pd.isna(used):
+        return None
+    text = f"{int(used)} / {int(asked)}" if asked is not None and not pd.isna(asked) else str(int(used))
+    return text + (" (few)" if int(used) < MIN_CALIB_SAMPLES or (asked is not None and not pd.isna(asked)
+                                                                  and int(used) < int(asked)) else "")
+
+
+def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | None = None) -> pd.DataFrame:
+    """Results as a table for people: unit-carrying headers, percentages, MB and millions of MACs;
+    quality (the frame's metric, or ``metric``), its drop in points, ``speedup_vs_fp32`` and size first."""
     if df is None or df.empty:
-        return pd.DataFrame(columns=list(TABLE_COLUMNS.values()))
+        return pd.DataFrame(columns=[v for k, v in TABLE_COLUMNS.items() if k not in _OPTIONAL_COLUMNS])
     rows = df if include_failed else ok_rows(df)
-    out = rows.copy()
+    out, m = quality_axis(rows.copy(), metric)
+    out = derived.add_speedup(out) if len(out) else out
     for col in _PERCENT_COLUMNS:
         if col in out:
             out[col] = _num(out, col) * 100.0
+    out["quality_display"] = _num(out, "quality_value") * m.scale if m else None
     out["size_mb"] = _num(out, "size_bytes") / 1e6
     out["macs_m"] = _num(out, "macs") / 1e6
     out["flops_m"] = _num(out, "flops") / 1e6
     out["sparsity_pct"] = _num(out, "sparsity") * 100.0
     out["energy_mj_per_sample"] = _num(out, "energy_joules_per_sample") * 1000.0
+    machine_list = machines(out)
+    out["machine"] = [machine_of(r) for _, r in out.iterrows()] if len(machine_list) > 1 else None
+    out["timing"] = [_timing_text(r) for _, r in out.iterrows()]
+    out["calibration"] = [_calibration_text(r) for _, r in out.iterrows()]
     cols = [c for c in TABLE_COLUMNS if c in out and not (c in _OPTIONAL_COLUMNS and out[c].isna().all())]
     if "sweep_id" in cols and out["sweep_id"].nunique(dropna=True) <= 1:
         cols.remove("sweep_id")
-    out = out[cols].rename(columns=TABLE_COLUMNS)
+    headers = dict(TABLE_COLUMNS, quality_display=f"quality: {m.title}" if m else "quality")
+    out = out[cols].rename(columns=headers)
     return out.round(4).reset_index(drop=True)
 
 
@@ -717,7 +907,8 @@ def failures_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
-    "PALETTE", "FONT_SIZE", "BACKEND_SYMBOLS", "QUALITY_METRICS", "TABLE_COLUMNS",
+    "PALETTE", "FONT_SIZE", "BACKEND_SYMBOLS", "MARKER_LEGEND", "TABLE_COLUMNS", "legend_markdown", "quality_axis",
+    "marker_style", "machine_of", "machines", "is_unstable",
     "color_for", "symbol_for", "wide_range", "empty_figure", "is_empty_figure", "ok_rows", "quality_metric", "pick_batch",
     "pareto_front", "sweet_spot", "tradeoff_figure", "throughput_figure", "size_macs_figure",
     "latency_samples_frame", "latency_distribution_figure", "speedup_figure", "agreement_figure",

@@ -30,10 +30,15 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 #: What the report says about how the numbers were measured.
 CONVENTIONS = (
     "Latency: wall time of one inference on one batch after warm-up; p50 is the median over the timed iterations (ms).",
-    "Throughput = batch size / mean latency (samples/s).",
+    "Speedup vs FP32 = FP32 p50 latency / variant p50 latency, same backend, device and batch size.",
+    "Throughput = batch size / mean latency (samples/s): total work over total time.",
     "MACs: multiply-accumulates for one sample; FLOPs = 2 x MACs.",
     "Size: serialized model size in MB (10^6 bytes).",
-    "Quality: top-1 accuracy on labelled data; without labels, top-1 agreement with the FP32 reference.",
+    "Quality: one metric chosen from the model's outputs (top-1 accuracy on labelled classifier data, agreement "
+    "with FP32 for logits without labels, cosine similarity for embeddings, relative error for regressions); "
+    "drop in points = 100 x (reference - value), positive = worse.",
+    "Unstable timings (CV, p99/p50, min/p50 or other processes' CPU use past their thresholds on the last timing "
+    "attempt) are faded in the plots and left out of the Pareto front.",
 )
 
 
@@ -122,7 +127,7 @@ def build_report(
     several = df is not None and "sweep_id" in df and df["sweep_id"].nunique() > 1
     figures = [
         plots.tradeoff_figure(df, latency_budget_ms=latency_budget_ms, color_by="sweep" if several else "precision"),
-        plots.throughput_figure(df),
+        plots.throughput_figure(df, color_by="sweep" if several else "precision"),
         plots.size_macs_figure(df),
         plots.speedup_figure(df),
         plots.agreement_figure(df),
@@ -140,6 +145,7 @@ def build_report(
         f"<h3>{html.escape(sweep_label(s))}</h3><pre>{html.escape(json.dumps(sweep_config(s), indent=2))}</pre>"
         for s in sweeps)
     conventions = "".join(f"<li>{html.escape(c)}</li>" for c in CONVENTIONS)
+    legend = "".join(f"<li><b>{html.escape(what)}</b>: {html.escape(means)}</li>" for what, means in plots.MARKER_LEGEND)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
 <body>
@@ -147,6 +153,7 @@ def build_report(
 <p class="note">Generated {stamp} by Slimbench. {len(df) if df is not None else 0} result rows.</p>
 <ul class="note">{conventions}</ul>
 <h2>Plots</h2>
+<ul class="note">{legend}</ul>
 {''.join(parts)}
 <h2>Results</h2>
 {_table_html(plots.display_table(df))}

@@ -28,7 +28,8 @@ Conventions (also shown in the dashboard):
   warnings say why).
 - ``accuracy``: ``{top1, top5, n}`` on labelled data (fractions in [0, 1]).
 - ``fidelity``: agreement with the FP32 unpruned reference variant on the same samples and the
-  same backend: ``{top1_agreement, cosine, max_abs_err, mean_abs_err}``.
+  same backend: ``{top1_agreement, cosine, max_abs_err, mean_abs_err, rel_error}`` (``rel_error``:
+  mean over samples of ``||output - reference|| / ||reference||``; absent on older rows).
 - ``cross_backend``: this variant's first-output logits on this backend compared element-wise with
   those of the first backend (in the sweep's order) whose evaluation of the same variant produced
   outputs, on the same evaluation samples:
@@ -38,6 +39,18 @@ Conventions (also shown in the dashboard):
   (:mod:`benchmark.measure.compare`); ``worst_max_rel_err`` is over elements whose reference is
   not 0. Tolerances: ``atol = rtol = 1e-3`` for fp32 variants,
   ``1e-2`` for fp16, bf16, int8-dynamic, int8-static and mixed (:data:`CROSS_BACKEND_TOLERANCES`).
+- ``quality`` (:mod:`benchmark.measure.quality`): the row's one quality number, with a metric
+  chosen from the model's outputs or asked for: ``{metric, value, higher_is_better, reference, n}``
+  (``metric``: accuracy, top1_agreement, position_agreement, cosine or rel_error; ``reference``:
+  the FP32 reference's value of the same metric; an optional ``why`` says why the metric was chosen).
+  The drop in points is ``100 x (reference -
+  value)``, sign flipped for lower-is-better metrics. None on rows measured before it existed.
+- ``speedup_vs_fp32`` (:mod:`benchmark.measure.derived`): FP32 p50 latency / this row's p50 on the
+  same backend, device and batch size in the same sweep; None without an FP32 unpruned row.
+- ``stability`` (:mod:`benchmark.measure.stability`): whether the timing is trustworthy:
+  ``{unstable, reasons, cv, p99_over_p50, min_over_p50, other_cpu_cores, loadavg_1m, cores,
+  attempts, attempts_p50_ms, attempts_cv, thresholds}``; ``attempts`` > 1 when the run was timed
+  again because it was unstable. None where it was not checked.
 - ``compressed_as_asked``: False when a compression step the row's config asks for changed nothing
   (its record says ``changed=False``): the row keeps the requested config, but measures the model
   without that step, and its warnings say which step did nothing (TensorRT rows whose engine was
@@ -63,9 +76,13 @@ FINISHED_STATUSES = ("ok", "failed", "skipped")
 
 LATENCY_KEYS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max", "cv", "iterations")
 ACCURACY_KEYS = ("top1", "top5", "n")
-FIDELITY_KEYS = ("top1_agreement", "cosine", "max_abs_err", "mean_abs_err")
+FIDELITY_KEYS = ("top1_agreement", "cosine", "max_abs_err", "mean_abs_err", "rel_error")
+QUALITY_KEYS = ("metric", "value", "higher_is_better", "reference", "n", "why")
 ENERGY_KEYS = ("mean_power_w", "joules_per_sample", "joules_per_batch", "method")
 CROSS_BACKEND_KEYS = ("reference_backend", "passed", "worst_max_abs_err", "worst_max_rel_err", "atol", "rtol")
+#: Fewer calibration samples than this and a static INT8 row carries a warning (the activation
+#: ranges of a handful of samples rarely cover what the model sees; tools default to 100-500).
+MIN_CALIB_SAMPLES = 64
 #: Latency samples kept on a row (statistics are computed from all of them first).
 MAX_STORED_SAMPLES = 2000
 #: (atol, rtol) of the cross-backend output comparison, by the variant's precision.
@@ -166,6 +183,9 @@ class RunResult:
     accuracy: dict[str, float | int | None] | None = None
     fidelity: dict[str, Any] | None = None
     cross_backend: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+    speedup_vs_fp32: float | None = None
+    stability: dict[str, Any] | None = None
     compressed_as_asked: bool | None = None
     compression: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] | None = None
@@ -243,6 +263,15 @@ class RunResult:
         cross = data["cross_backend"] or {}
         for k in CROSS_BACKEND_KEYS:
             row["cross_backend_reference" if k == "reference_backend" else f"cross_backend_{k}"] = cross.get(k)
+        q = data["quality"] or {}
+        for k in QUALITY_KEYS:
+            row[f"quality_{k}"] = q.get(k)
+        row["speedup_vs_fp32"] = data["speedup_vs_fp32"]
+        stab = data["stability"]
+        row["unstable"] = None if stab is None else bool(stab.get("unstable"))
+        row["stability_reason"] = None if stab is None else "; ".join(stab.get("reasons") or [])
+        row["timing_attempts"] = None if stab is None else stab.get("attempts")
+        row.update(calibration_summary(data["compression"], data["config"]))
         row["compressed_as_asked"] = data["compressed_as_asked"]
         row["compression"] = "; ".join(str(r.get("summary", "")) for r in data["compression"] or [])
         for key in ("started_at", "finished_at", "created_at"):
@@ -253,6 +282,42 @@ class RunResult:
             value = env.get(key)
             row[column] = json.dumps(value) if isinstance(value, (dict, list)) else value
         return row
+
+
+def calibration_summary(compression: list[dict[str, Any]] | None, config: dict[str, Any] | None) -> dict[str, Any]:
+    """What static INT8 calibration really used, from a row's compression records and config:
+    ``{calib_samples_requested, calib_samples_used, int8_format, int8_format_reason}`` (None where
+    no step calibrated: fp32, fp16, dynamic INT8, or an ONNX side that was not built)."""
+    out: dict[str, Any] = {"calib_samples_requested": None, "calib_samples_used": None, "int8_format": None,
+                           "int8_format_reason": None}
+    for record in compression or []:
+        onnx = ((record or {}).get("details") or {}).get("onnx") or {}
+        calibration = onnx.get("calibration") if isinstance(onnx, dict) else None
+        if isinstance(onnx, dict) and onnx.get("int8_format"):
+            out["int8_format"] = onnx.get("int8_format")
+            out["int8_format_reason"] = onnx.get("int8_format_reason")
+        if isinstance(calibration, dict) and calibration.get("samples") is not None:
+            out["calib_samples_used"] = int(calibration["samples"])
+            requested = (config or {}).get("calib_samples")
+            out["calib_samples_requested"] = None if requested is None else int(requested)
+    return out
+
+
+def calibration_warning(summary: dict[str, Any]) -> str | None:
+    """One line when calibration used fewer samples than asked or fewer than :data:`MIN_CALIB_SAMPLES`."""
+    def number(value: Any) -> int | None:
+        return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else int(value)
+
+    used, asked = number(summary.get("calib_samples_used")), number(summary.get("calib_samples_requested"))
+    if used is None:
+        return None
+    parts = []
+    if asked is not None and used < asked:
+        parts.append(f"calibrated on {used} of the {asked} samples asked for (the calibration data holds no more)")
+    if used < MIN_CALIB_SAMPLES:
+        parts.append(f"{used} calibration samples is below {MIN_CALIB_SAMPLES}: the INT8 ranges may not cover "
+                     "the data the model sees; give more data")
+    return "; ".join(parts) or None
 
 
 def results_to_frame(results: list[RunResult]):

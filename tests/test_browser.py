@@ -156,6 +156,16 @@ def _wait_done(store: Store, sweep_id: int, timeout_s: float = SWEEP_TIMEOUT_S):
     raise AssertionError(f"sweep {sweep_id} still {store.get_sweep(sweep_id).status} after {timeout_s} s")
 
 
+def _first_sweep_done(store: Store):
+    """The first sweep stored (waiting up to 30 s for it to appear), once it is done."""
+    deadline = time.time() + 30
+    while not store.list_sweeps() and time.time() < deadline:
+        time.sleep(0.2)
+    rec = _wait_done(store, store.list_sweeps()[0].id)
+    assert rec.status == "done", rec.error
+    return rec
+
+
 def test_upload_onnx_run_sweep_and_see_results(app, browser):
     model = _tiny_onnx(app.tmp / "tiny.onnx")
     page = browser.new_page(viewport={"width": 1440, "height": 1800})
@@ -174,11 +184,7 @@ def test_upload_onnx_run_sweep_and_see_results(app, browser):
     page.get_by_text("Sweeps in progress").wait_for()
 
     store = Store(app.db)
-    deadline = time.time() + 30
-    while not store.list_sweeps() and time.time() < deadline:
-        time.sleep(0.2)
-    rec = _wait_done(store, store.list_sweeps()[0].id)
-    assert rec.status == "done", rec.error
+    rec = _first_sweep_done(store)
     rows = store.get_results(rec.id)
     ok = [r for r in rows if r.status == "ok"]
     assert {(r.backend, r.batch_size) for r in ok} >= {("onnxruntime", 1), ("onnxruntime", 8)}
@@ -235,3 +241,61 @@ def test_two_sessions_start_sweeps_concurrently(app, browser):
     for (_, end), (start, _) in zip(intervals, intervals[1:]):
         assert end <= start, f"timed intervals overlap: one ended {end}, the next started {start}"
     pages[1].screenshot(path=str(app.tmp / "concurrent.png"), full_page=True)
+
+
+def test_a_reload_keeps_model_data_and_settings(app, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 1800})
+    page.goto(app.url + "/model")
+    _wait_text(page, app, "MACs (multiply-adds)")
+    page.get_by_role("combobox", name="Sample").click()
+    page.get_by_role("option", name=re.compile(r"^sample:digits-transformer")).click()
+    expect(page.get_by_role("combobox", name="Sample")).to_have_value(re.compile("digits-transformer"), timeout=30_000)
+    page.get_by_text(re.compile(r"digits-transformer.*outputs:")).wait_for(timeout=60_000)  # the page has taken it
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Compress & run").click()
+    _wait_text(page, app, "Model: sample:digits-transformer", 30_000)
+    _multiselect(page, "Precisions").get_by_role("button", name="Remove int8-static", exact=True).click()
+    page.wait_for_timeout(300)
+    page.get_by_role("combobox", name="Evaluation data").click()
+    page.get_by_role("option", name="digits-tokens", exact=True).click()
+    plan = page.get_by_text(re.compile(r"^4 runs: 1 variant x 2 backends x 2 batch sizes"))
+    plan.wait_for(timeout=30_000)
+    before = plan.inner_text()
+    box = page.get_by_label("Timed seconds per run (at least)", exact=True)
+    box.fill("0.4")
+    box.press("Enter")
+    expect(plan).not_to_have_text(before, timeout=30_000)  # the rerun that saved every choice has finished
+    assert re.search(r"[?&]s=[0-9a-f]{32}", page.url), page.url
+
+    page.reload()
+    _wait_text(page, app, "Model: sample:digits-transformer", 60_000)
+    page.get_by_text(re.compile(r"^4 runs: 1 variant x 2 backends x 2 batch sizes")).wait_for(timeout=30_000)
+    expect(page.get_by_role("combobox", name="Evaluation data")).to_have_value("digits-tokens")
+    expect(page.get_by_label("Timed seconds per run (at least)", exact=True)).to_have_value("0.40")
+    assert _multiselect(page, "Precisions").get_by_role("button", name="Remove int8-static", exact=True).count() == 0
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Model").click()  # the Model page shows it too
+    expect(page.get_by_role("combobox", name="Sample")).to_have_value(re.compile("digits-transformer"), timeout=30_000)
+    page.screenshot(path=str(app.tmp / "reloaded.png"), full_page=True)
+
+
+def test_a_typed_batch_size_of_40_runs(app, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 1800})
+    page.goto(app.url + "/run")
+    _wait_text(page, app, "Sweeps in progress")
+    _small_sweep(page, backends_remove=("pytorch",), batches_remove=("1", "8"))
+    sizes = _multiselect(page, "Batch sizes").locator("input")
+    sizes.click()
+    sizes.fill("40")
+    sizes.press("Enter")
+    page.keyboard.press("Escape")
+    page.get_by_text(re.compile(r"^1 run: 1 variant x 1 backend x 1 batch size")).wait_for(timeout=30_000)
+    page.get_by_role("button", name="Run sweep").click()
+
+    store = Store(app.db)
+    rec = _first_sweep_done(store)
+    rows = store.get_results(rec.id)
+    assert [(r.backend, r.batch_size, r.status) for r in rows] == [("onnxruntime", 40, "ok")], [r.error for r in rows]
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Results").click()
+    expect(page.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(r"- done \(1 runs\)$"), timeout=60_000)
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for(timeout=30_000)
+    expect(page.get_by_role("combobox", name="Batch size for the trade-off plots")).to_have_value("40")

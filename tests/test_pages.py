@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -227,7 +228,7 @@ def test_run_page_plan_and_bad_choice():
         assert any("CUDA is not offered" in c.value for c in at.caption)
     assert not any(c.label.startswith("CUDA graphs") for c in at.checkbox)  # a GPU-only setting, hidden on cpu
     assert any("GPU-only settings" in c.value for c in at.caption)
-    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value([1]).run()
+    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value(["1"]).run()
     assert any(i.value.startswith("4 runs:") for i in at.info)
     next(w for w in at.multiselect if w.label == "Precisions").set_value([]).run()
     assert not at.exception
@@ -240,7 +241,7 @@ def test_run_page_runs_a_tiny_sweep_to_the_store():
     at = page("run").run()
     next(w for w in at.multiselect if w.label == "Precisions").set_value(["fp32"])
     next(w for w in at.multiselect if w.label == "Backends").set_value(["onnxruntime"])
-    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value([1])
+    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value(["1"])
     next(n for n in at.number_input if n.label.startswith("Timed seconds")).set_value(0.05)
     next(n for n in at.number_input if n.label.startswith("Timed iterations")).set_value(5)
     at.run()
@@ -393,3 +394,149 @@ def test_run_page_shows_the_device_queue_of_every_job():
     assert Store().get_sweep(sid).status == "queued"
     at.run()
     assert not any("CPU queue" in m.value for m in at.markdown)
+
+
+# --- state that survives a reload, typed batch sizes, dashboard words ------------------------------
+def _with_token(name: str, token: str) -> AppTest:
+    at = page(name)
+    at.query_params["s"] = token
+    return at.run()
+
+
+def test_a_reload_keeps_model_data_and_settings():
+    at = page("model").run()
+    at.selectbox[0].set_value("digits-transformer").run()
+    token = at.query_params["s"]
+    assert at.session_state["model"]["source"] == "sample:digits-transformer"
+
+    run = _with_token("run", token)  # another page of the same browser session
+    assert any("sample:digits-transformer" in m.value for m in run.markdown)
+    next(w for w in run.multiselect if w.label == "Precisions").set_value(["fp32"])
+    next(w for w in run.multiselect if w.label == "Batch sizes (samples)").set_value(["1", "40"])
+    next(s for s in run.selectbox if s.label == "Evaluation data").set_value("digits-tokens")
+    next(n for n in run.number_input if n.label.startswith("Timed seconds")).set_value(0.5)
+    run.run()
+    assert not run.exception and any(i.value.startswith("2 runs: 1 variant x 1 backend x 2 batch sizes")
+                                     or "2 batch sizes" in i.value for i in run.info)
+
+    reloaded = _with_token("run", token)  # a reload: a new session with the same URL
+    assert not reloaded.exception
+    assert any("sample:digits-transformer" in m.value for m in reloaded.markdown)
+    assert next(w for w in reloaded.multiselect if w.label == "Precisions").value == ["fp32"]
+    assert next(w for w in reloaded.multiselect if w.label == "Batch sizes (samples)").value == ["1", "40"]
+    assert next(s for s in reloaded.selectbox if s.label == "Evaluation data").value == "digits-tokens"
+    assert next(n for n in reloaded.number_input if n.label.startswith("Timed seconds")).value == 0.5
+    sens = _with_token("sensitivity", token)  # the same data choice on Sensitivity
+    assert next(s for s in sens.selectbox if s.label == "Evaluation data").value == "digits-tokens"
+    assert any("digits-tokens" in c.value for c in sens.caption)
+
+    stranger = page("run").run()  # another browser: its own defaults
+    assert stranger.query_params["s"] != token
+    assert next(w for w in stranger.multiselect if w.label == "Precisions").value == ["fp32", "int8-static"]
+
+
+def test_run_page_accepts_a_typed_batch_size_and_refuses_text():
+    at = page("run").run()
+    sizes = next(w for w in at.multiselect if w.label == "Batch sizes (samples)")
+    sizes.set_value(["1", "40"]).run()  # typed 40, as accept_new_options gives it
+    assert not at.exception and not at.error
+    assert any(i.value.startswith("8 runs: 2 variants x 2 backends x 2 batch sizes") for i in at.info)
+    assert "40" in next(w for w in at.multiselect if w.label == "Batch sizes (samples)").options
+    next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value(["1", "forty"]).run()
+    assert any("whole number" in e.value and "forty" in e.value for e in at.error)
+    assert not any(b.label == "Run sweep" for b in at.button)
+
+
+def test_model_page_accepts_a_symbolic_shape_once_filled_and_speaks_dashboard(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype("float32"), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="/rec/conv/Conv")], "rec",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 3, None, 320])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 4, None, 320])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, str(tmp_path / "rec.onnx"))
+    at = page("model").run()
+    at.radio[0].set_value("Upload a file").run()
+    at.file_uploader[0].upload("rec.onnx", (tmp_path / "rec.onnx").read_bytes()).run()
+    warning = next(w.value for w in at.warning if "not counted" in w.value)
+    assert "--input" not in warning and "shape field on the Model page" in warning
+    shape = next(t for t in at.text_input if t.label.startswith("x "))
+    assert shape.value.startswith("p2o.DynamicDimension.0x3x")
+    shape.set_value(shape.value.replace("x3x" + shape.value.split("x")[2], "x3x48")).run()
+    assert not at.exception and not at.error
+    assert at.session_state["model"]["inputs"] == ["x:Nx3x48x320:float32"]
+    assert {m.label: m.value for m in at.metric}["MACs (multiply-adds)"] == f"{4 * 48 * 320 * 27 / 1e6:.3f} M"
+
+
+def test_results_page_switches_the_metric_and_shows_notices():
+    store = Store()
+    sid = store.create_sweep("m.onnx", {"sweep": {"precisions": ["fp32", "int8-static"], "backends": ["onnxruntime"]}},
+                             status="done", total_runs=2)
+    quality = {"metric": "cosine", "higher_is_better": True, "reference": 1.0, "n": 64}
+    for variant, precision, p50, cos, agree, extra in (
+            ("fp32", "fp32", 2.0, 1.0, 1.0, {}),
+            ("int8-static[minmax]", "int8-static", 0.5, 0.853, 0.528, {
+                "stability": {"unstable": True, "reasons": ["CV 1.70 > 0.5"], "attempts": 3},
+                "compression": [{"summary": "int8", "details": {"onnx": {
+                    "int8_format": "u8s8", "int8_format_reason": "auto: CPU has avx512_vnni",
+                    "calibration": {"samples": 10}}}}], "config": {"calib_samples": 128}})):
+        store.add_result(RunResult(
+            model="m", variant=variant, backend="onnxruntime", batch_size=1, precision=precision, status="ok",
+            sweep_id=sid, latency_ms={"p50": p50, "mean": p50}, throughput_sps=1000 / p50,
+            fidelity={"top1_agreement": agree, "cosine": cos}, quality=dict(quality, value=cos), **extra))
+    at = page("results").run()
+    assert not at.exception and not at.error
+    metric = next(s for s in at.selectbox if s.label == "Quality metric")
+    assert metric.value == "cosine" and set(metric.options) == {"cosine similarity to FP32", "top-1 agreement with FP32"}
+    table = at.dataframe[0].value
+    assert table["quality: cosine similarity to FP32"].tolist() == pytest.approx([1.0, 0.853])
+    assert table["speedup vs FP32 (x, p50)"].tolist() == pytest.approx([1.0, 4.0])
+    warnings = " ".join(w.value for w in at.warning)
+    assert "have unstable timings" in warnings and "10 of the 128 samples" in warnings
+    assert any("atol = rtol" in c.value for c in at.caption)
+    metric.set_value("top1_agreement").run()
+    assert "quality: top-1 agreement with FP32 (%)" in at.dataframe[0].value.columns
+    assert at.session_state["results.metric"] == "top1_agreement"
+
+
+def test_queue_shows_other_sessions_jobs_without_their_paths(tmp_path):
+    from benchmark.jobs import DeviceQueue
+
+    with DeviceQueue("cpu").slot(label=f"{tmp_path}/secret-folder/theirs.onnx int8-static[minmax]"):
+        at = page("run").run()
+        queue = next(m.value for m in at.markdown if "CPU queue" in m.value)
+    assert "theirs.onnx int8-static[minmax]" in queue and "secret-folder" not in queue and str(tmp_path) not in queue
+
+
+def test_run_page_lists_recent_finished_sweeps():
+    sid = stored_sweep()
+    at = page("run").run()
+    assert any(m.value.startswith(f"#{sid} sample:digits-cnn") for m in at.markdown)
+    next(b for b in at.button if b.key == f"open-{sid}").click().run()
+    assert not at.exception and at.session_state["results_sweep_id"] == sid
+
+
+def test_home_demo_status_follows_the_sweep_and_survives_a_reload():
+    store = Store()
+    sid = store.create_sweep("sample:digits-cnn", {"sweep": {}}, status="running", pid=os.getpid())
+    at = page("home")
+    at.session_state["demo_sweep_id"] = sid
+    at.run()
+    assert any(f"Demo sweep #{sid} is running" in i.value for i in at.info)
+    token = at.query_params["s"]
+    store.update_sweep_status(sid, "done")
+    reloaded = _with_token("home", token)  # a reload later: the demo is remembered, its status is current
+    assert any(f"Demo sweep #{sid} finished" in s.value for s in reloaded.success)
+    assert any("Machine load now" in c.value for c in reloaded.caption) or any("busy" in w.value for w in reloaded.warning)
+
+
+def test_results_page_documents_the_marker_legend():
+    from benchmark import plots
+
+    stored_sweep()
+    at = page("results").run()
+    assert any(m.value == plots.legend_markdown() for m in at.markdown)

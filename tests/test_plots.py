@@ -140,7 +140,7 @@ def test_throughput_lines_per_variant(frame):
     fig = plots.throughput_figure(frame)
     ort_int8 = next(t for t in fig.data if t.name == "int8-static[minmax] · onnxruntime")
     assert list(ort_int8.x) == [1, 8]
-    assert fig.layout.yaxis.title.text.startswith("throughput (samples/s)")
+    assert fig.layout.yaxis.title.text == "throughput (samples/s = batch / mean latency)"
     assert ort_int8.line.color == plots.PALETTE["int8-static"]
 
 
@@ -150,7 +150,7 @@ def test_speedup_theoretical_and_measured(frame):
     ort = next(t for t in fig.data if t.name == "measured on onnxruntime")
     idx = list(theo.x).index("fp32+prune-s0.5")
     assert theo.y[idx] == pytest.approx(1_000_000 / 300_000)
-    assert ort.y[idx] == pytest.approx(2.0 / 1.0)  # mean latency ratio (both scaled by 1.05)
+    assert ort.y[idx] == pytest.approx(2.0 / 1.0)  # p50 latency ratio
     assert ort.y[list(ort.x).index("fp32")] == pytest.approx(1.0)
 
 
@@ -174,7 +174,7 @@ def test_agreement_shows_the_cross_backend_check():
     fig = plots.agreement_figure(results_to_frame(rows))
     [check] = [t for t in fig.data if t.xaxis == "x3"]
     assert check.name == "onnxruntime" and list(check.x) == ["fp32", "int8-dynamic"]
-    assert list(check.text) == ["pass", "FAIL"] and list(check.y) == pytest.approx([2e-6, 0.04])
+    assert list(check.text) == ["pass (atol 0.001, rtol 0.001)", "FAIL (atol 0.001, rtol 0.001)"] and list(check.y) == pytest.approx([2e-6, 0.04])
     assert check.customdata[1][0] == "pytorch" and "atol" in check.hovertemplate
     assert fig.layout.yaxis3.type == "log"  # 2e-6 .. 0.04
     assert any(a.text == "worst abs error vs pytorch (first output)" for a in fig.layout.annotations)
@@ -269,3 +269,95 @@ def test_report_is_one_self_contained_page(frame):
     assert "Report &lt;test&gt;" in html  # escaped
     assert "p50 latency (ms)" in html and "bf16 not supported by this backend" in html
     assert "Test CPU 9000" in html and "FLOPs = 2 x MACs" in html
+
+
+# --- one statistic, one quality metric, one marker legend -----------------------------------------
+def test_marker_legend_is_defined_once_and_rendered():
+    text = plots.legend_markdown()
+    for what, _ in plots.MARKER_LEGEND:
+        assert f"**{what}**" in text
+    assert "unstable" in text and "recommended" in text and "machine" in text
+
+
+def test_unstable_rows_are_faded_and_left_out_of_the_front_and_the_star():
+    noisy = _row("int8-static[minmax]", precision="int8-static", p50=0.5, acc=0.96)
+    noisy.stability = {"unstable": True, "reasons": ["CV 1.70 > 0.5"], "attempts": 3}
+    rows = [_row("fp32", p50=2.0, acc=0.95), _row("fp16", precision="fp16", p50=1.0, acc=0.94), noisy]
+    fig = plots.tradeoff_figure(results_to_frame(rows), latency_budget_ms=1.5)
+    point = next(t for t in fig.data if t.name == "int8-static[minmax] · onnxruntime")
+    assert list(point.marker.opacity) == [plots.UNSTABLE_OPACITY]
+    assert "unstable timing" in point.customdata[0][14] and "CV 1.70" in point.customdata[0][14]
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    assert list(front.x) == [1.0, 2.0]  # the faster, better, but noisy int8 point is not on it
+    star = next(t for t in fig.data if t.name.startswith("sweet spot"))
+    assert star.name == "sweet spot: fp16 · onnxruntime"
+    assert any("1 unstable run(s)" in (a.text or "") for a in fig.layout.annotations)
+    table = plots.display_table(results_to_frame(rows))
+    timing = table["timing"].tolist()
+    assert pd.isna(timing[0]) and timing[2] == "unstable: CV 1.70 > 0.5"  # rows never checked say nothing
+
+
+def test_recommended_variant_takes_the_star():
+    rows = [_row("fp32", p50=2.0, acc=0.95), _row("fp16", precision="fp16", p50=1.0, acc=0.94)]
+    fig = plots.tradeoff_figure(results_to_frame(rows), latency_budget_ms=5.0, recommended=("fp16", "onnxruntime"))
+    stars = [t for t in fig.data if t.marker.symbol == "star"]
+    assert [t.name for t in stars] == ["recommended: fp16 · onnxruntime"]  # one mark, not two
+
+
+def test_another_machine_gets_a_dark_outline_and_its_name():
+    a, b = _row("fp32", p50=2.0), _row("fp32", p50=1.0)
+    a.env, b.env = {"cpu_model": "CPU A"}, {"cpu_model": "CPU B"}
+    fig = plots.tradeoff_figure(results_to_frame([a, b]))
+    first = next(t for t in fig.data if t.name == "fp32 · onnxruntime @ CPU A")
+    second = next(t for t in fig.data if t.name == "fp32 · onnxruntime @ CPU B")
+    assert first.marker.line.color == plots.PALETTE["fp32"]
+    assert second.marker.line.color == plots.MACHINE_OUTLINES[0] and second.marker.line.width == 3
+    assert "machine" in plots.display_table(results_to_frame([a, b])).columns
+
+
+def test_compared_sweeps_get_their_own_colour_and_front_and_lines():
+    s1 = [_row("fp32", p50=2.0, acc=0.95, sweep_id=1), _row("int8", precision="int8-static", p50=1.0, acc=0.9, sweep_id=1),
+          _row("fp32", batch=8, p50=6.0, sweep_id=1)]
+    s2 = [_row("fp32", p50=1.5, acc=0.95, sweep_id=2), _row("fp32", batch=8, p50=3.0, sweep_id=2)]
+    df = results_to_frame(s1 + s2)
+    fig = plots.tradeoff_figure(df, color_by="sweep")
+    fronts = {t.name: t for t in fig.data if t.name.startswith("Pareto front")}
+    assert set(fronts) == {"Pareto front #1", "Pareto front #2"}
+    assert list(fronts["Pareto front #1"].x) == [1.0, 2.0] and list(fronts["Pareto front #2"].x) == [1.5]
+    assert fronts["Pareto front #1"].line.color != fronts["Pareto front #2"].line.color
+    thr = plots.throughput_figure(df, color_by="sweep")
+    lines = {t.name: t for t in thr.data}
+    assert list(lines["#1 fp32 · onnxruntime"].x) == [1, 8] and list(lines["#2 fp32 · onnxruntime"].x) == [1, 8]
+    assert lines["#1 fp32 · onnxruntime"].line.color != lines["#2 fp32 · onnxruntime"].line.color
+
+
+def test_quality_metric_can_be_switched_and_lower_is_better_flips_the_front():
+    fid = [{"top1_agreement": 1.0, "cosine": 1.0, "rel_error": 0.0},
+           {"top1_agreement": 0.5, "cosine": 0.99, "rel_error": 0.05},
+           {"top1_agreement": 0.9, "cosine": 0.95, "rel_error": 0.20}]
+    rows = [_row("fp32", p50=2.0, acc=None, fid=fid[0]), _row("a", precision="fp16", p50=1.0, acc=None, fid=fid[1]),
+            _row("b", precision="int8-static", p50=0.5, acc=None, fid=fid[2])]
+    df = results_to_frame(rows)
+    assert "agreement" in plots.tradeoff_figure(df).layout.yaxis.title.text  # old rows: agreement first
+    cos = plots.tradeoff_figure(df, metric="cosine")
+    assert cos.layout.yaxis.title.text == "cosine similarity to FP32"
+    err = plots.tradeoff_figure(df, metric="rel_error")
+    assert "lower is better" in err.layout.yaxis.title.text
+    front = next(t for t in err.data if t.name == "Pareto front")
+    assert list(front.y) == pytest.approx([20.0, 5.0, 0.0])  # every point: faster ones have more error
+    assert plots.display_table(df, metric="cosine").columns[4] == "quality: cosine similarity to FP32"
+
+
+def test_table_puts_quality_speedup_and_size_first():
+    rows = [_row("fp32", p50=2.0), _row("int8", precision="int8-static", p50=0.5, acc=0.9)]
+    rows[1].compression = [{"details": {"onnx": {"int8_format": "u8s8", "calibration": {"samples": 6}}}}]
+    rows[1].config = {"calib_samples": 128}
+    table = plots.display_table(results_to_frame(rows))
+    assert list(table.columns[:8]) == ["variant", "backend", "device", "batch (samples)", "quality: top-1 accuracy (%)",
+                                       "quality drop (points, + = worse)", "speedup vs FP32 (x, p50)", "size (MB)"]
+    assert table["speedup vs FP32 (x, p50)"].tolist() == [1.0, 4.0]
+    assert table["quality drop (points, + = worse)"].tolist() == pytest.approx([0.0, 0.0])
+    calib = table["calibration samples (used / asked)"].tolist()
+    assert pd.isna(calib[0]) and calib[1] == "6 / 128 (few)"
+    assert table["INT8 format"].tolist()[1] == "u8s8"
+    assert "throughput (samples/s, batch / mean latency)" in table.columns

@@ -177,6 +177,7 @@ def _unchanged(ref, onnx_path):
 def test_int8_static_conv_net_each_calibration_method(cnn, ctx, digits, method):
     src = cnn.onnx_path
     v = _apply("int8-static", cnn, ctx, calib_method=method, calib_samples=96)
+    assert not [w for w in v.warnings if "calibration samples" in w]  # 96 of 96: nothing to say
     _unchanged(cnn, src)
     rec = v.records[-1]
     assert rec.changed and rec.method == "int8-static" and v.precision == "int8-static"
@@ -222,6 +223,8 @@ def test_int8_static_s8s8_format_is_recorded_and_used(cnn, ctx):
     v = _apply("int8-static", cnn, ctx, int8_format="s8s8", calib_samples=32)
     d = v.records[-1].details["onnx"]
     assert d["int8_format"] == "s8s8" and "s8s8 asked for" in d["int8_format_reason"]
+    assert d["calibration"]["samples"] == 32
+    assert [w for w in v.records[-1].warnings if "32 calibration samples is below 64" in w]  # few samples: said
     model = onnx_prep.load_model(v.onnx_path)
     inits = {i.name: i for i in model.graph.initializer}
     zps = [inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]

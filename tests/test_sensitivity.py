@@ -285,3 +285,41 @@ def test_isolated_bad_input_and_crash_are_one_line_errors(model, tmp_path, monke
     message = str(info.value)
     assert "\n" not in message and "SIGSEGV" in message and "mlp.onnx" in message
     assert queue_state("cpu") == []  # the slot is given back after a crash
+
+
+def test_layers_keep_the_model_files_node_names_after_batchnorm_folding(tmp_path):
+    """The optimizer folds BatchNorm into the Conv and names the result ``node_Conv_0``; sensitivity
+    tables and kept-FP32 layer names must use the name the Model page shows."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from benchmark.compress.onnx_prep import prepare_for_quantization
+    from benchmark.analysis.prepared import prepare
+    from benchmark.analysis.sensitivity import candidate_layers
+    from benchmark.measure.flops import count_model
+    from benchmark.models.loaders import load_model
+
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.standard_normal((4, 3, 3, 3)), "scale": np.ones(4) * 0.5, "bias": np.zeros(4), "mean": rng.random(4),
+              "var": rng.random(4) + 0.5, "fw": rng.standard_normal((2, 4)), "fb": np.zeros(2)}
+    inits = [numpy_helper.from_array(v.astype("float32"), k) for k, v in arrays.items()]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="/layer1/conv1/Conv"),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], name="/layer1/bn1/BatchNormalization"),
+             helper.make_node("Relu", ["b"], ["r"], name="/layer1/Relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="/pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="/flatten"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1, name="/fc/Gemm")]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "bn.onnx"
+    onnx.save(proto, str(path))
+
+    folded, _ = prepare_for_quantization(onnx.load(str(path)))
+    assert "BatchNormalization" not in {n.op_type for n in folded.graph.node}  # it really was folded
+    model = load_model(str(path))
+    shown = {r["name"] for r in count_model(model, batch_size=1).by_module}  # the Model page's per-layer names
+    prep = prepare(model, tmp_path / "work")
+    layers = [n.name for n in candidate_layers(prep, "int8")]
+    assert layers == ["/layer1/conv1/Conv", "/fc/Gemm"] and set(layers) <= shown

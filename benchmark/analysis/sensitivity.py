@@ -74,7 +74,7 @@ def node_macs(proto, data: Dataset, names: list[str]) -> tuple[dict[str, int], i
     return out, int(sum(out.values())), notes
 
 
-def _layers(prep: PreparedGraph, method: str) -> list[Any]:
+def candidate_layers(prep: PreparedGraph, method: str) -> list[Any]:
     init = {i.name for i in prep.proto.graph.initializer}
     nodes = []
     for node in prep.proto.graph.node:
@@ -124,7 +124,7 @@ def sensitivity_table(model, method, prep: PreparedGraph, eval_data: Dataset, ca
     ref_pred = predict(prep.path, prep, eval_data)
     before = score(ref_pred, eval_data, ref_pred)
     macs, total, notes = node_macs(prep.proto, eval_data, prep.inputs)
-    nodes = _layers(prep, method)
+    nodes = candidate_layers(prep, method)
     if not nodes:
         raise CompressionError(f"model {model.name!r} has no {'/'.join(LAYER_OPS)} layers to test for {method} sensitivity")
     skipped = 0

@@ -176,7 +176,38 @@ def optimize_graph(model) -> tuple[Any, str | None]:
         onnx.checker.check_model(out)
     except Exception as exc:  # the optimizer raises many types; the unoptimized model is used and the reason recorded
         return model, f"constant folding with onnxscript failed ({one_line(exc, 200)}); quantizing the graph as it is"
+    restore_node_names(model, out)
     return out, None
+
+
+def restore_node_names(before, after, max_hops: int = 4) -> int:
+    """Give nodes the optimizer renamed (a Conv with its BatchNorm folded in becomes ``node_Conv_0``)
+    the name of the node they came from, so every page and record names layers as the model file does.
+
+    A renamed node of ``after`` takes the name of the node of the same op type in ``before`` that
+    produced its output, following the first input back through at most ``max_hops`` nodes (the
+    BatchNorm that wrote the output, then the Conv that fed it). Names already in ``after`` are
+    never reused. Returns how many nodes were renamed (in place).
+    """
+    old_names = {n.name for n in before.graph.node if n.name}
+    producer = {o: n for n in before.graph.node for o in n.output}
+    taken = {n.name for n in after.graph.node if n.name}
+    renamed = 0
+    for node in after.graph.node:
+        if node.name in old_names or not node.output:
+            continue
+        source = producer.get(node.output[0])
+        for _ in range(max_hops):
+            if source is None or source.op_type == node.op_type:
+                break
+            source = producer.get(source.input[0]) if source.input else None
+        if source is None or source.op_type != node.op_type or not source.name or source.name in taken:
+            continue
+        taken.discard(node.name)
+        node.name = source.name
+        taken.add(source.name)
+        renamed += 1
+    return renamed
 
 
 @dataclass

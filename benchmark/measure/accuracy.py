@@ -7,7 +7,8 @@ Conventions (also shown in the UI):
   2-D logits ``[N, classes]`` and one label per sample; otherwise it is skipped with a warning.
 - Fidelity compares the first output with the FP32 reference's first output on the same samples:
   top-1 agreement (share of positions whose argmax over the last axis agrees), cosine similarity
-  (mean over samples of the cosine of each sample's flattened output), max and mean absolute error.
+  (mean over samples of the cosine of each sample's flattened output), max and mean absolute error,
+  relative error (mean over samples of ``||output - reference|| / ||reference||``, 0 where both are 0).
 - NaN or Inf in any floating output makes the variant fail (``MeasurementError``), never a number.
 - Metrics are computed in float64.
 """
@@ -32,16 +33,18 @@ class AccuracyReport:
     cosine: float | None = None
     max_abs_err: float | None = None
     mean_abs_err: float | None = None
+    rel_error: float | None = None
     num_classes: int | None = None
     warnings: list[str] = field(default_factory=list)
     logits: np.ndarray | list[np.ndarray] | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)  # the evaluated samples' labels, in order
 
     def to_dict(self) -> dict[str, Any]:
         """The metrics, without the logits."""
         return {
             "n_samples": self.n_samples, "top1": self.top1, "top5": self.top5,
             "top1_agreement": self.top1_agreement, "cosine": self.cosine,
-            "max_abs_err": self.max_abs_err, "mean_abs_err": self.mean_abs_err,
+            "max_abs_err": self.max_abs_err, "mean_abs_err": self.mean_abs_err, "rel_error": self.rel_error,
             "num_classes": self.num_classes, "warnings": list(self.warnings),
         }
 
@@ -90,7 +93,8 @@ def _as_chunks(x) -> list[np.ndarray]:
 
 
 def fidelity(outputs, reference) -> dict[str, float | None]:
-    """Top-1 agreement, mean per-sample cosine, max/mean abs error of ``outputs`` vs ``reference``."""
+    """Top-1 agreement, mean per-sample cosine, max/mean abs error and mean per-sample relative error
+    of ``outputs`` vs ``reference``."""
     a_chunks, b_chunks = _as_chunks(outputs), _as_chunks(reference)
     if len(a_chunks) != len(b_chunks):
         a, b = _concat(a_chunks), _concat(b_chunks)
@@ -101,6 +105,8 @@ def fidelity(outputs, reference) -> dict[str, float | None]:
         a_chunks, b_chunks = [a], [b]
     agree_n = agree_hits = 0
     cos_sum = 0.0
+    rel_sum = 0.0
+    rel_ok = True
     n_samples = 0
     max_abs = 0.0
     abs_sum = 0.0
@@ -127,11 +133,15 @@ def fidelity(outputs, reference) -> dict[str, float | None]:
         cos = np.where(both_zero, 1.0, np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0))
         cos_sum += float(cos.sum())
         n_samples += len(cos)
+        diff_norm = np.linalg.norm(a2 - b2, axis=1)
+        rel_ok = rel_ok and bool(np.all((nb > 0) | (diff_norm == 0)))
+        rel_sum += float(np.sum(np.where(nb > 0, diff_norm / np.where(nb > 0, nb, 1.0), 0.0)))
     return {
         "top1_agreement": agree_hits / agree_n if agree_n else None,
         "cosine": cos_sum / n_samples if n_samples else None,
         "max_abs_err": max_abs if n_values else None,
         "mean_abs_err": abs_sum / n_values if n_values else None,
+        "rel_error": rel_sum / n_samples if n_samples and rel_ok else None,
     }
 
 
@@ -164,6 +174,7 @@ def evaluate(session, dataset, batch_size: int, max_samples: int | None = None,
         report.num_classes = int(logits.shape[-1])
     if label_chunks:
         labels = np.concatenate(label_chunks)
+        report.labels = labels
         if isinstance(logits, np.ndarray) and logits.ndim == 2 and len(logits) == len(labels):
             report.top1 = topk_accuracy(logits, labels, 1)
             if logits.shape[1] > 5:
@@ -183,4 +194,5 @@ def evaluate(session, dataset, batch_size: int, max_samples: int | None = None,
         report.cosine = fid["cosine"]
         report.max_abs_err = fid["max_abs_err"]
         report.mean_abs_err = fid["mean_abs_err"]
+        report.rel_error = fid["rel_error"]
     return report

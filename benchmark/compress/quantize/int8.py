@@ -9,6 +9,7 @@ from typing import Any
 from ...config import CompressionConfig
 from ...errors import CompressionError, ConfigError, one_line
 from ...models.base import Variant
+from ...results import calibration_warning
 from .. import onnx_prep
 from ..base import CompressContext, register_compression
 from .common import (
@@ -90,7 +91,8 @@ def static_int8(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, 
             exclude_layers: tuple[str, ...] = (), default_exclusions: bool = False) -> Variant:
     data = calibration_set(variant, cfg, ctx, method)
     batches = calibration_batches(data, variant, 32)
-    warnings_: list[str] = []
+    few = calibration_warning({"calib_samples_used": len(data), "calib_samples_requested": int(cfg.calib_samples)})
+    warnings_: list[str] = [few] if few else []
     details: dict[str, Any] = {}
     # ONNX side
     ctx.progress(f"{method}: calibrating ONNX ({cfg.calib_method}, {len(data)} samples)", None)
