@@ -1,11 +1,11 @@
 """The ``profile`` subcommand of the ``slimbench`` CLI: where one variant's time goes, layer by layer.
 
 ``slimbench profile MODEL [--precision P] [--prune R] [--backend B] [--batch-size N] [--threads T]
-[--json]`` builds ONE variant the way ``slimbench run`` does (same options, one value each; a
-``--config`` TOML file works too), times it normally, then profiles it untimed and prints each
-layer's time, share of the time, share of the MACs, kernel, precision and achieved GMAC/s as a
-fraction of this device's peak, with the per-node sum against the end-to-end p50. ``--json``
-prints one object (see :func:`benchmark.profiling.profile_variant`).
+[--json]`` builds ONE variant the way ``slimbench run`` does (same options, one value each), times
+it normally, then profiles it untimed and prints each layer's time, share of the time, share of the
+MACs, kernel, precision and achieved GMAC/s as a fraction of this device's peak, with the per-node
+sum against the end-to-end p50. ``--json`` prints one object (see
+:func:`benchmark.profiling.profile_variant`).
 """
 from __future__ import annotations
 
@@ -20,17 +20,14 @@ TOP_LAYERS = 25
 
 
 def add_profile_parser(subparsers) -> argparse.ArgumentParser:
+    from .cli_run import _add_model_args
+
     p = subparsers.add_parser(
         "profile", help="per-layer profile of one variant: time, MACs, kernel and achieved GMAC/s per layer",
         description="Build one variant as `run` does, time it, then profile it (untimed) and join each layer's "
                     "time with its MACs and this CPU's peak throughput.",
     )
-    p.add_argument("model", nargs="?", help="model file (.onnx, .pt, .pt2) or sample:NAME (optional with --config)")
-    p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
-                   help="override an input's shape/dtype (repeat for several inputs)")
-    p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file")
-    p.add_argument("--trust-pickle", action="store_true", default=None,
-                   help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
+    _add_model_args(p)
     p.add_argument("--precision", metavar="P", help=f"one of {', '.join(PRECISIONS)} (default fp32)")
     p.add_argument("--prune", metavar="RATIO", help="prune ratio in [0, 1) (default 0)")
     p.add_argument("--prune-kind", metavar="KIND", help=f"{' or '.join(PRUNE_KINDS)} (default structured)")
@@ -39,8 +36,6 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--backend", metavar="B", help=f"onnxruntime or pytorch (default {DEFAULT_BACKEND})")
     p.add_argument("--device", metavar="DEVICE", help="cpu (the only device profiled for now)")
     p.add_argument("--batch-size", metavar="N", help="batch size (default 1)")
-    p.add_argument("--data", metavar="NAME|PATH.npz", help="calibration data and the profiled batch (default: "
-                                                              "the model's own dataset, else random inputs)")
     p.add_argument("--calib-method", metavar="METHOD", help=f"INT8 static calibration: {', '.join(CALIB_METHODS)}")
     p.add_argument("--calib-samples", metavar="N", help="INT8 static calibration samples (default 128)")
     p.add_argument("--threads", metavar="N", help="intra-op threads (0 = all cores)")
@@ -49,10 +44,6 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--runs", metavar="N", help="profiled runs (default: about one second's worth, 5 to 50)")
     p.add_argument("--sensitivity", metavar="FILE.json",
                    help="join a `slimbench sensitivity --json` table: each layer gets its accuracy drop")
-    p.add_argument("--config", metavar="FILE.toml", help="read settings from a sweep TOML file (flags override it)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--timeout", metavar="S", help="job timeout in seconds (default 600)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_profile, eval_samples=None, cuda_graph=None)
     return p
 
@@ -80,12 +71,10 @@ def _sensitivity_rows(path: str | None) -> list[dict] | None:
 
 
 def cmd_profile(args) -> int:
-    from .cli_run import _convert, _job_callbacks, _job_timeout, read_toml, sweep_config_from_args
+    from .cli_run import _convert, _job_callbacks, _job_timeout, sweep_config_from_args
     from .profiling import profile_isolated
 
-    backend_given = args.backend or (read_toml(args.config).get("backends") if args.config else None)
-    if not backend_given:
-        args.backend = DEFAULT_BACKEND
+    args.backend = args.backend or DEFAULT_BACKEND
     cfg, _ = sweep_config_from_args(args)
     _one(cfg.precisions, "--precision")
     _one(cfg.prune_ratios, "--prune")
@@ -100,7 +89,7 @@ def cmd_profile(args) -> int:
                                threads=cfg.threads, inputs=list(cfg.inputs), arch=cfg.arch,
                                trust_pickle=cfg.trust_pickle, data=cfg.data, runs=runs, timing=timing,
                                sensitivity=_sensitivity_rows(args.sensitivity), on_progress=bar, on_wait=on_wait,
-                               timeout_s=_job_timeout(args.timeout) if args.timeout else 600.0)
+                               timeout_s=_job_timeout(args.timeout))
     finally:
         bar.close()
     print(json.dumps(res, indent=2, allow_nan=False) if args.json else format_profile(res))

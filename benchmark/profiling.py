@@ -22,7 +22,7 @@ from .errors import ConfigError
 
 PROFILE_BACKENDS = ("onnxruntime", "pytorch")
 PROFILE_DEVICES = ("cpu",)
-DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_TIMEOUT_S = 300.0  # as the sensitivity analysis and a sweep's steps
 #: Profiled runs aim at about this much time (at least MIN_RUNS, at most MAX_RUNS runs).
 TARGET_PROFILE_S = 1.0
 MIN_RUNS, MAX_RUNS = 5, 50

@@ -24,9 +24,10 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
-def test_no_model_is_a_clear_error(capsys):
-    assert main(["profile"]) == EXIT_ERROR
-    assert "no model given" in capsys.readouterr().err
+def test_no_model_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["profile"])
+    assert exc.value.code == 2 and "model" in capsys.readouterr().err
 
 
 @pytest.mark.slow

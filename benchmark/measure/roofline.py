@@ -23,6 +23,8 @@ Conventions:
   fastest run; write-allocate traffic is not counted.
 - Threads: ``threads`` intra-op threads for torch and ONNX Runtime (0 = ``os.cpu_count()``),
   recorded. The device lock (:func:`benchmark.measure.latency.device_lock`) is held while measuring.
+- The 1-minute load average around the measurement is recorded (``settings["load_average_1m"]``);
+  above half the core count a note says the peaks may be low (other work shared the CPU).
 - Cache: ``<data folder>/roofline.json``, keyed by CPU model, architecture, ISA flags, thread count,
   torch / onnxruntime / numpy versions and the sizes. A different key measures again.
 """
@@ -256,6 +258,14 @@ def _memory_bandwidth(nbytes: int, seconds: float) -> dict[str, float]:
     return out
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none, e.g. Windows)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
 def _resolve_threads(threads: int) -> int:
     if int(threads) < 0:
         raise ConfigError(f"threads must be >= 0; got {threads}")
@@ -270,6 +280,7 @@ def measure_peaks(threads: int = 0, *, gemm_n: int = DEFAULT_GEMM_N, memory_byte
     import importlib.util
 
     n_threads = _resolve_threads(threads)
+    load_before = _load_average()
     if int(gemm_n) < 8 or int(memory_bytes) < 1024 or not float(seconds_per_kernel) > 0:
         raise ConfigError(f"need gemm_n >= 8, memory_bytes >= 1024 and seconds_per_kernel > 0; got {gemm_n}, "
                           f"{memory_bytes}, {seconds_per_kernel}")
@@ -315,6 +326,13 @@ def measure_peaks(threads: int = 0, *, gemm_n: int = DEFAULT_GEMM_N, memory_byte
     identity = machine_identity(n_threads)
     settings = {"gemm_n": int(gemm_n), "memory_bytes": int(memory_bytes), "seconds_per_kernel": float(seconds_per_kernel)}
     key = peaks_key(identity, settings)
+    load = max((x for x in (load_before, _load_average()) if x is not None), default=None)
+    if load is not None:
+        settings["load_average_1m"] = round(load, 2)
+        cores = os.cpu_count() or 1
+        if load > 0.5 * cores:
+            notes.append(f"measured while the 1-minute load average was {load:.1f} on {cores} core(s): other work "
+                         "shared the CPU, so these peaks may be low; measure again on a quiet machine (refresh)")
     if sizes:
         settings["smaller_gemm_n"] = sizes  # slow kernels measured at a smaller size (see _gemm_gmacs)
     return Peaks(gmacs_per_s=gmacs, memory_gb_per_s=memory, threads=n_threads, key=key,
