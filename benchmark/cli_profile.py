@@ -106,7 +106,8 @@ def format_profile(res: dict, top: int = TOP_LAYERS) -> str:
 
     gap = res.get("gap_fraction")
     lines = [
-        f"profile of {res.get('model')} {res['variant']} on {res['backend']} {res['device']}, batch {res['batch_size']}, "
+        f"profile of {res.get('model')} {res['variant']} on {res['backend']} {res['device']}, "
+        f"batch {res['batch_size']}, "
         f"{res['threads']} thread(s) ({res['runs']} profiled runs)",
         f"end-to-end p50 {res['end_to_end_p50_ms']:.3f} ms (timed run without profiling); layers total "
         f"{res['layers_total_ms']:.3f} ms; gap {res['gap_ms']:+.3f} ms"
@@ -129,7 +130,8 @@ def format_profile(res: dict, top: int = TOP_LAYERS) -> str:
         lines.append(f"... {len(res['layers']) - top} more layer(s) (--json lists all)")
     k = res.get("kernels") or {}
     if k.get("mac_layers"):
-        lines.append(f"MAC layers: {k['int8_kernel_layers']} in INT8 kernels, {k['float_kernel_layers']} in float kernels; "
+        lines.append(f"MAC layers: {k['int8_kernel_layers']} in INT8 kernels, {k['float_kernel_layers']} in float "
+                     "kernels; "
                      f"Quantize/DequantizeLinear {100 * k['quant_time_share']:.1f} % of the time; layers without MACs "
                      f"{100 * k['zero_mac_time_share']:.1f} %")
     lines += [f"note: {n}" for n in res.get("notes") or []]

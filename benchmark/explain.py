@@ -157,7 +157,8 @@ def _int8_peak_words(row: dict, peaks: Any, numbers: dict) -> list[str]:
     return words
 
 
-def explain_low_precision_float(row: dict, isa: Any = None, peaks: Any = None, profile: dict | None = None) -> dict | None:
+def explain_low_precision_float(row: dict, isa: Any = None, peaks: Any = None,
+                                profile: dict | None = None) -> dict | None:
     """BF16 / FP16 on a CPU: native or converted, with this device's GEMM peaks and, for FP16 on ONNX
     Runtime, how much of the time ran in float16 kernels and in Casts."""
     precision = str(row.get("precision", ""))
@@ -202,8 +203,8 @@ def explain_pruning(row: dict, profile: dict | None = None) -> dict | None:
     numbers = {"mac_reduction": ratio, "speedup_vs_fp32": speedup}
     if speedup >= PRUNE_SHORTFALL * ratio:
         return {"topic": "prune", "numbers": numbers,
-                "text": f"Pruning cut MACs {ratio:.2f}x and latency {speedup:.2f}x ({100 * speedup / ratio:.0f} % of the "
-                        "MAC cut)."}
+                "text": f"Pruning cut MACs {ratio:.2f}x and latency {speedup:.2f}x "
+                        f"({100 * speedup / ratio:.0f} % of the MAC cut)."}
     parts = [f"Pruning cut MACs {ratio:.2f}x but latency only {speedup:.2f}x:"]
     if not profile:
         parts.append("profile this variant (slimbench profile) to see which layers keep the time")

@@ -66,9 +66,10 @@ def _flop_rows(variant, backend: str, onnx_path: Path | None, feeds: dict, batch
 
 def profile_variant(variant, backend_name: str, feeds: dict, *, batch_size: int, device: str = "cpu",
                     threads: int = 0, workdir: Path, runs: int | None = None, timing: dict | None = None,
-                    with_peaks: bool = True, sensitivity: list[dict] | None = None,
+                    with_peaks: bool = True, sensitivity: list[dict] | None = None, options: dict | None = None,
                     progress: Progress = _no_progress) -> dict[str, Any]:
-    """Profile ``variant`` on ``backend_name`` with ``feeds`` (see the module docstring).
+    """Profile ``variant`` on ``backend_name`` with ``feeds`` (see the module docstring). ``options``:
+    backend options (``prepare(options=...)``) for the timed session and the profiling session alike.
 
     Returns ``layers`` (see :mod:`benchmark.measure.profile`), ``layers_total_ms``,
     ``end_to_end_p50_ms``, ``gap_ms``, ``gap_fraction`` (gap / end-to-end), ``profiled_run_p50_ms``
@@ -87,7 +88,7 @@ def profile_variant(variant, backend_name: str, feeds: dict, *, batch_size: int,
     settings = {**TIMING, **(timing or {})}
     run_cfg = RunConfig(backend=backend_name, device=device, batch_size=batch_size, threads=threads, **settings)
     progress(f"timing {variant.name} on {backend_name} (batch {batch_size})", 0.1)
-    session = backend.prepare(variant, device=device, threads=threads, workdir=workdir)
+    session = backend.prepare(variant, device=device, threads=threads, workdir=workdir, options=options)
     try:
         stats = measure_latency(session, feeds, run_cfg, device)
         n_runs = profiled_runs(stats.p50_ms, runs)
@@ -104,7 +105,7 @@ def profile_variant(variant, backend_name: str, feeds: dict, *, batch_size: int,
     if backend_name == "onnxruntime":
         with device_lock(device):
             trace, onnx_path = prof.profile_ort(backend, variant, feeds, device=device, threads=threads,
-                                                workdir=workdir, runs=n_runs)
+                                                workdir=workdir, runs=n_runs, options=options)
         rows, run_ms, notes = prof.ort_layers(trace, onnx_path, flop_rows)
         providers = sorted({r["provider"] for r in rows if r.get("provider")})
     progress("measuring this device's peaks (cached after the first time)", 0.8)
@@ -121,7 +122,7 @@ def profile_variant(variant, backend_name: str, feeds: dict, *, batch_size: int,
         "gap_fraction": (stats.p50_ms - total) / stats.p50_ms if stats.p50_ms > 0 else None,
         "profiled_run_p50_ms": float(statistics.median(run_ms)) if run_ms else None, "runs": len(run_ms),
         "op_types": prof.op_type_table(layers), "ops": ops[:30], "kernels": prof.summarize_kernels(layers),
-        "missing_layers": missing, "peaks": None if peaks is None else peaks.to_dict(),
+        "missing_layers": missing, "peaks": None if peaks is None else peaks.to_dict(), "options": dict(options or {}),
         "isa": detect_isa().to_dict(), "timing": {**settings, "iterations": stats.iterations, "cv": stats.cv},
         "notes": notes,
     }

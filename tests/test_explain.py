@@ -24,7 +24,8 @@ def _layer(name, kernel, ms, macs, int8, precision=None, groups=None, peak_fract
             "groups": groups, "peak_fraction": peak_fraction, "mac_share": mac_share}
 
 
-INT8_PROFILE = {"layers": [_layer("c1", "QLinearConv", 2.0, 82_000_000, True), _layer("c2", "QLinearConv", 1.0, 41_000_000, True),
+INT8_PROFILE = {"layers": [_layer("c1", "QLinearConv", 2.0, 82_000_000, True),
+                           _layer("c2", "QLinearConv", 1.0, 41_000_000, True),
                            _layer("q", "QuantizeLinear", 0.3, 0, False, precision="quant")],
                 "kernels": {"quantized_but_float": [], "quant_time_share": 0.3 / 3.3}}
 FP32_PROFILE = {"layers": [_layer("c1", "Conv", 1.6, 82_000_000, False), _layer("c2", "Conv", 0.8, 41_000_000, False)]}

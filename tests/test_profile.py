@@ -32,7 +32,8 @@ def _conv_net(path):
 
     inits = [init("w1", 16, 8, 3, 3), init("b1", 16), init("w2", 16, 16, 3, 3), init("b2", 16), init("fc_w", 10, 16),
              init("fc_b", 10), numpy_helper.from_array(np.ones(16, np.float32), "bn_s"),
-             numpy_helper.from_array(np.zeros(16, np.float32), "bn_b"), numpy_helper.from_array(np.zeros(16, np.float32), "bn_m"),
+             numpy_helper.from_array(np.zeros(16, np.float32), "bn_b"),
+             numpy_helper.from_array(np.zeros(16, np.float32), "bn_m"),
              numpy_helper.from_array(np.ones(16, np.float32), "bn_v")]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -44,7 +45,8 @@ def _conv_net(path):
         helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 16, 16])],
+    graph = helper.make_graph(nodes, "convnet",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -218,3 +220,20 @@ def test_quantized_graph_nodes_and_kernel_precision():
     assert kernel_precision("Conv", ["float16", "float16"]) == "fp16"
     assert kernel_precision("NhwcMaxPool", ["uint8"]) == "int8"
     assert kernel_precision("Reshape", ["int64"]) == "other"
+
+
+def test_torchscript_profile_keeps_all_time_outside_modules(tmp_path):
+    import torch
+
+    from benchmark.config import InputSpec
+    from benchmark.models.base import LoadedModel
+
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval())
+    model = LoadedModel(name="ts", format="torchscript", framework="torch", torch_module=scripted,
+                        inputs=[InputSpec("x", ("batch", 3, 16, 16), "float32")])
+    res = profile_variant(reference_variant(model), "pytorch", model.example_inputs(2), batch_size=2, threads=1,
+                          workdir=tmp_path, runs=5, timing=QUICK, with_peaks=False)
+    assert [r["name"] for r in res["layers"]] == [OUTSIDE_MODULES]
+    assert res["layers"][0]["time_ms"] > 0
+    assert any("TorchScript" in n for n in res["notes"])
+    assert any("conv" in op["name"] for op in res["ops"])

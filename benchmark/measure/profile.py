@@ -58,7 +58,8 @@ INT8_KERNELS = frozenset({
 })
 #: Runtime kernels that do the multiply-adds of a Conv / MatMul / Gemm (float or integer).
 MAC_KERNELS = frozenset({"Conv", "FusedConv", "NhwcFusedConv", "NhwcConv", "ConvTranspose", "MatMul", "FusedMatMul",
-                         "Gemm", "FusedGemm", "Attention", "MultiHeadAttention", "MatMulNBits", "Einsum"}) | INT8_KERNELS
+                         "Gemm", "FusedGemm", "Attention", "MultiHeadAttention", "MatMulNBits", "Einsum"})
+MAC_KERNELS = MAC_KERNELS | INT8_KERNELS
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 #: Graph ops ONNX Runtime fuses into a preceding Conv / MatMul (a kernel mapped to one climbs past it).
 _FUSED_AFTER_MAC = frozenset({"BatchNormalization", "Relu", "Clip", "Add", "Sum", "Sigmoid", "Mul", "HardSigmoid",

@@ -241,21 +241,30 @@ _GEMM_KERNELS: tuple[tuple[str, str, Callable[[int, int], Callable[[], Any]]], .
 )
 
 
-def _memory_bandwidth(nbytes: int, seconds: float) -> dict[str, float]:
+def _numpy_copy_gb_per_s(count: int, seconds: float) -> float:
     import numpy as np
-    import torch
 
-    count = max(1, nbytes // 4)
     src = np.ones(count, dtype=np.float32)
     dst = np.zeros_like(src)  # pages touched before timing
     best, _ = _fastest_s(lambda: np.copyto(dst, src), seconds, give_up_s=20 * seconds)
-    out = {"numpy copy": 2 * src.nbytes / best / 1e9}
-    del src, dst
-    a, b = torch.ones(count), torch.ones(count)
-    c = torch.zeros(count)
+    return 2 * src.nbytes / best / 1e9
+
+
+def _torch_add_gb_per_s(count: int, seconds: float) -> float:
+    import torch
+
+    a, b, c = torch.ones(count), torch.ones(count), torch.zeros(count)
     best, _ = _fastest_s(lambda: torch.add(a, b, out=c), seconds, give_up_s=20 * seconds)
-    out["torch add"] = 3 * a.numel() * 4 / best / 1e9
-    return out
+    return 3 * a.numel() * a.element_size() / best / 1e9
+
+
+def _memory_bandwidth(nbytes: int, seconds: float) -> dict[str, float]:
+    count = max(1, nbytes // 4)
+    return {"numpy copy": _numpy_copy_gb_per_s(count, seconds), "torch add": _torch_add_gb_per_s(count, seconds)}
+
+
+def _settings(gemm_n: int, memory_bytes: int, seconds_per_kernel: float) -> dict[str, Any]:
+    return {"gemm_n": int(gemm_n), "memory_bytes": int(memory_bytes), "seconds_per_kernel": float(seconds_per_kernel)}
 
 
 def _load_average() -> float | None:
@@ -324,7 +333,7 @@ def measure_peaks(threads: int = 0, *, gemm_n: int = DEFAULT_GEMM_N, memory_byte
     if not gmacs:
         raise MeasurementError("no GEMM microbenchmark could run: " + "; ".join(notes))
     identity = machine_identity(n_threads)
-    settings = {"gemm_n": int(gemm_n), "memory_bytes": int(memory_bytes), "seconds_per_kernel": float(seconds_per_kernel)}
+    settings = _settings(gemm_n, memory_bytes, seconds_per_kernel)
     key = peaks_key(identity, settings)
     load = max((x for x in (load_before, _load_average()) if x is not None), default=None)
     if load is not None:
@@ -382,7 +391,7 @@ def device_peaks(threads: int = 0, *, refresh: bool = False, gemm_n: int = DEFAU
     from filelock import FileLock
 
     n_threads = _resolve_threads(threads)
-    settings = {"gemm_n": int(gemm_n), "memory_bytes": int(memory_bytes), "seconds_per_kernel": float(seconds_per_kernel)}
+    settings = _settings(gemm_n, memory_bytes, seconds_per_kernel)
     key = peaks_key(machine_identity(n_threads), settings)
     path = cache_path()
     with FileLock(str(path) + ".lock"):
