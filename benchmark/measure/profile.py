@@ -258,9 +258,12 @@ _MODULE_PREFIX = "slimbench.module::"
 _RUN_LABEL = "slimbench::run"
 
 
-def _module_precision(module, session_precision: str) -> str:
-    kind = type(module).__module__
-    if ".quantized" in kind:
+def _module_precision(module, session_precision: str, top_op: str | None = None) -> str:
+    """int8 for quantized modules (or a module whose heaviest operator is a quantized one), else the
+    dtype of its own parameters, else the session's precision (autocast: its dtype for Conv/Linear)."""
+    if module is None:
+        return session_precision.replace("autocast-", "")
+    if ".quantized" in type(module).__module__ or "quantized" in (top_op or ""):
         return "int8"
     if session_precision.startswith("autocast-") and type(module).__name__.startswith(("Conv", "Linear")):
         return session_precision.split("-", 1)[1]
@@ -387,13 +390,13 @@ def profile_torch(session, flop_rows: list[dict], runs: int) -> tuple[list[dict]
         top_op = max(data["ops"], key=data["ops"].get) if data["ops"] else None
         rows.append({"name": name, "op_type": type(mod).__name__ if mod is not None else "?", "in_graph": True,
                      "kernels": [top_op] if top_op else [], "provider": "pytorch " + session.device,
-                     "precision": _module_precision(mod, session.precision) if mod is not None else session.precision,
+                     "precision": _module_precision(mod, session.precision, top_op),
                      "groups": getattr(mod, "groups", None), "time_ms": median_per_run(per_run, len(run_ms))})
         if mod is not None and ".quantized" in type(mod).__module__:
             rows[-1]["int8_kernel"] = True
     if outside:
         rows.append({"name": OUTSIDE_MODULES, "op_type": "-", "in_graph": False, "kernels": [],
-                     "provider": "pytorch " + session.device, "precision": session.precision,
+                     "provider": "pytorch " + session.device, "precision": _module_precision(None, session.precision),
                      "time_ms": max(0.0, float(statistics.median(outside)))})
     total_ops = sum(ops.values()) or 1.0
     op_rows = sorted(({"name": k, "self_time_ms": v, "time_share": v / total_ops} for k, v in ops.items()),
