@@ -148,6 +148,7 @@ def _first_feeds(dataset, model, batch_size: int) -> tuple[dict, str]:
 
 def _profile_job(payload: dict, emit) -> dict:
     """Child entry of :func:`profile_isolated`: load, build the variant as a sweep does, profile."""
+    from .backends.base import feeds_batch
     from .compress import CompressContext, build_variant
     from .compress.sensitivity import _json_safe
     from .config import InputSpec
@@ -175,6 +176,10 @@ def _profile_job(payload: dict, emit) -> dict:
     variant = build_variant(model, comp, ctx)
     batch = int(payload["batch_size"])
     feeds, feeds_note = _first_feeds(evaluation, model, batch)
+    fed = feeds_batch(feeds)
+    if fed is not None and fed != batch:  # per-feed data: each feed is run as given
+        notes.append(f"the data's feeds hold batch {fed}, not {batch}: profiled at batch {fed}")
+        batch = fed
     res = profile_variant(variant, payload["backend"], feeds, batch_size=batch, device=payload["device"],
                           threads=int(payload["threads"]), workdir=workdir, runs=payload["runs"],
                           timing=payload["timing"], sensitivity=payload["sensitivity"], progress=progress)
