@@ -72,10 +72,11 @@ def profile_variant(variant, backend_name: str, feeds: dict, *, batch_size: int,
     backend options (``prepare(options=...)``) for the timed session and the profiling session alike.
 
     Returns ``layers`` (see :mod:`benchmark.measure.profile`), ``layers_total_ms``,
-    ``end_to_end_p50_ms``, ``gap_ms``, ``gap_fraction`` (gap / end-to-end), ``profiled_run_p50_ms``
-    (a whole run while profiling), ``runs``, ``op_types`` (per kernel and precision), ``ops``
-    (PyTorch operators), ``kernels`` (the INT8 summary), ``missing_layers``, ``peaks``, ``isa``,
-    ``timing`` and ``notes``.
+    ``end_to_end_p50_ms``, ``layers_total_mean_ms``, ``end_to_end_mean_ms``, ``gap_ms``,
+    ``gap_fraction`` (gap / end-to-end), ``profiled_run_p50_ms`` (a whole run while profiling),
+    ``runs``, ``op_types`` (per kernel and precision), ``ops`` (PyTorch operators), ``kernels`` (the
+    INT8 summary), ``missing_layers``, ``peaks``, ``isa``, ``timing`` (with the timed run's
+    ``iterations`` and ``cv``), ``options`` and ``notes``.
     """
     from .backends import get_backend
     from .measure import profile as prof
@@ -118,7 +119,8 @@ def profile_variant(variant, backend_name: str, feeds: dict, *, batch_size: int,
         "variant": variant.name, "precision": variant.precision, "backend": backend_name, "device": device,
         "batch_size": int(batch_size), "threads": threads, "providers": providers, "flops_counter": counter,
         "layers": layers, "layers_total_ms": total, "end_to_end_p50_ms": stats.p50_ms,
-        "end_to_end_mean_ms": stats.mean_ms, "gap_ms": stats.p50_ms - total,
+        "layers_total_mean_ms": sum(r["time_mean_ms"] for r in layers), "end_to_end_mean_ms": stats.mean_ms,
+        "gap_ms": stats.p50_ms - total,
         "gap_fraction": (stats.p50_ms - total) / stats.p50_ms if stats.p50_ms > 0 else None,
         "profiled_run_p50_ms": float(statistics.median(run_ms)) if run_ms else None, "runs": len(run_ms),
         "op_types": prof.op_type_table(layers), "ops": ops[:30], "kernels": prof.summarize_kernels(layers),

@@ -76,7 +76,9 @@ def _report(label: str, res: dict, peaks) -> None:
     achieved = achieved_gmacs_per_s(macs, 1, p50)
     peak = peaks.peak(res["precision"])
     print(f"\n{label}: e2e p50 {p50:.3f} ms, layers total {total:.3f} ms, gap {res['gap_ms']:+.3f} ms "
-          f"({100 * res['gap_fraction']:+.1f} %), {res['runs']} profiled runs")
+          f"({100 * res['gap_fraction']:+.1f} %), {res['runs']} profiled runs; means: e2e "
+          f"{res['end_to_end_mean_ms']:.3f} ms (cv {res['timing']['cv']:.2f}), "
+          f"layers {res['layers_total_mean_ms']:.3f} ms")
     print(f"  model: {achieved:.1f} GMAC/s = {100 * achieved / peak:.1f} % of the {res['precision']} peak "
           f"({peak:.1f} GMAC/s); MAC layers in INT8 kernels: {res['kernels']['int8_kernel_layers']}"
           f"/{res['kernels']['mac_layers']}")

@@ -237,3 +237,9 @@ def test_torchscript_profile_keeps_all_time_outside_modules(tmp_path):
     assert res["layers"][0]["time_ms"] > 0
     assert any("TorchScript" in n for n in res["notes"])
     assert any("conv" in op["name"] for op in res["ops"])
+
+
+def test_layer_times_median_and_mean():
+    from benchmark.measure.profile import layer_times
+
+    assert layer_times({0: 1.0, 1: 5.0, 2: 3.0}, 4) == {"time_ms": 2.0, "time_mean_ms": 2.25}

@@ -18,10 +18,13 @@ An untimed profiling pass, separate from the timed loop (profilers slow every ru
 Conventions:
 
 - ``time_ms`` of a layer: the median over the profiled runs of its time in one run (the first runs
-  are warm-up and not counted). ``layers_total_ms`` = the sum over layers; ``end_to_end_p50_ms``
-  comes from a normal timed run (:func:`benchmark.measure.latency.measure_latency`) of a session
-  without profiling, made before the profiling pass; ``gap_ms`` = end-to-end - layers total (the
-  runtime's own work between kernels, or a profiler's overhead when negative).
+  are warm-up and not counted); ``time_mean_ms`` the mean. ``layers_total_ms`` = the sum of the
+  medians; ``end_to_end_p50_ms`` comes from a normal timed run
+  (:func:`benchmark.measure.latency.measure_latency`) of a session without profiling, made before
+  the profiling pass; ``gap_ms`` = end-to-end - layers total (the runtime's own work between
+  kernels, or a profiler's overhead when negative). On a busy CPU whole runs are slowed more often
+  than single layers, so the sum of medians falls below the p50 of whole runs: the means
+  (``layers_total_mean_ms`` vs ``end_to_end_mean_ms``) add up exactly in expectation.
 - ``name`` is the node (ONNX) or module (PyTorch) name of the FLOPs table
   (:func:`benchmark.measure.flops.count_onnx` / :func:`~benchmark.measure.flops.count_model`,
   counted at the profiled batch size), which the sensitivity table uses too. ONNX Runtime renames
@@ -122,6 +125,12 @@ def median_per_run(per_run_ms: dict[int, float], n_runs: int) -> float:
     """Median over ``n_runs`` runs of a node's time per run (0 in runs where it did not run)."""
     values = [per_run_ms.get(i, 0.0) for i in range(n_runs)]
     return float(statistics.median(values)) if values else 0.0
+
+
+def layer_times(per_run_ms: dict[int, float], n_runs: int) -> dict[str, float]:
+    """``time_ms`` (median per run, see :func:`median_per_run`) and ``time_mean_ms`` (mean per run)."""
+    return {"time_ms": median_per_run(per_run_ms, n_runs),
+            "time_mean_ms": sum(per_run_ms.values()) / n_runs if n_runs else 0.0}
 
 
 def kernel_precision(kernel: str, input_types: Iterable[str]) -> str:
@@ -229,7 +238,7 @@ def ort_layers(trace_path: Path, onnx_path: Path, flop_rows: list[dict]) -> tupl
     out = []
     for row in rows.values():
         row["kernels"] = list(dict.fromkeys(row["kernels"]))
-        row["time_ms"] = median_per_run(row.pop("per_run"), len(run_ms))
+        row.update(layer_times(row.pop("per_run"), len(run_ms)))
         out.append(row)
     notes = []
     unmapped = [r["name"] for r in out if not r["in_graph"]]
@@ -419,13 +428,13 @@ def profile_torch(session, flop_rows: list[dict], runs: int) -> tuple[list[dict]
         rows.append({"name": name, "op_type": type(mod).__name__ if mod is not None else "?", "in_graph": True,
                      "kernels": [top_op] if top_op else [], "provider": "pytorch " + session.device,
                      "precision": _module_precision(mod, session.precision, top_op),
-                     "groups": getattr(mod, "groups", None), "time_ms": median_per_run(per_run, len(run_ms))})
+                     "groups": getattr(mod, "groups", None), **layer_times(per_run, len(run_ms))})
         if mod is not None and ".quantized" in type(mod).__module__:
             rows[-1]["int8_kernel"] = True
-    outside = [run_ms[i] - clock.outermost.get(i, 0.0) for i in range(len(run_ms))]
+    outside = {i: max(0.0, run_ms[i] - clock.outermost.get(i, 0.0)) for i in range(len(run_ms))}
     rows.append({"name": OUTSIDE_MODULES, "op_type": "-", "in_graph": False, "kernels": [],
                  "provider": "pytorch " + session.device, "precision": _module_precision(None, session.precision),
-                 "time_ms": max(0.0, float(statistics.median(outside)))})
+                 **layer_times(outside, len(run_ms))})
     total_ops = sum(ops.values()) or 1.0
     op_rows = sorted(({"name": k, "self_time_ms": v, "time_share": v / total_ops} for k, v in ops.items()),
                      key=lambda r: -r["self_time_ms"])
@@ -504,5 +513,5 @@ def check_runs(runs: int) -> int:
 
 
 __all__ = ["INT8_KERNELS", "MAC_KERNELS", "OUTSIDE_MODULES", "QDQ_OPS", "RuntimeNode", "check_runs", "join_layers",
-           "kernel_precision", "map_runtime_nodes", "median_per_run", "op_type_table", "ort_layers",
+           "kernel_precision", "layer_times", "map_runtime_nodes", "median_per_run", "op_type_table", "ort_layers",
            "parse_ort_trace", "profile_ort", "profile_torch", "quantized_graph_nodes", "summarize_kernels"]
