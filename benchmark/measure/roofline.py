@@ -16,7 +16,9 @@ Conventions:
   its fast x86 kernels; also int8 x int8, S8S8) and ``QLinearMatMul`` (U8S8, requantized output).
   Each kernel warms up twice, then runs until ``seconds_per_kernel`` (at least 3 runs); its GMAC/s
   is ``n^3`` over the **fastest** run (a peak, not a typical time). The peak of a precision is its
-  fastest kernel.
+  fastest kernel. It is one GEMM shape, not a hardware bound: a convolution kernel can beat it
+  (ONNX Runtime's NCHWc convs of the digits CNN ran at 1.06x the FP32 MatMul peak), so a peak
+  fraction can exceed 1.
 - **Memory bandwidth** in GB/s (1 GB = 1e9 bytes) on arrays of ``memory_bytes`` each (default
   128 MiB, far larger than the caches): ``numpy.copyto`` (one thread; read + write = 2 x bytes)
   and ``torch.add(a, b, out=c)`` with the thread count (3 x bytes). Bytes the program moves,
