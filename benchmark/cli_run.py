@@ -136,7 +136,7 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _add_model_args(p) -> None:
+def add_model_args(p) -> None:
     p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
@@ -157,7 +157,7 @@ def add_analysis_parsers(subparsers) -> None:
         description="Compress one Conv/Gemm/MatMul layer at a time (INT8 or 50 % magnitude pruning) and print "
                     "the drop in percentage points of top-1 accuracy (or agreement with FP32), most sensitive first.",
     )
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--method", default="int8", metavar="int8|prune", help="compress each layer with (default int8)")
     p.add_argument("--max-layers", metavar="N", help="test only the N layers with the most MACs (default all)")
     p.set_defaults(func=cmd_sensitivity)
@@ -167,7 +167,7 @@ def add_analysis_parsers(subparsers) -> None:
         description="Full static INT8 first; while the drop exceeds the budget, keep the next most sensitive layer "
                     "in FP32. Prints every tried configuration and the chosen (fastest within budget) one.",
     )
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--budget", metavar="POINTS", help="allowed quality drop in percentage points (required)")
     p.add_argument("--max-trials", metavar="N", help="at most this many configurations (default 10)")
     p.add_argument("--save", metavar="FILE.onnx", help="copy the chosen INT8 model to this file")
@@ -184,7 +184,7 @@ def add_analysis_parsers(subparsers) -> None:
 # --------------------------------------------------------------------------------------------
 # building the SweepConfig
 # --------------------------------------------------------------------------------------------
-def _convert(field: str, kind, value: Any) -> Any:
+def convert_field(field: str, kind, value: Any) -> Any:
     """``value`` (flag text or a TOML value) as ``kind``; a SweepConfig field's number is checked
     against its bounds, any other number must be finite. One-line ConfigError otherwise."""
     what = _WHAT.get(field, field.rstrip("s").replace("_", " "))
@@ -225,13 +225,13 @@ def _as_list(field: str, value: Any) -> tuple:
         items = list(value)
     else:
         items = [value]
-    return tuple(_convert(field, kind, v) for v in items)
+    return tuple(convert_field(field, kind, v) for v in items)
 
 
 def _field_value(field: str, value: Any) -> Any:
     """A SweepConfig field's value from flag text or TOML."""
     _, kind, is_list = _FIELDS[field]
-    return _as_list(field, value) if is_list else _convert(field, kind, value)
+    return _as_list(field, value) if is_list else convert_field(field, kind, value)
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -289,7 +289,7 @@ def _timeout(extra: dict[str, Any]) -> float:
 
     if extra.get("timeout") is None:
         return DEFAULT_JOB_TIMEOUT_S
-    value = _convert("timeout", float, extra["timeout"])
+    value = convert_field("timeout", float, extra["timeout"])
     if value <= 0:
         raise ConfigError(f"timeout must be > 0 s; got {extra['timeout']!r}")
     return value
@@ -326,7 +326,7 @@ def format_table(results) -> str:
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, ".1f"),
             _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
         ])
-    return _text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
+    return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
 
 
 class _ProgressBar:
@@ -398,7 +398,7 @@ def cmd_run(args) -> int:
             bar.close()
         return 0
     if args.resume is not None:
-        sweep = _convert("resume", int, args.resume)
+        sweep = convert_field("resume", int, args.resume)
         store = Store(args.db or None)
         extra = {"timeout": args.timeout, "json": args.json}
         if extra["json"]:
@@ -434,7 +434,7 @@ def cmd_results(args) -> int:
     if args.all:
         sweep_ids = None
     elif args.sweep:
-        sweep_ids = [_convert("sweep id", int, s) for s in args.sweep]
+        sweep_ids = [convert_field("sweep id", int, s) for s in args.sweep]
         for sid in sweep_ids:
             store.get_sweep(sid)  # unknown id -> one-line error naming the recent ones
     else:
@@ -461,11 +461,11 @@ def cmd_sweeps(args) -> int:
 
     store = Store(args.db, create=False)
     if args.cancel is not None:
-        status = store.request_cancel(_convert("sweep id", int, args.cancel))
+        status = store.request_cancel(convert_field("sweep id", int, args.cancel))
         print(f"sweep {args.cancel}: {status}")
         return 0
     if args.delete is not None:
-        sid = _convert("sweep id", int, args.delete)
+        sid = convert_field("sweep id", int, args.delete)
         rec = store.get_sweep(sid)
         if rec.active:
             raise ConfigError(f"sweep {sid} is {rec.status}; cancel it first (slimbench sweeps --cancel {sid})")
@@ -514,18 +514,18 @@ def _write_text(path: Path, text: str, flag: str) -> None:
         raise StoreError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
 
 
-def _job_timeout(value) -> float:
+def job_timeout(value) -> float:
     from .analysis import DEFAULT_JOB_TIMEOUT_S
 
     if value is None:
         return DEFAULT_JOB_TIMEOUT_S
-    seconds = _convert("timeout", float, value)
+    seconds = convert_field("timeout", float, value)
     if seconds <= 0:
         raise ConfigError(f"timeout must be > 0 s; got {value!r}")
     return seconds
 
 
-def _job_callbacks(args):
+def job_callbacks(args):
     bar = _ProgressBar(quiet=args.quiet or args.json)
 
     def on_wait(ahead: int) -> None:
@@ -538,7 +538,7 @@ def _pct(value) -> str:
     return _fmt(None if value is None else 100 * value, ".2f")
 
 
-def _text_table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
+def text_table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = []
     for row in [headers] + rows:
@@ -559,7 +559,7 @@ def format_sensitivity(res: dict) -> str:
     lines = [f"{res['method']} sensitivity of {res['model']}: {res['data_note']}",
              f"metric: {metric}; drop = (before - after) x 100 in percentage points, positive = worse; "
              "MACs share = the layer's multiply-adds over all Conv/Gemm/MatMul layers",
-             _text_table(["rank", "layer", "op", "MACs share (%)", "before (%)", "after (%)", "drop (points)"],
+             text_table(["rank", "layer", "op", "MACs share (%)", "before (%)", "after (%)", "drop (points)"],
                          rows, {0, 3, 4, 5, 6})]
     if attrs.get("layers_not_tested"):
         lines.append(f"not tested: {attrs['layers_not_tested']} smaller layer(s) (--max-layers)")
@@ -579,7 +579,7 @@ def format_search(res: dict) -> str:
              f"FP32 reference: {metric} {_pct(res['reference_metric'])} %, p50 {res['reference_latency_p50_ms']:.3f} ms, "
              f"size {res['reference_size_bytes'] / 1024:.1f} KiB (p50: median latency of one batch of up to 8 samples, "
              "ONNX Runtime CPU, 1 thread)",
-             _text_table(["trial", "FP32 layers", f"{metric} (%)", "drop (points)", "size (KiB)", "p50 (ms)",
+             text_table(["trial", "FP32 layers", f"{metric} (%)", "drop (points)", "size (KiB)", "p50 (ms)",
                           "speedup (x)", "within budget", "layers kept FP32"], rows, {0, 1, 2, 3, 4, 5, 6})]
     ch = res["chosen"]
     if ch is None:
@@ -600,9 +600,9 @@ def format_search(res: dict) -> str:
 def cmd_sensitivity(args) -> int:
     from .analysis import sensitivity_isolated
 
-    max_layers = None if args.max_layers is None else _convert("max_layers", int, args.max_layers)
-    timeout = _job_timeout(args.timeout)
-    bar, on_wait = _job_callbacks(args)
+    max_layers = None if args.max_layers is None else convert_field("max_layers", int, args.max_layers)
+    timeout = job_timeout(args.timeout)
+    bar, on_wait = job_callbacks(args)
     try:
         res = sensitivity_isolated(args.model, args.input, args.arch, args.trust_pickle, method=args.method,
                                    data=args.data, max_layers=max_layers, on_progress=bar, on_wait=on_wait,
@@ -620,11 +620,11 @@ def cmd_search(args) -> int:
 
     if args.budget is None:
         raise ConfigError("search needs --budget POINTS: the allowed quality drop in percentage points (e.g. --budget 1)")
-    budget = _convert("budget", float, args.budget)
-    trials = 10 if args.max_trials is None else _convert("max_trials", int, args.max_trials)
-    timeout = _job_timeout(args.timeout)
+    budget = convert_field("budget", float, args.budget)
+    trials = 10 if args.max_trials is None else convert_field("max_trials", int, args.max_trials)
+    timeout = job_timeout(args.timeout)
     save = _check_out_file(args.save, "--save") if args.save else None
-    bar, on_wait = _job_callbacks(args)
+    bar, on_wait = job_callbacks(args)
     try:
         res = search_isolated(args.model, args.input, args.arch, args.trust_pickle, budget_points=budget,
                               max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout)
@@ -653,12 +653,12 @@ def cmd_report(args) -> int:
     out = _check_out_file(args.out, "--out")
     budget = None
     if args.latency_budget is not None:
-        budget = _convert("latency budget", float, args.latency_budget)
+        budget = convert_field("latency budget", float, args.latency_budget)
         if budget <= 0:
             raise ConfigError(f"latency budget must be > 0 ms; got {args.latency_budget!r}")
     store = Store(args.db, create=False)
     if args.sweep:
-        sweep_ids = sorted({_convert("sweep id", int, s) for s in args.sweep})
+        sweep_ids = sorted({convert_field("sweep id", int, s) for s in args.sweep})
     else:
         latest = store.list_sweeps(limit=1)
         if not latest:

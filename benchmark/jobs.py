@@ -591,3 +591,37 @@ def queue_state(device: str) -> list[dict]:
     entries = DeviceQueue(device).entries()
     return [{"position": i, "pid": e.pid, "sweep_id": e.sweep_id, "db": e.db, "label": e.label,
              "waiting_s": round(time.time() - e.created, 1)} for i, e in enumerate(entries)]
+
+
+def run_queued_job(target: str, payload: dict, what: str, on_progress: Callable[[str, float | None], None] | None,
+                   on_wait: Callable[[int], None] | None, timeout_s: float | None, queue: bool) -> dict:
+    """Run ``target`` (an analysis job: sensitivity, search, profile) in a spawned child, holding the
+    CPU queue slot when ``queue``; returns its value, raises its error as one line (bad input as its
+    own class, anything else as a MeasurementError naming the kept log)."""
+    from .paths import logs_dir
+
+    def on_event(event: dict) -> None:
+        if on_progress is not None and event.get("message"):
+            frac = event.get("fraction")
+            on_progress(str(event["message"]), None if frac is None else float(frac))
+
+    log_path = logs_dir() / f"{target.rpartition(':')[2].strip('_')}-{uuid.uuid4().hex[:12]}.log"
+    slot = DeviceQueue("cpu").slot(label=f"{what} {payload['label']}", on_wait=on_wait) if queue else contextlib.nullcontext()
+    with slot:
+        outcome = run_isolated(target, payload, on_event=on_event, timeout_s=timeout_s, log_path=log_path)
+    if outcome.ok:
+        with contextlib.suppress(OSError):
+            os.unlink(log_path)
+        return outcome.value
+    message = outcome.error or "failed without a message"
+    if outcome.is_bad_input:
+        with contextlib.suppress(OSError):
+            os.unlink(log_path)
+        cls = getattr(_errors, outcome.error_type or "", BenchmarkError)
+        raise (cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError)(message)
+    raise _errors.MeasurementError(f"{what} of {payload['label']} failed: {message} (log: {log_path})")
+
+
+def source_label(source: str) -> str:
+    """A model source as shown in queues and logs: the sample name or the file name (never its folder)."""
+    return str(source) if str(source).startswith("sample:") else Path(str(source)).name

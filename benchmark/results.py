@@ -121,7 +121,7 @@ def run_key(variant: str, backend: str, batch_size: int) -> str:
     return f"{variant}|{backend}|{int(batch_size)}"
 
 
-def _clean(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """JSON-safe copy: numpy scalars/arrays to Python, NaN/Inf to None, tuples to lists."""
     if value is None:
         return None
@@ -134,17 +134,17 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_clean(v) for v in value]
+        return [jsonable(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _clean(dataclasses.asdict(value))
+        return jsonable(dataclasses.asdict(value))
     item = getattr(value, "item", None)  # numpy scalar
     if callable(item) and getattr(value, "ndim", 1) == 0:
-        return _clean(item())
+        return jsonable(item())
     tolist = getattr(value, "tolist", None)  # numpy array
     if callable(tolist):
-        return _clean(tolist())
+        return jsonable(tolist())
     if hasattr(value, "__fspath__"):
         return str(value)
     return str(value)
@@ -217,7 +217,7 @@ class RunResult:
     # --- serialisation ----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe nested dict (``json.dumps`` works on it; missing values are ``None``)."""
-        return _clean({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        return jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), allow_nan=False)

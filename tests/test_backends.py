@@ -131,7 +131,7 @@ def test_pytorch_bind_converts_once(tiny, monkeypatch):
     def boom(_feeds):
         raise AssertionError("run_bound must not convert inputs again")
 
-    monkeypatch.setattr(sess, "_convert", boom)
+    monkeypatch.setattr(sess, "convert", boom)
     out = sess.run_bound()
     assert tuple(out.shape) == (2, 10)
 

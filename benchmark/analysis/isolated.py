@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..data.base import Dataset
-from ..errors import ConfigError, MeasurementError
+from ..errors import ConfigError
+from ..jobs import run_queued_job, source_label
+from ..results import jsonable
 from ..registry import one_of
 from . import search as search_module, sensitivity as sensitivity_module
 from .prepared import CALIB_MAX_SAMPLES, Progress
@@ -64,24 +66,6 @@ def expected_data_note(source: str, arch: str | None = None, data: str | None = 
     return f"no dataset of its own: quality is top-1 agreement with FP32 on {RANDOM_SAMPLES} random inputs"
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON-ready copy: numpy values to Python, NaN/Inf to None (strict JSON)."""
-    import math
-
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist) and not isinstance(value, (str, bytes)):
-        return _json_safe(tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _job_model(payload: dict, emit) -> "LoadedModel":
     from ..config import InputSpec
     from ..models import load_model
@@ -105,7 +89,7 @@ def _sensitivity_job(payload: dict, emit) -> dict:
     emit({"type": "step", "message": f"preparing the ONNX graph of {model.name}", "fraction": 0.0})
     df = sensitivity_module.layer_sensitivity(model, payload["method"], evaluation, progress=_job_progress(emit),
                            max_layers=payload["max_layers"])
-    return _json_safe({"model": model.name, "method": payload["method"], "data_note": note, "columns": COLUMNS,
+    return jsonable({"model": model.name, "method": payload["method"], "data_note": note, "columns": COLUMNS,
                        "table": df.to_dict("records"), "attrs": dict(df.attrs)})
 
 
@@ -132,7 +116,7 @@ def _search_job(payload: dict, emit) -> dict:
         else:
             entry.unlink(missing_ok=True)
     cfg = res.to_config()
-    return _json_safe({
+    return jsonable({
         "model": model.name, "data_note": note, "budget_points": res.budget_points, "metric": res.metric,
         "reference_metric": res.reference_metric, "reference_latency_p50_ms": res.reference_latency_p50_ms,
         "reference_size_bytes": res.reference_size_bytes, "tried": res.tried.to_dict("records"),
@@ -143,49 +127,11 @@ def _search_job(payload: dict, emit) -> dict:
     })
 
 
-def _run_job(target: str, payload: dict, what: str, on_progress: Progress | None, on_wait: WaitCallback | None,
-             timeout_s: float | None, queue: bool) -> dict:
-    """Run ``target`` in a spawned child (holding the CPU queue slot when ``queue``); errors as one line."""
-    import contextlib
-    import os
-    import uuid
-
-    from .. import errors
-    from ..errors import BenchmarkError
-    from ..jobs import DeviceQueue, run_isolated
-    from ..paths import logs_dir
-
-    def on_event(event: dict) -> None:
-        if on_progress is not None and event.get("message"):
-            frac = event.get("fraction")
-            on_progress(str(event["message"]), None if frac is None else float(frac))
-
-    log_path = logs_dir() / f"{target.rpartition(':')[2].strip('_')}-{uuid.uuid4().hex[:12]}.log"
-    slot = DeviceQueue("cpu").slot(label=f"{what} {payload['label']}", on_wait=on_wait) if queue else contextlib.nullcontext()
-    with slot:
-        outcome = run_isolated(target, payload, on_event=on_event, timeout_s=timeout_s, log_path=log_path)
-    if outcome.ok:
-        with contextlib.suppress(OSError):
-            os.unlink(log_path)
-        return outcome.value
-    message = outcome.error or "failed without a message"
-    if outcome.is_bad_input:
-        with contextlib.suppress(OSError):
-            os.unlink(log_path)
-        cls = getattr(errors, outcome.error_type or "", BenchmarkError)
-        raise (cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError)(message)
-    raise MeasurementError(f"{what} of {payload['label']} failed: {message} (log: {log_path})")
-
-
 def _records(table: "pd.DataFrame | list[dict] | None") -> list[dict] | None:
     if table is None:
         return None
     rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
-    return _json_safe(rows) or None
-
-
-def _label(source: str) -> str:
-    return str(source) if str(source).startswith("sample:") else Path(str(source)).name
+    return jsonable(rows) or None
 
 
 def sensitivity_isolated(
@@ -220,8 +166,8 @@ def sensitivity_isolated(
         raise ConfigError(f"max_layers must be >= 1; got {max_layers}")
     payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
                "data": None if data is None else str(data), "method": method,
-               "max_layers": None if max_layers is None else int(max_layers), "label": _label(source)}
-    return _run_job("benchmark.analysis.isolated:_sensitivity_job", payload, f"{method} sensitivity analysis",
+               "max_layers": None if max_layers is None else int(max_layers), "label": source_label(source)}
+    return run_queued_job("benchmark.analysis.isolated:_sensitivity_job", payload, f"{method} sensitivity analysis",
                     on_progress, on_wait, timeout_s, queue)
 
 
@@ -271,9 +217,9 @@ def search_isolated(
     payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
                "data": None if data is None else str(data), "budget_points": budget, "max_trials": int(max_trials),
                "sensitivity": _records(sensitivity), "workdir": str(work),
-               "label": _label(source)}
+               "label": source_label(source)}
     try:
-        out = _run_job("benchmark.analysis.isolated:_search_job", payload, "accuracy-aware search",
+        out = run_queued_job("benchmark.analysis.isolated:_search_job", payload, "accuracy-aware search",
                        on_progress, on_wait, timeout_s, queue)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,9 @@ Options (``prepare(..., options={...})``):
   dict prepared once.
 - ``trt_engine_cache`` (True) / ``trt_engine_cache_dir`` (default ``data_dir()/ort-trt-cache``):
   with ``tensorrt_ep``, TensorRT engines (and timing caches) are kept there between sessions.
+- ``profile_file_prefix``: turn on ONNX Runtime's session profiling; the trace (Chrome trace JSON,
+  one event per node run) is written to ``<prefix>_<date>.json`` by :meth:`OrtSession.end_profiling`.
+  For an untimed profiling pass only (:mod:`benchmark.measure.profile`): profiling slows every run.
 - ``trt_calibration_table``: with ``tensorrt_ep``, an INT8 calibration table (a file name inside
   the engine cache folder) for a non-QDQ graph of an int8 variant; ``trt_native_calibration_table``
   (False) says TensorRT's own calibrator wrote it.
@@ -45,7 +48,7 @@ from .base import Backend, Session, SessionInfo, runtime_failure
 
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disable")
 _OPTION_NAMES = ("graph_optimization_level", "tensorrt_ep", "io_binding", "trt_engine_cache",
-                 "trt_engine_cache_dir", "trt_calibration_table", "trt_native_calibration_table")
+                 "trt_engine_cache_dir", "trt_calibration_table", "trt_native_calibration_table", "profile_file_prefix")
 
 #: ONNX Runtime type strings -> numpy dtypes (for casting feeds to what the graph declares).
 _ORT_TYPES = {
@@ -181,7 +184,7 @@ class OrtSession(Session):
         self._binding = None
         self._device_values: list[Any] = []
 
-    def _convert(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def convert(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [n for n, _ in self._inputs]
         missing = [n for n in names if n not in feeds]
         if missing:
@@ -214,12 +217,12 @@ class OrtSession(Session):
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return self._as_float32(self.sess.run(None, self._convert(feeds)))
+            return self._as_float32(self.sess.run(None, self.convert(feeds)))
         except Exception as exc:  # ORT's pybind errors (Fail, InvalidArgument, ...) share no base class
             raise runtime_failure(self.info.backend, exc, feeds) from None
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
-        self._feeds = self._convert(feeds)
+        self._feeds = self.convert(feeds)
         if self.device == "cuda" and self.io_binding:
             import onnxruntime as ort
 
@@ -250,6 +253,12 @@ class OrtSession(Session):
         """Wait for the bound outputs (ORT's Run already waits for its own stream unless told not to)."""
         if self._binding is not None:
             self._binding.synchronize_outputs()
+
+    def end_profiling(self) -> Path:
+        """Stop profiling (``profile_file_prefix`` option) and return the trace file ONNX Runtime wrote."""
+        if not self.info.options.get("profiling"):
+            raise MeasurementError("this ONNX Runtime session was prepared without profile_file_prefix")
+        return Path(self.sess.end_profiling())
 
     def close(self) -> None:
         self._binding = None
@@ -350,6 +359,9 @@ class OnnxRuntimeBackend(Backend):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        if options.get("profile_file_prefix"):
+            so.enable_profiling = True
+            so.profile_file_prefix = str(options["profile_file_prefix"])
         try:
             sess = ort.InferenceSession(str(path), so, providers=providers_arg)
         except Exception as exc:  # ORT's pybind errors (Fail, InvalidGraph, ...) share no base class
@@ -382,6 +394,7 @@ class OnnxRuntimeBackend(Backend):
                 "exported_from_torch": exported,
                 "exporter": getattr(getattr(variant, "export_info", None), "exporter", None),
                 "onnxruntime_version": ort.__version__,
+                "profiling": bool(options.get("profile_file_prefix")),
             },
             warnings=warnings,
         )

@@ -123,7 +123,7 @@ class TorchSession(Session):
             f"{', '.join(self.input_names)}, the feeds hold {', '.join(feeds)}"
         )
 
-    def _convert(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+    def convert(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         import torch
 
         tensors = []
@@ -152,7 +152,7 @@ class TorchSession(Session):
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            out = self._forward(self._convert(feeds))
+            out = self._forward(self.convert(feeds))
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             raise runtime_failure(self.info.backend, exc, feeds) from None
         return [_to_numpy(t) for t in _flatten_outputs(out)]
@@ -162,7 +162,7 @@ class TorchSession(Session):
 
         torch.set_num_threads(self.threads)
         self._graph, self._graph_out = None, None
-        self._bound = self._convert(feeds)
+        self._bound = self.convert(feeds)
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -1,0 +1,120 @@
+"""Measured explanations: every sentence carries the numbers it rests on; no numbers, no sentence."""
+from __future__ import annotations
+
+import pytest
+
+from benchmark.explain import explain_int8, explain_low_precision_float, explain_pruning, explain_row, mac_kernel_rate
+from benchmark.measure.hardware import isa_from_texts
+from benchmark.measure.roofline import Peaks
+
+AVX2_EPYC = isa_from_texts("x86_64", cpuinfo="model name\t: AMD EPYC 7B13\nflags\t\t: sse4_2 avx fma f16c avx2 bmi2\n")
+VNNI_EPYC = isa_from_texts("x86_64", cpuinfo="model name\t: AMD EPYC 9B14\nflags\t\t: avx fma avx2 avx512f avx512bw "
+                                            "avx512vl avx512dq avx512_vnni avx512_bf16\n")
+PEAKS_AVX2 = Peaks(gmacs_per_s={"fp32": {"onnxruntime MatMul": 60.0, "torch.matmul": 55.0},
+                                "bf16": {"torch.matmul": 9.5},
+                                "fp16": {"torch.matmul": 1.2},
+                                "int8": {"onnxruntime MatMulInteger U8S8": 75.0,
+                                         "onnxruntime MatMulInteger S8S8": 20.0}},
+                   memory_gb_per_s={"torch add": 20.0}, threads=2, key="k")
+
+
+def _layer(name, kernel, ms, macs, int8, precision=None, groups=None, peak_fraction=None, mac_share=None):
+    return {"name": name, "op_type": "Conv" if macs else kernel, "kernels": [kernel], "time_ms": ms, "macs": macs,
+            "int8_kernel": int8 if macs else None, "precision": precision or ("int8" if int8 else "fp32"),
+            "groups": groups, "peak_fraction": peak_fraction, "mac_share": mac_share}
+
+
+INT8_PROFILE = {"layers": [_layer("c1", "QLinearConv", 2.0, 82_000_000, True),
+                           _layer("c2", "QLinearConv", 1.0, 41_000_000, True),
+                           _layer("q", "QuantizeLinear", 0.3, 0, False, precision="quant")],
+                "kernels": {"quantized_but_float": [], "quant_time_share": 0.3 / 3.3}}
+FP32_PROFILE = {"layers": [_layer("c1", "Conv", 1.6, 82_000_000, False), _layer("c2", "Conv", 0.8, 41_000_000, False)]}
+
+
+def test_int8_on_a_cpu_without_vnni_cites_kernels_and_peaks():
+    row = {"precision": "int8-static", "backend": "onnxruntime", "speedup_vs_fp32": 0.96}
+    exp = explain_int8(row, AVX2_EPYC, PEAKS_AVX2, INT8_PROFILE, FP32_PROFILE)
+    text = exp["text"]
+    assert exp["topic"] == "int8"
+    assert "0.96x FP32" in text and "AMD EPYC 7B13" in text and "no VNNI" in text and "AVX2" in text
+    assert "QLinearConv" in text and "41.0 GMAC/s" in text  # 123e6 MACs in 3.0 ms
+    assert "51.2 GMAC/s" in text and "(Conv)" in text  # the FP32 model's kernels: 123e6 in 2.4 ms
+    assert "9.1 %" in text  # Quantize/DequantizeLinear share
+    assert "75 GMAC/s" in text and "60 GMAC/s" in text and "1.25x" in text
+    assert exp["numbers"]["int8_kernel_gmacs_per_s"] == pytest.approx(41.0)
+    assert exp["numbers"]["fp32_kernel_gmacs_per_s"] == pytest.approx(51.25)
+
+
+def test_int8_fast_on_vnni_says_so_and_s8s8_is_called_out():
+    row = {"precision": "int8-static", "backend": "onnxruntime", "speedup_vs_fp32": 0.7, "int8_format": "s8s8"}
+    text = explain_int8(row, VNNI_EPYC, PEAKS_AVX2)["text"]
+    assert "has AVX-512 with INT8 dot products (avx512_vnni)" in text
+    assert "S8S8" in text and "20 GMAC/s" in text and "75 for U8S8" in text
+
+
+def test_int8_quantized_layers_that_ran_float_are_named():
+    profile = {"layers": [_layer("c1", "Conv", 2.0, 10_000_000, False)],
+               "kernels": {"quantized_but_float": ["c1"], "quant_time_share": 0.0}}
+    text = explain_int8({"precision": "int8-dynamic", "backend": "onnxruntime", "speedup_vs_fp32": 0.5},
+                        None, None, profile)["text"]
+    assert "no MAC layer ran an INT8 kernel" in text and "5.0 GMAC/s" in text
+    assert "1 quantized layer(s) ran as DequantizeLinear -> float op (c1)" in text
+
+
+def test_no_numbers_no_explanation():
+    assert explain_row({"precision": "int8-static"}) == []  # no speedup, no peaks, no profile
+    assert explain_int8({"precision": "int8-static", "speedup_vs_fp32": 0.9}) is None  # nothing measured to cite
+    assert explain_low_precision_float({"precision": "bf16", "device": "cuda", "speedup_vs_fp32": 0.5}) is None
+    assert explain_pruning({"precision": "fp32", "prune_ratio": 0.5, "speedup_vs_fp32": 1.1}) is None
+
+
+def test_bf16_without_native_support_on_cpu():
+    row = {"precision": "bf16", "backend": "pytorch", "device": "cpu", "speedup_vs_fp32": 0.31}
+    exp = explain_low_precision_float(row, AVX2_EPYC, PEAKS_AVX2)
+    assert exp["topic"] == "bf16"
+    assert "0.31x FP32" in exp["text"] and "has no native BF16" in exp["text"]
+    assert "9.5 GMAC/s" in exp["text"] and "60.0 for FP32" in exp["text"]
+    native = explain_low_precision_float(row, VNNI_EPYC, PEAKS_AVX2)["text"]
+    assert "has native BF16" in native
+
+
+def test_fp16_on_the_cpu_provider_cites_cast_and_fp16_time():
+    profile = {"layers": [_layer("c1", "Conv", 3.0, 1000, False, precision="fp16"),
+                          _layer("cast", "Cast", 1.0, 0, False, precision="fp32")]}
+    row = {"precision": "fp16", "backend": "onnxruntime", "device": "cpu", "speedup_vs_fp32": 0.62}
+    text = explain_low_precision_float(row, AVX2_EPYC, PEAKS_AVX2, profile)["text"]
+    assert "0.62x FP32" in text and "75 % of the profiled time ran in fp16 kernels" in text
+    assert "25 % in Casts" in text and "1.2 GMAC/s" in text
+
+
+def test_pruning_far_below_the_mac_cut_points_at_the_layers():
+    profile = {"layers": [_layer("dw", "Conv", 3.0, 1_000_000, False, groups=32, peak_fraction=0.02, mac_share=0.05),
+                          _layer("pw", "Conv", 3.0, 19_000_000, False, groups=1, peak_fraction=0.4, mac_share=0.95),
+                          _layer("relu", "Relu", 2.0, 0, False), _layer("pool", "MaxPool", 2.0, 0, False)]}
+    row = {"precision": "fp32", "prune_ratio": 0.5, "macs": 20_000_000, "reference_macs": 50_000_000,
+           "speedup_vs_fp32": 1.3}
+    exp = explain_pruning(row, profile)
+    text = exp["text"]
+    assert "cut MACs 2.50x but latency only 1.30x" in text
+    assert "(MaxPool, Relu) took 40 % of the time" in text
+    assert "1 grouped/depthwise convolution(s) hold 5 % of the MACs but 30 % of the time" in text
+    assert "below 10 % of this device's peak" in text
+    ok = explain_pruning({**row, "speedup_vs_fp32": 2.2}, profile)
+    assert ok["text"] == "Pruning cut MACs 2.50x and latency 2.20x (88 % of the MAC cut)."
+
+
+def test_explain_row_collects_topics_with_roofline():
+    row = {"precision": "int8-static", "backend": "onnxruntime", "device": "cpu", "speedup_vs_fp32": 0.96,
+           "macs": 50_000_000, "batch_size": 8, "latency_p50_ms": 10.0}
+    topics = {e["topic"]: e for e in explain_row(row, isa=AVX2_EPYC.to_dict(), peaks=PEAKS_AVX2.to_dict())}
+    assert set(topics) == {"int8", "roofline"}
+    roof = topics["roofline"]
+    assert roof["numbers"]["achieved_gmacs_per_s"] == pytest.approx(40.0)  # 50e6 x 8 / 10 ms
+    assert "53.3 % of this device's INT8 GEMM peak (75.0 GMAC/s" in roof["text"]
+    assert "no VNNI" in topics["int8"]["text"]  # the ISA as a dict works as well as the dataclass
+
+
+def test_mac_kernel_rate_groups_int8_and_float_layers():
+    rate = mac_kernel_rate(INT8_PROFILE, int8=True)
+    assert rate["layers"] == 2 and rate["kernels"] == {"QLinearConv": 2} and rate["gmacs_per_s"] == pytest.approx(41.0)
+    assert mac_kernel_rate(INT8_PROFILE, int8=False) is None and mac_kernel_rate(None, int8=True) is None
