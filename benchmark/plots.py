@@ -844,7 +844,7 @@ _OPTIONAL_COLUMNS = ("gpu_peak_mb", "build_time_s", "build_cached", "energy_mean
                      "speedup_vs_fp32")
 
 
-def _timing_text(row: Any) -> str | None:
+def timing_text(row: Any) -> str | None:
     """``unstable: <reasons>``, ``stable`` (``stable after N timings``), None where not checked."""
     if row.get("unstable") is None or (isinstance(row.get("unstable"), float) and math.isnan(row["unstable"])):
         return None
@@ -884,7 +884,7 @@ def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | 
     out["energy_mj_per_sample"] = _num(out, "energy_joules_per_sample") * 1000.0
     machine_list = machines(out)
     out["machine"] = [machine_of(r) for _, r in out.iterrows()] if len(machine_list) > 1 else None
-    out["timing"] = [_timing_text(r) for _, r in out.iterrows()]
+    out["timing"] = [timing_text(r) for _, r in out.iterrows()]
     out["calibration"] = [_calibration_text(r) for _, r in out.iterrows()]
     cols = [c for c in TABLE_COLUMNS if c in out and not (c in _OPTIONAL_COLUMNS and out[c].isna().all())]
     if "sweep_id" in cols and out["sweep_id"].nunique(dropna=True) <= 1:
@@ -908,7 +908,7 @@ def failures_table(df: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = [
     "PALETTE", "FONT_SIZE", "BACKEND_SYMBOLS", "MARKER_LEGEND", "TABLE_COLUMNS", "legend_markdown", "quality_axis",
-    "marker_style", "machine_of", "machines", "is_unstable",
+    "marker_style", "machine_of", "machines", "is_unstable", "timing_text",
     "color_for", "symbol_for", "wide_range", "empty_figure", "is_empty_figure", "ok_rows", "quality_metric", "pick_batch",
     "pareto_front", "sweet_spot", "tradeoff_figure", "throughput_figure", "size_macs_figure",
     "latency_samples_frame", "latency_distribution_figure", "speedup_figure", "agreement_figure",

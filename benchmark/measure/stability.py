@@ -3,7 +3,8 @@
 A timed run is **unstable** when any of these holds (thresholds in :class:`Thresholds`, named so
 the UI and the docs can quote them):
 
-- ``cv > max_cv``: the iterations spread widely (std / mean);
+- ``cv > max_cv``: the iterations spread widely (std / mean), so the mean and the throughput
+  (batch / mean) carry other work's time;
 - ``p99 / p50 > max_p99_over_p50``: a heavy tail of slow iterations;
 - ``min / p50 < min_min_over_p50``: the fastest iterations were much faster than the median,
   so the median itself was slowed down (the machine was doing something else);
@@ -16,6 +17,13 @@ the UI and the docs can quote them):
 :func:`measure_until_stable` times again, up to ``Thresholds.max_attempts`` in all, while a run
 is unstable; it keeps the attempt with the fewest failed checks (then the lowest CV) and records
 every attempt, so a row that stays unstable says so with its reasons.
+
+The defaults are chosen so that a quiet machine does not flag ordinary runs: ``max_cv`` is 1.0,
+not lower, because a handful of preempted iterations among thousands of sub-millisecond ones
+(a CI virtual machine's usual hiccups) push the CV past 0.5 without moving the median; noise that
+moves the median shows as ``min / p50``, a heavy tail as ``p99 / p50``, and other work on the
+machine as ``other_cpu_cores``, which no distribution check can see when it slows every
+iteration alike.
 
 The record stored on a row (``RunResult.stability``) is :meth:`Stability.to_dict`:
 ``{unstable, reasons, cv, p99_over_p50, min_over_p50, other_cpu_cores, loadavg_1m, cores,
@@ -35,7 +43,7 @@ from ..errors import ConfigError
 class Thresholds:
     """Limits beyond which a timed run is unstable, and how many attempts a run gets."""
 
-    max_cv: float = 0.5
+    max_cv: float = 1.0
     max_p99_over_p50: float = 4.0
     min_min_over_p50: float = 0.5
     min_other_cpu_cores: float = 0.5  # the smallest allowance for other processes' CPU use

@@ -26,7 +26,7 @@ from .plan import (
     DEFAULT_JOB_TIMEOUT_S, Job, PlannedRun, absolute_paths, plan_size, plan_sweep, run_settings, sweep_config_from_dict,
     sweep_config_to_dict, validate_sweep,
 )
-from .rows import RowFactory
+from .rows import RowFactory, refresh_speedups
 
 Progress = Callable[[str, "float | None"], None]  # (message, overall fraction in [0, 1] or None)
 
@@ -114,6 +114,7 @@ class _JobEvents:
         if runner.sweep_id is None:  # cannot happen: results come after "checked"
             runner.ensure_sweep(row.model)
         runner.store.add_result(row)
+        refresh_speedups(runner.store, runner.sweep_id)
         self.reported.add(row.key)
         if row.key in self.current:
             self.current.remove(row.key)
