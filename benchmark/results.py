@@ -49,8 +49,9 @@ Conventions (also shown in the dashboard):
   same backend, device and batch size in the same sweep; None without an FP32 unpruned row.
 - ``stability`` (:mod:`benchmark.measure.stability`): whether the timing is trustworthy:
   ``{unstable, reasons, cv, p99_over_p50, min_over_p50, other_cpu_cores, loadavg_1m, cores,
-  attempts, attempts_p50_ms, attempts_cv, thresholds}``; ``attempts`` > 1 when the run was timed
-  again because it was unstable. None where it was not checked.
+  attempts, attempts_p50_ms, attempts_cv, attempts_reasons, thresholds}``; ``attempts`` > 1 when the
+  run was timed again because it was unstable (``attempts_reasons``: each attempt's failed checks).
+  None where it was not checked.
 - ``compressed_as_asked``: False when a compression step the row's config asks for changed nothing
   (its record says ``changed=False``): the row keeps the requested config, but measures the model
   without that step, and its warnings say which step did nothing (TensorRT rows whose engine was

@@ -60,6 +60,7 @@ def test_measure_until_stable_retries_and_keeps_the_stable_attempt():
     stats, verdict = measure_until_stable(lambda: next(runs), _no_load(), on_retry=lambda a, v: retries.append(a))
     assert stats.p50_ms == 1.1 and not verdict.unstable
     assert verdict.attempts == 3 and verdict.attempts_p50_ms == [10.0, 9.0, 1.1] and retries == [1, 2]
+    assert [len(r) for r in verdict.attempts_reasons] == [1, 1, 0] and "min/p50 0.10" in verdict.attempts_reasons[0][0]
 
 
 def test_a_run_that_stays_unstable_is_flagged_after_max_attempts():

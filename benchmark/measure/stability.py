@@ -27,7 +27,8 @@ iteration alike.
 
 The record stored on a row (``RunResult.stability``) is :meth:`Stability.to_dict`:
 ``{unstable, reasons, cv, p99_over_p50, min_over_p50, other_cpu_cores, loadavg_1m, cores,
-attempts, attempts_p50_ms, attempts_cv, thresholds}``.
+attempts, attempts_p50_ms, attempts_cv, attempts_reasons, thresholds}`` (``attempts_reasons``: each
+attempt's failed checks, in order).
 """
 from __future__ import annotations
 
@@ -147,6 +148,7 @@ class Stability:
     attempts: int = 1
     attempts_p50_ms: list[float] = field(default_factory=list)
     attempts_cv: list[float] = field(default_factory=list)
+    attempts_reasons: list[list[str]] = field(default_factory=list)  # each attempt's failed checks
     thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -181,6 +183,7 @@ def assess(stats: Any, load: LoadSample | None = None, thresholds: Thresholds = 
         other_cpu_cores=other, loadavg_1m=None if load is None else load.loadavg_1m,
         cores=None if load is None else load.cores,
         attempts_p50_ms=[p50] if p50 is not None else [], attempts_cv=[cv] if cv is not None else [],
+        attempts_reasons=[list(reasons)],
         thresholds={k: v for k, v in asdict(thresholds).items()},
     )
 
@@ -213,6 +216,7 @@ def measure_until_stable(measure: Callable[[], Any], thresholds: Thresholds = DE
     kept.attempts = len(tried)
     kept.attempts_p50_ms = [p for _, v in tried for p in v.attempts_p50_ms[:1]]
     kept.attempts_cv = [c for _, v in tried for c in v.attempts_cv[:1]]
+    kept.attempts_reasons = [list(v.reasons) for _, v in tried]
     return stats, kept
 
 
