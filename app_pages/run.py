@@ -23,6 +23,17 @@ def backend_status() -> list[dict]:
     return status()
 
 
+def load_plugins() -> None:
+    """Import the plugins named in $SLIMBENCH_PLUGINS, so their backends are offered; say it when one fails."""
+    from benchmark import BenchmarkError
+    from benchmark.jobs import load_plugins as load
+
+    try:
+        load()
+    except BenchmarkError as exc:
+        st.error(say(exc))
+
+
 @st.cache_data(show_spinner=False)
 def plan(cfg_dict: dict) -> tuple[int, int, float]:
     """(variants, runs, estimated seconds) of a sweep config (cheap: no model is loaded)."""
@@ -106,6 +117,7 @@ def sweep_form(model: dict):
     """Widgets -> a SweepConfig (None and an st.error line when the choice is invalid)."""
     from benchmark import BenchmarkError, SweepConfig
 
+    load_plugins()
     c1, c2, c3 = st.columns(3)
     with c1:
         variants = variants_column()
