@@ -364,8 +364,14 @@ def _sweep_color(sweeps: list, sweep_id: Any) -> str:
 
 def _front_traces(fig: go.Figure, sel: pd.DataFrame, higher: bool, color_by: str, sweeps: list) -> int:
     """Pareto front line(s) over the stable rows: one per sweep when colouring by sweep, so a line
-    never joins points of different sweeps. Returns how many unstable rows were left out."""
+    never joins points of different sweeps. Returns how many unstable rows were left out. Where every
+    row is unstable (a busy machine) the front is drawn from them all, and a note says so."""
     stable = sel[[not is_unstable(r) for _, r in sel.iterrows()]]
+    if stable.empty:
+        stable = sel
+        fig.add_annotation(text="every timing here is unstable (faded): the front is drawn from them", x=0.01,
+                           y=0.02, xref="paper", yref="paper", xanchor="left", showarrow=False,
+                           font=dict(size=FONT_SIZE - 2, color="#555555"))
     groups = stable.groupby("sweep_id", sort=True) if color_by == "sweep" and "sweep_id" in stable and len(sweeps) > 1 \
         else [(None, stable)]
     for sweep_id, part in groups:

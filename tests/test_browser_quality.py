@@ -116,5 +116,5 @@ def test_a_noisy_row_is_re_measured_flagged_and_faded(noisy_app, browser):
         return trace ? trace.marker.opacity : null;
     }""")
     assert opacity is not None and max(opacity) < 1.0, opacity
-    assert page.locator(".js-plotly-plot").first.get_by_text("unstable run(s) (faded) left out of the front").count()
+    assert page.locator(".js-plotly-plot").first.get_by_text("every timing here is unstable (faded)").count()
     page.screenshot(path=str(app.tmp / "noisy.png"), full_page=True)

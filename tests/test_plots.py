@@ -297,6 +297,18 @@ def test_unstable_rows_are_faded_and_left_out_of_the_front_and_the_star():
     assert pd.isna(timing[0]) and timing[2] == "unstable: CV 1.70 > 0.5"  # rows never checked say nothing
 
 
+def test_when_every_row_is_unstable_the_front_is_drawn_from_them_and_says_so():
+    rows = [_row("fp32", p50=2.0, acc=0.95), _row("fp16", precision="fp16", p50=1.0, acc=0.94)]
+    for r in rows:
+        r.stability = {"unstable": True, "reasons": ["other processes used 1.6 CPU cores during the run (> 0.5)"]}
+    fig = plots.tradeoff_figure(results_to_frame(rows), latency_budget_ms=1.5)
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    assert list(front.x) == [1.0, 2.0]
+    notes = [a.text or "" for a in fig.layout.annotations]
+    assert any(n.startswith("every timing here is unstable") for n in notes)
+    assert any("no stable variant within 1.5 ms" in n for n in notes)  # the star still needs a stable timing
+
+
 def test_recommended_variant_takes_the_star():
     rows = [_row("fp32", p50=2.0, acc=0.95), _row("fp16", precision="fp16", p50=1.0, acc=0.94)]
     fig = plots.tradeoff_figure(results_to_frame(rows), latency_budget_ms=5.0, recommended=("fp16", "onnxruntime"))
