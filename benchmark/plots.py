@@ -647,6 +647,13 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
     return _layout(fig, title or f"Theoretical vs measured speedup (batch {bs})")
 
 
+def _check_label(row: Any) -> str:
+    """``pass``/``FAIL`` over the tolerance it was checked at (one ``tol`` where atol = rtol)."""
+    atol, rtol = _fmt(row.get("cross_backend_atol"), 2), _fmt(row.get("cross_backend_rtol"), 2)
+    verdict = "pass" if bool(row["cross_backend_passed"]) else "FAIL"
+    return f"{verdict}<br>tol {atol}" if atol == rtol else f"{verdict}<br>atol {atol}<br>rtol {rtol}"
+
+
 def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None,
                      metric: str | None = None) -> go.Figure:
     """Backend vs backend: quality and p50 latency of each variant on every backend, side by side,
@@ -702,13 +709,13 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
                 err.append(None if pd.isna(e) else float(e))
                 if not pd.isna(e):
                     all_errors.append(float(e))
-                text.append(("pass" if bool(r["cross_backend_passed"]) else "FAIL")
-                            + f" (atol {_fmt(r.get('cross_backend_atol'), 2)}, rtol {_fmt(r.get('cross_backend_rtol'), 2)})")
+                text.append(_check_label(r))
                 custom.append([str(r.get("cross_backend_reference") or ""), _fmt(r.get("cross_backend_worst_max_rel_err")),
                                _fmt(r.get("cross_backend_atol")), _fmt(r.get("cross_backend_rtol"))])
             fig.add_trace(go.Bar(
                 x=variants, y=err, name=backend, marker_color=color_for(backend), legendgroup=backend, showlegend=False,
-                text=text, textposition="outside", customdata=custom,
+                text=text, textposition="outside", textfont=dict(size=FONT_SIZE - 3), constraintext="none",
+                cliponaxis=False, customdata=custom,
                 hovertemplate=(f"%{{x}} on {backend} vs %{{customdata[0]}}: %{{text}}<br>worst abs err %{{y:.3g}}, "
                                "worst rel err %{customdata[1]}<br>atol %{customdata[2]}, rtol %{customdata[3]}"
                                "<extra></extra>")), 1, 3)

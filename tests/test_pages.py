@@ -500,7 +500,7 @@ def test_results_page_switches_the_metric_and_shows_notices():
     assert any("atol = rtol" in c.value for c in at.caption)
     metric.set_value("top1_agreement").run()
     assert "quality: top-1 agreement with FP32 (%)" in at.dataframe[0].value.columns
-    assert at.session_state["results.metric"] == "top1_agreement"
+    assert at.session_state[f"results.metric.{sid}"] == "top1_agreement"  # kept per sweep
 
 
 def test_queue_shows_other_sessions_jobs_without_their_paths(tmp_path):

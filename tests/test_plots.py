@@ -174,7 +174,7 @@ def test_agreement_shows_the_cross_backend_check():
     fig = plots.agreement_figure(results_to_frame(rows))
     [check] = [t for t in fig.data if t.xaxis == "x3"]
     assert check.name == "onnxruntime" and list(check.x) == ["fp32", "int8-dynamic"]
-    assert list(check.text) == ["pass (atol 0.001, rtol 0.001)", "FAIL (atol 0.001, rtol 0.001)"] and list(check.y) == pytest.approx([2e-6, 0.04])
+    assert list(check.text) == ["pass<br>tol 0.001", "FAIL<br>tol 0.001"] and list(check.y) == pytest.approx([2e-6, 0.04])
     assert check.customdata[1][0] == "pytorch" and "atol" in check.hovertemplate
     assert fig.layout.yaxis3.type == "log"  # 2e-6 .. 0.04
     assert any(a.text == "worst abs error vs pytorch (first output)" for a in fig.layout.annotations)
