@@ -18,7 +18,9 @@ from tiny_models import embedding_onnx
 
 pytest.importorskip("playwright", reason="the playwright package is not installed (pip install 'slimbench[dev]')")
 from playwright.sync_api import expect  # noqa: E402
-from test_browser import _first_sweep_done, _multiselect, _small_sweep, _wait_text, app, browser  # noqa: E402,F401
+from test_browser import (  # noqa: E402,F401  (fixtures)
+    _first_sweep_done, _multiselect, _small_sweep, _upload, _wait_text, app, browser,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,12 +48,7 @@ def _y_title(page) -> str:
 
 
 def test_an_embedding_model_is_scored_by_cosine_and_the_metric_can_be_switched(app, browser):
-    model = embedding_onnx(app.tmp / "encoder.onnx")
-    page = browser.new_page(viewport={"width": 1440, "height": 1800})
-    page.goto(app.url + "/model")
-    page.get_by_text("Upload a file").click()
-    page.locator('input[type="file"]').set_input_files(str(model))
-    _wait_text(page, app, "MACs (multiply-adds)")
+    page = _upload(browser, app, embedding_onnx(app.tmp / "encoder.onnx"))
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Compress & run").click()
     _wait_text(page, app, "Model: encoder.onnx", 30_000)
     _small_sweep(page, backends_remove=("pytorch",))  # fp32 on ONNX Runtime, batch 1 ...
