@@ -206,6 +206,16 @@ def _trace_marker(part: pd.DataFrame, color: str, symbol: str, machine_list: lis
     return style
 
 
+def percent_range(values: Iterable[float], m: Metric) -> list[float] | None:
+    """A y range for a percentage that cannot exceed 100 (accuracy, agreement): a little room above
+    the points, but not so much that the axis labels values above 100 %; None (autorange) otherwise."""
+    ys = [float(v) for v in values if v is not None and not pd.isna(v)]
+    if m.unit != "%" or not m.higher_is_better or not ys or max(ys) > 100.0:
+        return None
+    span = max(max(ys) - min(ys), 5.0)  # at least 5 points shown
+    return [max(ys) - 1.08 * span, 100.0 + 0.08 * span]
+
+
 def _machine_suffix(row: Any, machine_list: list[str]) -> str:
     machine = machine_of(row)
     return f" @ {machine}" if len(machine_list) > 1 and machine else ""
@@ -489,7 +499,8 @@ def tradeoff_figure(
     title_x = f"{LATENCY_TITLE}, batch {bs}" if x == "latency_p50_ms" else x
     fig.update_xaxes(title_text=title_x + (", log scale" if log_x else ""), type="log" if log_x else "linear",
                      rangemode="normal" if log_x else "tozero")
-    fig.update_yaxes(title_text=m.title + ("" if m.higher_is_better else ", lower is better"))
+    fig.update_yaxes(title_text=m.title + ("" if m.higher_is_better else ", lower is better"),
+                     range=percent_range(sel["_y"], m))
     return _layout(fig, title or f"Quality vs latency (batch {bs})")
 
 
@@ -557,6 +568,7 @@ def size_macs_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
                                  showlegend=False, **common), 1, 2)
     fig.update_xaxes(title_text="model size (MB, 10^6 bytes)", row=1, col=1)
     fig.update_xaxes(title_text=mac_title, row=1, col=2)
+    fig.update_yaxes(range=percent_range(_num(sel, "quality_value") * m.scale, m))
     fig.update_yaxes(title_text=m.title, row=1, col=1)
     return _layout(fig, title or f"Size and MACs vs quality (batch {bs})")
 
@@ -624,7 +636,9 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
     for v in variants:
         macs = _num(sel[sel["variant"] == v], "macs").max()
         theo.append(ref_macs / macs if macs and not pd.isna(macs) and not pd.isna(ref_macs) else None)
-    fig.add_trace(go.Bar(x=variants, y=theo, name="theoretical (MACs ratio)", marker_color="#BBBBBB",
+    fig.add_trace(go.Bar(x=variants, y=theo, name="theoretical (MACs ratio)",  # hatched: never mistaken for a faded bar
+                         marker=dict(color="#FFFFFF", line=dict(color="#888888", width=1.5),
+                                     pattern=dict(shape="/", fgcolor="#999999", size=8)),
                          hovertemplate="%{x}<br>theoretical %{y:.3g}x<extra></extra>"))
     for backend, part in sel.groupby("backend", sort=False):
         ys, fade, notes = [], [], []
@@ -636,8 +650,9 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
             notes.append(f"<br>unstable timing: {hit.iloc[0].get('stability_reason') or ''}" if unstable else "")
         if all(y is None for y in ys):
             continue
-        fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {backend}", marker_color=color_for(backend),
-                             marker_opacity=fade, customdata=notes,
+        color = color_for(backend)
+        fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {backend}", customdata=notes,
+                             marker=dict(color=[_faded(color, f) for f in fade], line=dict(color=color, width=1.5)),
                              hovertemplate=f"%{{x}}<br>measured on {backend}: %{{y:.3g}}x (p50 ratio)%{{customdata}}"
                                            "<extra></extra>"))
     fig.add_hline(y=1.0, line=dict(color="#222222", width=1, dash="dash"))
@@ -645,6 +660,14 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
     fig.update_yaxes(title_text=f"speedup vs {ref_name} (x, p50 latency ratio)", rangemode="tozero")
     fig.update_xaxes(title_text="variant", tickangle=-20)
     return _layout(fig, title or f"Theoretical vs measured speedup (batch {bs})")
+
+
+def _faded(color: str, opacity: float) -> str:
+    """``#RRGGBB`` as ``rgba`` with ``opacity`` (a faded fill that keeps a solid outline)."""
+    if opacity >= 1.0 or not (color.startswith("#") and len(color) == 7):
+        return color
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {opacity:g})"
 
 
 def _check_label(row: Any) -> str:
@@ -921,7 +944,7 @@ def failures_table(df: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = [
     "PALETTE", "FONT_SIZE", "BACKEND_SYMBOLS", "MARKER_LEGEND", "TABLE_COLUMNS", "legend_markdown", "quality_axis",
-    "marker_style", "machine_of", "machines", "is_unstable", "timing_text",
+    "marker_style", "machine_of", "machines", "is_unstable", "timing_text", "percent_range",
     "color_for", "symbol_for", "wide_range", "empty_figure", "is_empty_figure", "ok_rows", "quality_metric", "pick_batch",
     "pareto_front", "sweet_spot", "tradeoff_figure", "throughput_figure", "size_macs_figure",
     "latency_samples_frame", "latency_distribution_figure", "speedup_figure", "agreement_figure",

@@ -307,6 +307,20 @@ def test_when_every_row_is_unstable_the_front_is_drawn_from_them_and_says_so():
     notes = [a.text or "" for a in fig.layout.annotations]
     assert any(n.startswith("every timing here is unstable") for n in notes)
     assert any("no stable variant within 1.5 ms" in n for n in notes)  # the star still needs a stable timing
+    measured = next(t for t in plots.speedup_figure(results_to_frame(rows)).data if t.name.startswith("measured"))
+    assert all(c.startswith("rgba(") and c.endswith(f", {plots.UNSTABLE_OPACITY:g})") for c in measured.marker.color)
+    assert measured.marker.line.color == plots.color_for("onnxruntime")  # a faded fill, a solid outline
+
+
+def test_a_percentage_axis_never_labels_more_than_100():
+    from benchmark.measure.quality import get_metric
+
+    assert plots.percent_range([100.0, 100.0], get_metric("top1_agreement")) == pytest.approx([94.6, 100.4])
+    assert plots.percent_range([10.0, 100.0], get_metric("accuracy")) == pytest.approx([2.8, 107.2])
+    assert plots.percent_range([0.5], get_metric("rel_error")) is None  # lower is better: no ceiling
+    assert plots.percent_range([0.99], get_metric("cosine")) is None
+    rows = [_row("fp32", p50=2.0, acc=1.0), _row("fp16", precision="fp16", p50=1.0, acc=1.0)]
+    assert list(plots.tradeoff_figure(results_to_frame(rows)).layout.yaxis.range) == pytest.approx([94.6, 100.4])
 
 
 def test_recommended_variant_takes_the_star():
