@@ -244,6 +244,8 @@ def test_run_page_runs_a_tiny_sweep_to_the_store():
     next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value(["1"])
     next(n for n in at.number_input if n.label.startswith("Timed seconds")).set_value(0.05)
     next(n for n in at.number_input if n.label.startswith("Timed iterations")).set_value(5)
+    next(w for w in at.selectbox if w.label == "First output is").set_value("embeddings")  # scored by cosine
+    next(n for n in at.number_input if n.label.startswith("Timings per run")).set_value(1)
     at.run()
     next(b for b in at.button if b.label == "Run sweep").click().run()
     assert not at.exception and not at.error
@@ -256,6 +258,8 @@ def test_run_page_runs_a_tiny_sweep_to_the_store():
     assert rec.status == "done", rec.error
     rows = store.get_results(sid)
     assert [(r.variant, r.backend, r.batch_size, r.status) for r in rows] == [("fp32", "onnxruntime", 1, "ok")]
+    assert rows[0].quality["metric"] == "cosine" and rows[0].stability["attempts"] == 1
+    assert (rec.config["sweep"]["output_kind"], rec.config["sweep"]["timing_attempts"]) == ("embeddings", 1)
     at.run()
     assert any("No sweep is running" in c.value for c in at.caption)
 

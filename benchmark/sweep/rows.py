@@ -137,13 +137,13 @@ def stability_notes(stability) -> list[str]:
 
 
 def refresh_speedups(store, sweep_id: int | None) -> int:
-    """Store ``speedup_vs_fp32`` on every row of the sweep whose value changed (a row whose FP32
+    """Store ``speedup_vs_fp32`` on every ok row of the sweep whose value changed (a row whose FP32
     reference arrives later gets it then); returns how many rows were stored again."""
     from ..measure.derived import fill_speedups
 
     if sweep_id is None:
         return 0
-    changed = fill_speedups(store.get_results(sweep_id))
+    changed = fill_speedups(store.get_results(sweep_id, statuses=("ok",)))
     for row in changed:
         store.add_result(row)
     return len(changed)

@@ -114,7 +114,8 @@ class _JobEvents:
         if runner.sweep_id is None:  # cannot happen: results come after "checked"
             runner.ensure_sweep(row.model)
         runner.store.add_result(row)
-        refresh_speedups(runner.store, runner.sweep_id)
+        if row.status == "ok":
+            refresh_speedups(runner.store, runner.sweep_id)
         self.reported.add(row.key)
         if row.key in self.current:
             self.current.remove(row.key)
