@@ -27,13 +27,19 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 NOISE_PLUGIN = str(Path(__file__).with_name("plugins_noise.py"))
 
 
+def _chip(page, label: str, value: str):
+    return _multiselect(page, label).get_by_role("button", name=f"Remove {value}", exact=True)
+
+
 def _add_option(page, label: str, value: str) -> None:
+    """Choose ``value`` in multiselect ``label`` and wait until the page has taken it."""
     box = _multiselect(page, label).locator("input")
     box.click()
     box.fill(value)
     page.get_by_role("option", name=value, exact=True).click()
     page.keyboard.press("Escape")
-    page.wait_for_timeout(300)
+    expect(_chip(page, label, value)).to_have_count(1, timeout=30_000)
+    page.wait_for_timeout(500)
 
 
 def _open_results(page, runs: int) -> None:
@@ -92,8 +98,10 @@ def test_a_noisy_row_is_re_measured_flagged_and_faded(noisy_app, browser):
     # 30 iterations: with 60 % of them slowed, some are and some are not, whatever the seed's draws
     _small_sweep(page, backends_remove=("pytorch",), iters="30")
     _add_option(page, "Backends", "noisy")  # offered because $SLIMBENCH_PLUGINS names the plugin
-    _multiselect(page, "Backends").get_by_role("button", name="Remove onnxruntime", exact=True).click()
+    _chip(page, "Backends", "onnxruntime").click()
+    expect(_chip(page, "Backends", "onnxruntime")).to_have_count(0, timeout=30_000)
     page.get_by_text(re.compile(r"^1 run: 1 variant x 1 backend x 1 batch size")).wait_for(timeout=30_000)
+    expect(_chip(page, "Backends", "noisy")).to_have_count(1)
     page.get_by_role("button", name="Run sweep").click()
 
     rec = _first_sweep_done(Store(app.db))
