@@ -49,8 +49,8 @@ def _open_results(page, runs: int) -> None:
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
 
 
-def _y_title(page) -> str:
-    return page.locator(".js-plotly-plot").first.locator(".ytitle").text_content()
+def _y_title(page):
+    return page.locator(".js-plotly-plot").first.locator(".ytitle")
 
 
 def test_an_embedding_model_is_scored_by_cosine_and_the_metric_can_be_switched(app, browser):
@@ -69,15 +69,15 @@ def test_an_embedding_model_is_scored_by_cosine_and_the_metric_can_be_switched(a
     _open_results(page, 2)
     metric = page.get_by_role("combobox", name="Quality metric")
     expect(metric).to_have_value("cosine similarity to FP32", timeout=30_000)
-    assert _y_title(page) == "cosine similarity to FP32"
-    assert page.get_by_text("Chosen for this model because output 'last_hidden_state' is named like an embedding").count()
+    expect(_y_title(page)).to_have_text("cosine similarity to FP32", timeout=30_000)
+    expect(page.get_by_text("Chosen for this model because output 'last_hidden_state' is named like an embedding")
+           ).to_have_count(1, timeout=30_000)
     page.screenshot(path=str(app.tmp / "cosine.png"), full_page=True)
 
     metric.click()
     page.get_by_role("option", name="relative error vs FP32", exact=True).click()
     expect(metric).to_have_value("relative error vs FP32", timeout=30_000)
-    expect(page.locator(".js-plotly-plot").first.locator(".ytitle")).to_have_text(
-        "relative error vs FP32 (%), lower is better", timeout=30_000)
+    expect(_y_title(page)).to_have_text("relative error vs FP32 (%), lower is better", timeout=30_000)
     page.reload()  # the choice is kept
     expect(page.get_by_role("combobox", name="Quality metric")).to_have_value("relative error vs FP32", timeout=60_000)
 
@@ -121,5 +121,6 @@ def test_a_noisy_row_is_re_measured_flagged_and_faded(noisy_app, browser):
         return trace ? trace.marker.opacity : null;
     }""")
     assert opacity is not None and max(opacity) < 1.0, opacity
-    assert page.locator(".js-plotly-plot").first.get_by_text("every timing here is unstable (faded)").count()
+    expect(page.locator(".js-plotly-plot").first.get_by_text("every timing here is unstable (faded)")
+           ).to_have_count(1, timeout=30_000)
     page.screenshot(path=str(app.tmp / "noisy.png"), full_page=True)
