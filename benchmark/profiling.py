@@ -164,7 +164,7 @@ def _profile_job(payload: dict, emit) -> dict:
     comp = CompressionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["compression"].items()})
     progress(f"loading {payload['label']}", 0.0)
     model = load_model(payload["source"], inputs=[InputSpec.parse(t) for t in payload["inputs"]],
-                       arch=payload["arch"], trust_pickle=payload["trust_pickle"])
+                       arch=payload["arch"], trust_pickle=payload["trust_pickle"], batch_axes=payload.get("batch_axis"))
     notes: list[str] = []
     evaluation = resolve_dataset(payload["data"], model, "test", warnings=notes)
     calib = train = None
@@ -195,6 +195,7 @@ def profile_isolated(source: str, compression: CompressionConfig, *, backend: st
                      device: str = "cpu", batch_size: int = 1, threads: int = 0,
                      inputs: list[str] | tuple[str, ...] | None = None, arch: str | None = None,
                      trust_pickle: bool = False, data: str | None = None, runs: int | None = None,
+                     batch_axes: list[str] | tuple[str, ...] | None = None,
                      timing: dict | None = None, sensitivity: list[dict] | None = None,
                      on_progress: Progress | None = None, on_wait=None,
                      timeout_s: float | None = DEFAULT_TIMEOUT_S, queue: bool = True) -> dict[str, Any]:
@@ -212,6 +213,7 @@ def profile_isolated(source: str, compression: CompressionConfig, *, backend: st
     work = work_root() / f"profile-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True, exist_ok=True)
     payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
+               "batch_axis": list(batch_axes or ()),
                "data": None if data is None else str(data), "compression": dataclasses.asdict(compression),
                "backend": backend, "device": device, "batch_size": int(batch_size), "threads": int(threads),
                "runs": runs, "timing": dict(timing or {}), "sensitivity": sensitivity, "workdir": str(work),

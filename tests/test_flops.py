@@ -355,21 +355,28 @@ def test_conv_output_formula():
     assert einsum_macs("bij,bkj->bik", [[2, 3, 4], [2, 5, 4]]) == 2 * 3 * 4 * 5
 
 
-def test_if_subgraph_ops_are_listed():
+def _if_model():
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-    then_graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [],
-                                   [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
+    then_graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Erf", ["t"], ["u"])],
+                                   "then", [], [helper.make_tensor_value_info("u", TensorProto.FLOAT, [1, 4])])
     else_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
                                    [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])])
     nodes = [helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_graph, else_branch=else_graph)]
-    model = _model(nodes, [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-                           helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
-    report = count_onnx(model)
-    assert report.unsupported_ops["If"] == 1
-    assert report.unsupported_ops["MatMul (inside If)"] == 1
-    assert report.params == 16
-    assert any("'branch'" in w and "1 MatMul" in w for w in report.warnings)
+    return _model(nodes, [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                          helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+
+
+def test_if_costs_the_branch_its_condition_takes():
+    taken = count_onnx(_if_model(), values={"cond": np.array(True)})
+    assert taken.macs == 1 * 4 * 4 and taken.by_operator == {"MatMul": 16}
+    assert taken.unsupported_ops == {"Erf (inside If)": 1}  # the If itself is costed, not listed
+    assert any("'branch'" in w and "then_branch" in w and "16 MACs" in w for w in taken.warnings)
+    assert taken.params == 16
+    other = count_onnx(_if_model(), values={"cond": np.array(False)})
+    assert other.macs == 0 and any("else_branch" in w for w in other.warnings)
+    zeros = count_onnx(_if_model())  # no values: the probe feeds zeros (False)
+    assert zeros.macs == 0 and any("zero inputs" in w for w in zeros.warnings)
 
 
 def test_dynamic_quantization_keeps_params_and_macs(tmp_path):

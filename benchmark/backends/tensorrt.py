@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.base import contiguous
 from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, feeds_batch
 from . import trt_build, trt_engine as te
@@ -293,7 +294,7 @@ class TrtSession(Session):
                 f"tensorrt: input shape outside the engine's optimization profile: {'; '.join(bad)}")
         tensors: dict[str, Any] = {}
         for name, dtype in eng.inputs:
-            arr = np.ascontiguousarray(ordered[name])
+            arr = contiguous(ordered[name])
             t = torch.from_numpy(arr)
             t = t.to(device="cuda", dtype=dtype) if t.dtype != dtype else t.to("cuda")
             tensors[name] = t.contiguous()
