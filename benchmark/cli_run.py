@@ -314,7 +314,8 @@ def _fmt(value, spec: str) -> str:
 def format_table(results) -> str:
     """A plain-text table of results, units in the headers."""
     headers = ["variant", "backend", "batch", "status", "p50 (ms)", "p95 (ms)", "mean (ms)", "cv",
-               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "size (KiB)", "MACs (M)", "note"]
+               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "rel err (%)", "size (KiB)", "MACs (M)",
+               "note"]
     rows = []
     for r in results:
         lat = r.latency_ms or {}
@@ -330,10 +331,11 @@ def format_table(results) -> str:
             _fmt(None if acc.get("top1") is None else 100 * acc["top1"], ".2f"),
             _fmt(None if fid.get("top1_agreement") is None else 100 * fid["top1_agreement"], ".2f"),
             _fmt(fid.get("cosine"), ".5f"),
+            _fmt(None if fid.get("rel_error") is None else 100 * fid["rel_error"], ".3f"),
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, ".1f"),
             _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
         ])
-    return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
+    return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14})
 
 
 class _ProgressBar:

@@ -142,9 +142,9 @@ def _add_sensitivity(layers: list[dict], sensitivity: list[dict]) -> None:
 # the isolated job
 # --------------------------------------------------------------------------------------------
 def _first_feeds(dataset, model, batch_size: int) -> tuple[dict, str]:
-    per_feed = dataset is not None and any(dataset.feed_axis.get(k, False) for k in dataset.arrays)
-    if dataset is not None and (per_feed or len(dataset) >= batch_size):
-        return next(iter(dataset.batches(batch_size)))[0], f"the first batch of {dataset.name}"
+    first = dataset.head(batch_size) if dataset is not None else None
+    if first is not None:
+        return first, f"the first batch of {dataset.name}"
     return model.example_inputs(batch_size), "random inputs"
 
 
@@ -156,6 +156,7 @@ def _profile_job(payload: dict, emit) -> dict:
     from .config import InputSpec
     from .data import resolve_dataset
     from .models import load_model
+    from .models.batch_axes import fit_to_data
 
     def progress(message: str, fraction: float | None = None) -> None:
         emit({"type": "step", "message": message, "fraction": fraction})
@@ -167,6 +168,8 @@ def _profile_job(payload: dict, emit) -> dict:
                        arch=payload["arch"], trust_pickle=payload["trust_pickle"], batch_axes=payload.get("batch_axis"))
     notes: list[str] = []
     evaluation = resolve_dataset(payload["data"], model, "test", warnings=notes)
+    model, filled = fit_to_data(model, evaluation)
+    notes.extend(filled)
     calib = train = None
     if comp.precision in ("int8-static", "mixed"):
         calib = resolve_dataset(payload["data"], model, "calib", warnings=notes)
@@ -178,7 +181,7 @@ def _profile_job(payload: dict, emit) -> dict:
     variant = build_variant(model, comp, ctx)
     batch = int(payload["batch_size"])
     feeds, feeds_note = _first_feeds(evaluation, model, batch)
-    fed = feeds_batch(feeds)
+    fed = feeds_batch(feeds, model.inputs)
     if fed is not None and fed != batch:  # per-feed data: each feed is run as given
         notes.append(f"the data's feeds hold batch {fed}, not {batch}: profiled at batch {fed}")
         batch = fed

@@ -137,8 +137,16 @@ class Backend:
         raise NotImplementedError
 
 
-def feeds_batch(feeds: dict[str, np.ndarray]) -> int | None:
-    """The batch size of ``feeds``: dim 0 of the first input that has dimensions (None: all scalars)."""
+def feeds_batch(feeds: dict[str, np.ndarray], specs=None) -> int | None:
+    """The batch size of ``feeds``: with input ``specs``, the size at the batch axis of the first
+    input that has one (None when none has); without, dim 0 of the first input that has dimensions
+    (None: all scalars)."""
+    if specs is not None:
+        for spec in specs:
+            arr = feeds.get(spec.name)
+            if spec.batch_axis is not None and arr is not None and np.ndim(arr) > spec.batch_axis:
+                return int(np.shape(arr)[spec.batch_axis])
+        return None
     for arr in feeds.values():
         if np.ndim(arr):
             return int(np.shape(arr)[0])

@@ -245,9 +245,10 @@ def _probe_feeds(model, values: dict | None) -> tuple[dict, list[str]] | None:
 
 
 def _probe_with_ort(model, base_dir: Path | None, report_warnings: list[str], values: dict | None = None,
-                    keep: frozenset = frozenset()) -> tuple[dict[str, list[int]], dict]:
-    """(shape of every main-graph value, the values named in ``keep``) from one ONNX Runtime run on
-    ``values`` (see :func:`_probe_feeds`) at the fixed input shapes.
+                    keep: frozenset = frozenset()) -> tuple[dict[str, list[int]], dict, str] | None:
+    """(shape of every main-graph value, the values named in ``keep``, what it was fed) from one ONNX
+    Runtime run on ``values`` (see :func:`_probe_feeds`) at the fixed input shapes; None when it
+    cannot run (the reason goes to ``report_warnings``).
 
     Used when static shape inference cannot resolve shapes computed at run time (``Shape`` ->
     ``Concat`` -> ``Reshape`` chains of unoptimised exports) and to read ``If`` conditions.
@@ -258,10 +259,10 @@ def _probe_with_ort(model, base_dir: Path | None, report_warnings: list[str], va
 
     if importlib.util.find_spec("onnxruntime") is None:
         report_warnings.append("onnxruntime is not installed: shapes left unknown by shape inference stay unknown")
-        return {}, {}
+        return None
     prepared = _probe_feeds(model, values)
     if prepared is None:
-        return {}, {}
+        return None
     feeds, given = prepared
     probe = copy_model(model)
     if base_dir is not None:
@@ -274,23 +275,23 @@ def _probe_with_ort(model, base_dir: Path | None, report_warnings: list[str], va
         results = sess.run(None, feeds)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, RuntimeException)
         report_warnings.append(f"shape probe with ONNX Runtime failed ({one_line(exc, 160)})")
-        return {}, {}
+        return None
     out_names = [o.name for o in sess.get_outputs()]
-    on = f"the given values of {', '.join(given)}" if given else "zero inputs"
-    report_warnings.append(f"shapes resolved by one ONNX Runtime run on {on} (static shape inference left some "
-                           "unknown, or an If condition needed a value)")
     kept = {n: v for n, v in list(feeds.items()) + list(zip(out_names, results)) if n in keep}
-    return {n: list(np.shape(v)) for n, v in zip(out_names, results)}, kept
+    fed = f"the given values of {', '.join(given)}" if given else "zero inputs"
+    return {n: list(np.shape(v)) for n, v in zip(out_names, results)}, kept, fed
 
 
 def _infer_shapes(model, base_dir: Path | None, report_warnings: list[str],
-                  values: dict | None = None) -> tuple[dict[str, list[int | None]], dict]:
-    """(value name -> dims, If condition name -> value): ONNX shape inference on a dims-only copy,
-    then an ONNX Runtime probe when a MAC-carrying node's inputs are still unknown or the main
-    graph holds ``If`` nodes (their conditions)."""
+                  values: dict | None = None) -> dict[str, list[int | None]]:
+    """Value name -> dims: ONNX shape inference on a dims-only copy, then an ONNX Runtime probe when
+    a MAC-carrying node's inputs are still unknown."""
     import onnx
 
     structure = dims_only_copy(model)
+    for graph, parent in walk_graphs(structure.graph):
+        if parent is not None:  # shapes a tool wrote into a subgraph before the inputs were fixed: infer them again
+            del graph.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(structure, check_type=False, strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
@@ -298,14 +299,47 @@ def _infer_shapes(model, base_dir: Path | None, report_warnings: list[str],
                                "only ops with declared shapes are costed")
         inferred = structure
     shapes = _shape_table(inferred)
+    if _mac_shapes_missing(model, shapes):
+        probed = _probe_with_ort(model, base_dir, report_warnings, values)
+        if probed is not None:
+            report_warnings.append(f"shapes resolved by one ONNX Runtime run on {probed[2]} (static shape "
+                                   "inference left some unknown)")
+            for name, shape in probed[0].items():
+                if not _known(shapes.get(name)):
+                    shapes[name] = shape
+    return shapes
+
+
+def _inline_taken_branches(model, base_dir: Path | None, report_warnings: list[str], values: dict | None) -> None:
+    """Replace each main-graph ``If`` node whose condition one ONNX Runtime run reads (on ``values``,
+    else zeros) by the nodes of the branch it takes (in place), so that branch is costed like the
+    rest of the graph; the other branch never runs on these inputs."""
+    from onnx import helper
+
     conditions = frozenset(n.input[0] for n in model.graph.node if n.op_type == "If" and n.input)
-    kept: dict = {}
-    if _mac_shapes_missing(model, shapes) or conditions:
-        probed, kept = _probe_with_ort(model, base_dir, report_warnings, values, conditions)
-        for name, shape in probed.items():
-            if not _known(shapes.get(name)):
-                shapes[name] = shape
-    return shapes, kept
+    probed = _probe_with_ort(model, base_dir, report_warnings, values, conditions) if conditions else None
+    if probed is None:
+        return
+    import numpy as np
+
+    nodes = []
+    for node in model.graph.node:
+        cond = probed[1].get(node.input[0]) if node.op_type == "If" and node.input else None
+        if cond is None or np.size(cond) != 1:
+            nodes.append(node)
+            continue
+        taken = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
+        branch = next(a.g for a in node.attribute if a.name == taken)
+        label = node.name or (node.output[0] if node.output else "If")
+        nodes.extend(branch.node)
+        nodes.extend(helper.make_node("Identity", [out.name], [name], name=f"{label}/{taken}/output{i}")
+                     for i, (out, name) in enumerate(zip(branch.output, node.output)))
+        model.graph.initializer.extend(branch.initializer)
+        macs = sum(1 for n in branch.node if op_name(n) in MAC_HANDLERS)
+        report_warnings.append(f"If node {label!r}: counted the branch its condition took on {probed[2]} ({taken}, "
+                               f"{macs} MAC operator(s))")
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,20 +414,13 @@ def _graph_macs(graph, shapes: dict) -> tuple[list[tuple[str, str, int]], Counte
     return rows, skipped
 
 
-def _cost_if(node, shapes: dict, conditions: dict, report: FlopReport) -> None:
-    """Cost an ``If`` node: the branch its condition took in the probe run, else the larger branch."""
-    import numpy as np
-
+def _cost_if(node, shapes: dict, report: FlopReport) -> None:
+    """Cost an ``If`` node whose condition is unknown (:func:`_inline_taken_branches` inlines the
+    others) by its larger branch, with a warning."""
     label = node.name or (node.output[0] if node.output else "If")
     branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
     costed = {name: _graph_macs(g, shapes) for name, g in branches.items()}
-    cond = conditions.get(node.input[0]) if node.input else None
-    if cond is not None and np.size(cond) == 1:
-        chosen = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
-        how = f"the branch its condition took in the probe run ({chosen})"
-    else:
-        chosen = max(costed, key=lambda b: sum(m for _, _, m in costed[b][0]))
-        how = f"the larger branch ({chosen}): its condition is unknown"
+    chosen = max(costed, key=lambda b: sum(m for _, _, m in costed[b][0]))
     rows, skipped = costed[chosen]
     for name, op, macs in rows:
         report.macs += macs
@@ -401,18 +428,17 @@ def _cost_if(node, shapes: dict, conditions: dict, report: FlopReport) -> None:
         report.by_module.append({"name": f"{label}/{name}", "op_type": op, "macs": macs, "params": 0})
     for op, count in skipped.items():
         report.unsupported_ops[f"{op} (inside If)"] = report.unsupported_ops.get(f"{op} (inside If)", 0) + count
-    nested = [n.op_type for n in branches[chosen].node if op_name(n) in CONTROL_FLOW_OPS]
-    report.warnings.append(f"If node {label!r}: counted {how}, {sum(m for _, _, m in rows):,} MACs"
-                           + (f"; control flow nested in it ({', '.join(nested)}) is not costed" if nested else ""))
+    report.warnings.append(f"If node {label!r}: its condition is unknown; counted the larger branch ({chosen}), "
+                           f"{sum(m for _, _, m in rows):,} MACs")
 
 
-def _cost_control_flow(model, shapes: dict, conditions: dict, report: FlopReport) -> None:
-    """Cost ``If`` nodes of the main graph (:func:`_cost_if`); list the operators inside ``Loop`` /
-    ``Scan`` bodies as unsupported and say which MAC operators they hold."""
+def _cost_control_flow(model, shapes: dict, report: FlopReport) -> None:
+    """Cost the ``If`` nodes left in the main graph (:func:`_cost_if`); list the operators inside
+    ``Loop`` / ``Scan`` bodies as unsupported and say which MAC operators they hold."""
     for node in model.graph.node:
         op = op_name(node)
         if op == "If":
-            _cost_if(node, shapes, conditions, report)
+            _cost_if(node, shapes, report)
             continue
         if op not in CONTROL_FLOW_OPS:
             continue
@@ -448,9 +474,10 @@ def count_onnx(model_or_path, input_shapes: dict[str, tuple[int, ...]] | None = 
     model, base_dir, size_bytes = _read(model_or_path)
     report_warnings: list[str] = []
     batch = fix_input_dims(model, input_shapes, report_warnings)
-    shapes, conditions = _infer_shapes(model, base_dir, report_warnings, values)
     params = count_parameters(model, base_dir)
     report_warnings.extend(params.warnings)
+    _inline_taken_branches(model, base_dir, report_warnings, values)
+    shapes = _infer_shapes(model, base_dir, report_warnings, values)
     node_params, unattributed = attribute_parameters(model, params.elements)
     report = FlopReport(params=params.total, macs=0, flops=0, size_bytes=size_bytes,
                         sparsity=(params.zeros / params.total if params.total else 0.0), counter="onnx-graph",
@@ -459,7 +486,7 @@ def count_onnx(model_or_path, input_shapes: dict[str, tuple[int, ...]] | None = 
     if unattributed:
         report.by_module.append({"name": "(subgraphs and unattributed weights)", "op_type": "-", "macs": 0,
                                  "params": int(unattributed)})
-    _cost_control_flow(model, shapes, conditions, report)
+    _cost_control_flow(model, shapes, report)
     report.flops = 2 * report.macs
     report.unsupported_ops = dict(sorted(report.unsupported_ops.items()))
     return report
