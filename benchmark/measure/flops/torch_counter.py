@@ -295,6 +295,12 @@ def _count_torch_macs(module, args: tuple, kwargs: dict, quantized: bool) -> Flo
             report = _count_flop_counter(module, args, kwargs, scripted=False)
             report.warnings.insert(0, f"fvcore could not trace the model ({type(exc).__name__}: {one_line(exc, 200)}); "
                                       "counted with torch.utils.flop_counter instead")
+            return report
+        opaque = [k for k in report.unsupported_ops if k in ("prim::CallFunction", "prim::CallMethod")]
+        if opaque:  # scripted functions called from an eager model: fvcore's trace does not look inside them
+            report = _count_flop_counter(module, args, kwargs, scripted=False)
+            report.warnings.insert(0, f"the model calls TorchScript code ({', '.join(opaque)}) that fvcore does not "
+                                      "look into: counted with torch.utils.flop_counter instead")
     return report
 
 
