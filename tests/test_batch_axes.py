@@ -84,6 +84,8 @@ def test_nameless_override_and_batch_axis_settings():
     ([("image", (1, 3, 224, 224))], [("logits", (1, 1000))], {"image": 0}),
     # the batch named only in an output still decides for a transposed input
     ([("feats", (80, "N"))], [("out", ("N", 10))], {"feats": 1}),
+    # exported at batch 1 with an open width: the width is not taken for the batch
+    ([("image", (1, 3, 224, "dim3"))], [], {"image": 0}),
 ])
 def test_infer_batch_axes(inputs, outputs, expected):
     specs, note = infer_batch_axes([InputSpec(n, s, "int64" if n == "sr" else "float32") for n, s in inputs],

@@ -142,11 +142,9 @@ def feeds_batch(feeds: dict[str, np.ndarray], specs=None) -> int | None:
     input that has one (None when none has); without, dim 0 of the first input that has dimensions
     (None: all scalars)."""
     if specs is not None:
-        for spec in specs:
-            arr = feeds.get(spec.name)
-            if spec.batch_axis is not None and arr is not None and np.ndim(arr) > spec.batch_axis:
-                return int(np.shape(arr)[spec.batch_axis])
-        return None
+        from ..data.base import batch_of
+
+        return batch_of(feeds, specs)
     for arr in feeds.values():
         if np.ndim(arr):
             return int(np.shape(arr)[0])

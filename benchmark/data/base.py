@@ -16,6 +16,16 @@ def contiguous(arr) -> np.ndarray:
     return arr if arr.ndim == 0 else np.ascontiguousarray(arr)
 
 
+def batch_of(feeds: dict, specs) -> int | None:
+    """The batch ``feeds`` hold: the size at the batch axis of the first input spec that has one
+    (None when no input has a batch axis)."""
+    for spec in specs:
+        arr = feeds.get(spec.name)
+        if spec.batch_axis is not None and arr is not None and np.ndim(arr) > spec.batch_axis:
+            return int(np.shape(arr)[spec.batch_axis])
+    return None
+
+
 def _along(arr: np.ndarray, axis: int, index) -> np.ndarray:
     """``arr`` indexed along ``axis`` by ``index`` (a slice or an index array)."""
     return arr[(slice(None),) * axis + (index,)]

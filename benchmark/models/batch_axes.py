@@ -10,11 +10,11 @@ finds each input's batch axis from the graph's symbolic dims; the first rule tha
    time/sequence dim such as ``time``, ``seq``, ``length``): the one held by the most inputs,
    then the one nearest dim 0;
 3. inputs without that dim, or every input when no name says anything: dim 0 when it is open
-   (unnamed, or named but not a time/sequence dim), else the only open dim of an input whose
-   dim 0 is a number (``[2, ?, 128]`` -> 1); an input that is all numbers has no batch axis when
-   another input has an open one (a state exported at batch 1), else dim 0 (the model fixes its
-   batch, e.g. ``[1, 3, 224, 224]``); a scalar, or an input whose only open dim is a
-   time/sequence dim, has none.
+   (unnamed, or named but not a time/sequence dim); a scalar, or an input whose dim 0 is a
+   time/sequence dim, has none. Where another input has an open batch, an input whose dim 0 is a
+   number takes its only other open dim (``[2, ?, 128]`` beside ``[?, 512]`` -> 1), and one that is
+   all numbers has none (a state exported at batch 1); otherwise dim 0, a number (the model fixes
+   its batch, e.g. ``[1, 3, 224, 224]``).
 
 The user's setting (``--batch-axis NAME:AXIS|NAME:none``, :func:`apply_batch_axes`) overrides
 them; :func:`fit_to_data` fills dynamic dims from a dataset's arrays. An input without a batch
@@ -73,18 +73,20 @@ def _batch_name(inputs: list[InputSpec], outputs: Iterable) -> str | None:
 
 
 def _fallback_axis(spec: InputSpec, others_open: bool) -> int | None:
-    """Rule 3 of the module docstring for one input."""
+    """Rule 3 of the module docstring for one input; ``others_open``: some input of the model has
+    an open batch (the batch-named dim, or an open dim 0)."""
     shape = spec.shape
     if not shape:
         return None
     if _open(shape[0]):
         return None if _sequence(shape[0]) else 0
-    candidates = [i for i, d in enumerate(shape) if _open(d) and not _sequence(d)]
-    if len(candidates) == 1:
-        return candidates[0]
-    if spec.is_static:
-        return None if others_open else 0
-    return 0 if not candidates else None
+    if others_open:
+        candidates = [i for i, d in enumerate(shape) if _open(d) and not _sequence(d)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if spec.is_static:
+            return None
+    return 0
 
 
 def infer_batch_axes(inputs: list[InputSpec], outputs: Iterable = ()) -> tuple[list[InputSpec], str | None]:

@@ -105,7 +105,8 @@ def static_int8(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, 
         if exclude_layers:
             check_layers(variant, onnx_prep.load_model(src), exclude_layers)
         out = out_path(ctx, variant, cfg, method, src)
-        details["onnx"], w = quantize_onnx_static(src, out, batches, cfg, exclude_layers, default_exclusions)
+        details["onnx"], w = quantize_onnx_static(src, out, batches, cfg, exclude_layers, default_exclusions,
+                                                  specs=variant.model.inputs)
         warnings_.extend(w)
         details["onnx"].update(validate_onnx(out, batches[0], "INT8 QDQ model"))
         if details["onnx"]["nodes_quantized"] > 0:
