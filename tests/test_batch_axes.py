@@ -320,3 +320,41 @@ def test_random_inputs_sweep_batch_sizes_on_the_state_axis(vad_files, tmp_path):
     rows = {r["batch_size"]: r for r in json.loads(out.read_text())}
     assert rows[1]["status"] == "ok" and rows[4]["status"] == "ok", [r["error"] for r in rows.values()]
     assert rows[4]["throughput_sps"] > 0
+
+
+def test_toml_key_batch_axis(tmp_path):
+    from benchmark.cli_run import add_run_parser, sweep_config_from_args
+
+    import argparse
+
+    toml = tmp_path / "sweep.toml"
+    toml.write_text('model = "m.onnx"\nbatch_axis = ["state:1", "sr:none"]\n')
+    parser = argparse.ArgumentParser()
+    add_run_parser(parser.add_subparsers(dest="command"))
+    cfg, _ = sweep_config_from_args(parser.parse_args(["run", "--config", str(toml)]))
+    assert cfg.batch_axis == ("state:1", "sr:none")
+    flags, _ = sweep_config_from_args(parser.parse_args(["run", "m.onnx", "--batch-axis", "state:1",
+                                                         "--batch-axis", "sr:none"]))
+    assert flags.batch_axis == ("state:1", "sr:none")
+
+
+def test_model_page_batch_axes_field(vad_files):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    path, _ = vad_files["silero-vad"]
+    pages = Path(__file__).resolve().parents[1] / "app_pages"
+    at = AppTest.from_file(str(pages / "model.py"), default_timeout=120).run()
+    at.radio[0].set_value("Upload a file").run()
+    at.file_uploader[0].upload("silero-vad.onnx", path.read_bytes()).run()
+    field = next(t for t in at.text_input if t.label == "Batch axes")
+    assert field.value == "input:0, state:1, sr:none"  # found from the graph's symbolic 'batch'
+    assert at.session_state["model"]["batch_axis"] == []
+    field.set_value("input:0, state:x").run()
+    assert any("NAME:AXIS or NAME:none" in e.value for e in at.error)
+    next(t for t in at.text_input if t.label == "Batch axes").set_value("input:0, state:1, sr:none, nope:1").run()
+    assert any("does not have; inputs: input, state, sr" in e.value for e in at.error)
+    next(t for t in at.text_input if t.label == "Batch axes").set_value("input:0, state:none, sr:none").run()
+    assert not at.exception
+    assert at.session_state["model"]["batch_axis"] == ["state:none"]
