@@ -199,9 +199,11 @@ class InputSpec:
         missing = [i for i, d in enumerate(shape) if not isinstance(d, int)]
         if missing:
             dims = ", ".join(f"dim {i} ({shape[i]})" for i in missing)
+            example = "x".join(str(d) if isinstance(d, int) else "N" if i == self.batch_axis else f"<{d}>"
+                               for i, d in enumerate(self.shape))
             raise ConfigError(
                 f"input {self.name!r} has dynamic {dims} without a value; give one with "
-                f"--input {self.name}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in shape)}"
+                f"--input {self.name}:{example} (a number for each <dim>)"
             )
         return tuple(int(d) for d in shape)
 
