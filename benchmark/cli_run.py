@@ -136,10 +136,17 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def add_batch_axis_arg(p) -> None:
+    """``--batch-axis NAME:AXIS|NAME:none``, repeatable, into ``args.batch_axis`` (help from SweepConfig)."""
+    p.add_argument("--batch-axis", dest="batch_axis", action="append", metavar="NAME:AXIS|NAME:none",
+                   help=help_text(SweepConfig, "batch_axis") + "; repeat for several inputs")
+
+
 def add_model_args(p) -> None:
     p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
+    add_batch_axis_arg(p)
     p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
@@ -307,7 +314,8 @@ def _fmt(value, spec: str) -> str:
 def format_table(results) -> str:
     """A plain-text table of results, units in the headers."""
     headers = ["variant", "backend", "batch", "status", "p50 (ms)", "p95 (ms)", "mean (ms)", "cv",
-               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "size (KiB)", "MACs (M)", "note"]
+               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "rel err (%)", "size (KiB)", "MACs (M)",
+               "note"]
     rows = []
     for r in results:
         lat = r.latency_ms or {}
@@ -323,10 +331,11 @@ def format_table(results) -> str:
             _fmt(None if acc.get("top1") is None else 100 * acc["top1"], ".2f"),
             _fmt(None if fid.get("top1_agreement") is None else 100 * fid["top1_agreement"], ".2f"),
             _fmt(fid.get("cosine"), ".5f"),
+            _fmt(None if fid.get("rel_error") is None else 100 * fid["rel_error"], ".3f"),
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, ".1f"),
             _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
         ])
-    return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
+    return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14})
 
 
 class _ProgressBar:
@@ -606,7 +615,7 @@ def cmd_sensitivity(args) -> int:
     try:
         res = sensitivity_isolated(args.model, args.input, args.arch, args.trust_pickle, method=args.method,
                                    data=args.data, max_layers=max_layers, on_progress=bar, on_wait=on_wait,
-                                   timeout_s=timeout)
+                                   timeout_s=timeout, batch_axes=args.batch_axis)
     finally:
         bar.close()
     print(json.dumps(res, indent=2, allow_nan=False) if args.json else format_sensitivity(res))
@@ -627,7 +636,8 @@ def cmd_search(args) -> int:
     bar, on_wait = job_callbacks(args)
     try:
         res = search_isolated(args.model, args.input, args.arch, args.trust_pickle, budget_points=budget,
-                              max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout)
+                              max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout,
+                              batch_axes=args.batch_axis)
     finally:
         bar.close()
     if save is not None and res["chosen"] is not None:
