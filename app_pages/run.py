@@ -152,6 +152,7 @@ def sweep_form(model: dict):
     try:
         return SweepConfig(
             model=model["source"], batch_sizes=sizes, data=data, inputs=tuple(model.get("inputs") or ()),
+            batch_axis=tuple(model.get("batch_axis") or ()),
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
             trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where, **quality,
         )

@@ -148,10 +148,17 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def add_batch_axis_arg(p) -> None:
+    """``--batch-axis NAME:AXIS|NAME:none``, repeatable, into ``args.batch_axis`` (help from SweepConfig)."""
+    p.add_argument("--batch-axis", dest="batch_axis", action="append", metavar="NAME:AXIS|NAME:none",
+                   help=help_text(SweepConfig, "batch_axis") + "; repeat for several inputs")
+
+
 def add_model_args(p) -> None:
     p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
+    add_batch_axis_arg(p)
     p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
@@ -668,7 +675,7 @@ def cmd_sensitivity(args) -> int:
     try:
         res = sensitivity_isolated(args.model, args.input, args.arch, args.trust_pickle, method=args.method,
                                    data=args.data, max_layers=max_layers, on_progress=bar, on_wait=on_wait,
-                                   timeout_s=timeout)
+                                   timeout_s=timeout, batch_axes=args.batch_axis)
     finally:
         bar.close()
     print(json.dumps(res, indent=2, allow_nan=False) if args.json else format_sensitivity(res))
@@ -689,7 +696,8 @@ def cmd_search(args) -> int:
     bar, on_wait = job_callbacks(args)
     try:
         res = search_isolated(args.model, args.input, args.arch, args.trust_pickle, budget_points=budget,
-                              max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout)
+                              max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout,
+                              batch_axes=args.batch_axis)
     finally:
         bar.close()
     if save is not None and res["chosen"] is not None:

@@ -258,7 +258,8 @@ class _Runner:
     def job_payload(self, job: Job, runs: list[PlannedRun]) -> dict[str, Any]:
         cfg = self.cfg
         return {
-            "model": cfg.model, "inputs": list(cfg.inputs), "trust_pickle": bool(cfg.trust_pickle),
+            "model": cfg.model, "inputs": list(cfg.inputs), "batch_axis": list(cfg.batch_axis),
+            "trust_pickle": bool(cfg.trust_pickle),
             "arch": getattr(cfg, "arch", None), "data": cfg.data, "device": cfg.device, "settings": self.settings,
             "compression": dataclasses.asdict(job.compression),
             "workdir": str(self.workdir), "timeout_s": self.job_timeout_s,
