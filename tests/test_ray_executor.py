@@ -315,3 +315,22 @@ def test_cli_runs_on_one_node_from_a_toml_config(cluster, tmp_path):
     [row] = json.loads(out.read_text())
     assert row["status"] == "ok" and row["target"] == f"node={worker}"
     assert row["env"]["ray_node"]["node_id"] == worker
+
+
+@pytest.mark.ray
+def test_run_page_lists_the_cluster_machines_as_targets(cluster):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).parents[1] / "app_pages" / "run.py"), default_timeout=120).run()
+    next(r for r in at.radio if r.label == "Run on").set_value("ray").run()
+    next(t for t in at.text_input if t.label == "Ray address").set_value(cluster["cluster"].address).run()
+    next(b for b in at.button if b.label == "List the cluster's machines").click().run()
+    assert not at.exception and not at.error
+    head, worker = _node_id_with("slimbench_test_a"), _node_id_with("slimbench_test_b")
+    listing = next(c.value for c in at.caption if f"(node {worker[:8]})" in c.value)
+    assert f"(node {head[:8]}) (head): 1 CPU, 0 GPU; resources slimbench_test_a" in listing
+    assert f"(node {worker[:8]}): 1 CPU, 0 GPU; resources slimbench_test_b" in listing
+    options = next(w for w in at.multiselect if w.label == "Target machines").options
+    assert {"all", "resource=slimbench_test_a", "resource=slimbench_test_b", f"node={head}", f"node={worker}"} <= set(options)
+    next(w for w in at.multiselect if w.label == "Target machines").set_value(["resource=slimbench_test_b"]).run()
+    assert not at.error and any(b.label == "Run sweep" for b in at.button)

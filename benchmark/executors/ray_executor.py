@@ -30,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import tempfile
 import threading
 import time
@@ -44,6 +46,8 @@ from .base import LOST, RAY_INSTALL, Target, parse_target
 CANCEL_GRACE_S = 10.0
 #: How often (seconds) a task that has not started yet checks that its target still has a node.
 TARGET_CHECK_S = 3.0
+#: Seconds to wait for a TCP answer from a cluster's address before Ray is asked to connect.
+REACH_TIMEOUT_S = 5.0
 
 
 def import_ray():
@@ -62,6 +66,7 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or "auto"
+    check_reachable(os.environ.get("RAY_ADDRESS", "") if address == "auto" else address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -72,6 +77,19 @@ def connect(address: str | None) -> bool:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {type(exc).__name__}: {first}") from None
     return True
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """A ``[ray://]HOST:PORT`` where nothing answers fails here within seconds (Ray itself keeps
+    retrying for about a minute); other forms (``auto``, empty) are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to a Ray cluster at {address!r}: nothing answers there "
+                          f"({exc.strerror or exc}); start one with `ray start --head` or check the Ray address") from None
 
 
 def alive_nodes() -> list[dict[str, Any]]:
@@ -90,12 +108,45 @@ def alive_nodes() -> list[dict[str, Any]]:
     return sorted(out, key=lambda n: (not n["head"], n["hostname"], n["node_id"]))
 
 
+#: Ray's own resources, left out where a node's custom resources are listed.
+BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def custom_resources(node: dict[str, Any]) -> list[str]:
+    """A node's resources a ``resource=NAME`` target can name (Ray's accelerator types and the custom
+    ones given with ``ray start --resources``), sorted."""
+    return sorted(k for k in node["resources"] if not k.startswith("node:") and k not in BUILTIN_RESOURCES)
+
+
+def cluster_nodes_job(payload: dict, emit) -> list[dict[str, Any]]:
+    """Job body (run in a child by :func:`describe_cluster`): the alive nodes of the cluster at
+    ``payload["address"]`` as JSON-safe dicts."""
+    connected = connect(payload.get("address"))
+    try:
+        return [{"node_id": n["node_id"], "hostname": n["hostname"], "ip": n["ip"], "label": n["label"],
+                 "head": n["head"], "cpus": n["resources"].get("CPU", 0), "gpus": n["resources"].get("GPU", 0),
+                 "resources": custom_resources(n)} for n in alive_nodes()]
+    finally:
+        if connected:
+            import_ray().shutdown()
+
+
+def describe_cluster(address: str | None, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """The alive nodes of the Ray cluster at ``address`` (``auto`` when None), asked from a child
+    process so the caller (the dashboard) never holds a Ray connection; a one-line ConfigError when
+    Ray is missing or the cluster cannot be reached."""
+    from ..jobs import run_isolated
+
+    outcome = run_isolated(f"{__name__}:cluster_nodes_job", {"address": address}, timeout_s=timeout_s)
+    if not outcome.ok:
+        raise ConfigError(outcome.error or "cannot list the Ray cluster's nodes")
+    return list(outcome.value or [])
+
+
 def _describe(nodes: list[dict[str, Any]]) -> str:
     parts = []
     for n in nodes:
-        custom = sorted(k for k in n["resources"] if not k.startswith("node:") and k not in
-                        ("CPU", "GPU", "memory", "object_store_memory"))
-        parts.append(f"{n['label']} [{', '.join(custom) or 'no custom resources'}]")
+        parts.append(f"{n['label']} [{', '.join(custom_resources(n)) or 'no custom resources'}]")
     return "; ".join(parts) or "none"
 
 
