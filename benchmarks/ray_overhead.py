@@ -2,7 +2,9 @@
 
 Starts a one-node Ray cluster on this machine (``ray.init``, its start-up time printed on its
 own: a user connects to a running cluster), then runs the sweep alternately with the local
-executor and with the Ray executor (target ``all`` = this one node), ``--rounds`` times each.
+executor and with the Ray executor (target ``all`` = this one node), ``--rounds`` times each; the
+order flips every round (local, ray, ray, local, ...) so drift in the machine's load does not
+favour either.
 Both executors run the same isolated job under the same per-device queue; the Ray path adds the
 task hop, shipping nothing for a built-in sample, and streaming events back through Ray.
 
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     walls: dict[str, list[float]] = {"local": [], "ray": []}
     p50: dict[tuple, dict[str, list[float]]] = {}
     for round_ in range(args.rounds):
-        for executor in ("local", "ray"):
+        for executor in ("local", "ray") if round_ % 2 == 0 else ("ray", "local"):
             t0 = time.perf_counter()
             sid = run_sweep(sweep(executor, args.min_duration, args.threads), store, lambda m, f: None)
             walls[executor].append(time.perf_counter() - t0)

@@ -62,6 +62,33 @@ def test_target_syntax_and_config_checks():
                      target="resource=x").key == "fp32|onnxruntime|1|resource=x"
 
 
+def test_executor_flags_and_toml_keys_come_from_the_config_fields(tmp_path, monkeypatch, capsys):
+    import argparse
+    import importlib.util
+
+    from benchmark.__main__ import main
+    from benchmark.cli_run import add_run_parser, sweep_config_from_args
+    from benchmark.sweep import validate_sweep
+
+    parser = argparse.ArgumentParser()
+    add_run_parser(parser.add_subparsers())
+    cfg, _ = sweep_config_from_args(parser.parse_args(
+        ["run", "sample:digits-cnn", "--executor", "ray", "--ray-address", " 10.0.0.5:6379 ", "--target", "all",
+         "--target", "Resource=lab_t4", "--target", "all"]))
+    assert (cfg.executor, cfg.ray_address, cfg.targets) == ("ray", "10.0.0.5:6379", ("all", "resource=lab_t4"))
+    assert sweep_config_from_args(parser.parse_args(["run", "sample:digits-cnn"]))[0].executor == "local"
+    toml = tmp_path / "s.toml"
+    toml.write_text('model = "sample:digits-cnn"\nexecutor = "ray"\ntarget = "resource=a, node=1a2b"\n')
+    cfg, _ = sweep_config_from_args(parser.parse_args(["run", "--config", str(toml)]))
+    assert cfg.targets == ("resource=a", "node=1a2b") and cfg.ray_address is None
+    assert main(["run", "sample:digits-cnn", "--target", "resource=a", "--db", str(tmp_path / "r.db")]) == 2
+    assert "targets and a Ray address need executor ray; add --executor ray" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs Ray, which is not installed here: pip install 'slimbench\[ray\]'"):
+        validate_sweep(SweepConfig(model="sample:digits-cnn", executor="ray"))
+
+
 @pytest.fixture(scope="module")
 def cnn_onnx(tmp_path_factory) -> Path:
     """The CNN sample exported to ONNX with its weights in a separate data file (exported once)."""
