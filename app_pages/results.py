@@ -98,7 +98,8 @@ def machine_controls(df, sweep_id: int):
     st.caption(f"Measured on {len(names)} machines: {'; '.join(names)}. Speedups and quality compare each variant "
                "with the FP32 reference of the same machine.")
     c1, c2 = st.columns(2)
-    color_by = c1.radio("Colour by", ["precision", "machine"], horizontal=True, key=kept("results.color_by", "precision"),
+    color_by = c1.radio("Colour by", ["precision", "machine"], horizontal=True,
+                        key=kept("results.color_by", "precision"),
                         help="Colour the trade-off and throughput plots by precision, or give each machine its own "
                              "colour (one Pareto front per machine).")
     variants = ["every variant"] + list(dict.fromkeys(ok["variant"]))

@@ -247,7 +247,8 @@ if cfg is not None:
     from benchmark.sweep import sweep_config_to_dict
 
     n_variants, n_runs, est_s = plan(sweep_config_to_dict(cfg))
-    st.info(f"{plural(n_runs, 'run')}{' per target machine' if cfg.executor == 'ray' else ''}: {plural(n_variants, 'variant')} x {plural(len(cfg.backends), 'backend')} x "
+    per_target = " per target machine" if cfg.executor == "ray" else ""
+    st.info(f"{plural(n_runs, 'run')}{per_target}: {plural(n_variants, 'variant')} x {plural(len(cfg.backends), 'backend')} x "
             f"{plural(len(cfg.batch_sizes), 'batch size')}; estimated {est_s / 60:.1f} min ({est_s:.0f} s), "
             "not counting time queued behind other sweeps.")
     if st.button("Run sweep", type="primary", icon=":material/play_arrow:"):

@@ -499,7 +499,8 @@ def tradeoff_figure(
             color = _sweep_color(sweeps, info.get("sweep_id"))
             name = f"#{int(info['sweep_id'])} {info.get('variant', '')} · {backend}"
         else:
-            color = machine_color(machine_list, keys[-1]) if color_by == "machine" else color_for(first.get("precision"))
+            color = (machine_color(machine_list, keys[-1]) if color_by == "machine"
+                     else color_for(first.get("precision")))
             name = f"{info.get('variant', '')} · {backend}"
         symbol = symbol_for(backend, backends.index(backend) if backend in backends else 0)
         custom, template = _hover_frame(part)

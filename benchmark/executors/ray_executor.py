@@ -89,7 +89,8 @@ def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise ConfigError(f"cannot connect to a Ray cluster at {address!r}: nothing answers there "
-                          f"({exc.strerror or exc}); start one with `ray start --head` or check the Ray address") from None
+                          f"({exc.strerror or exc}); start one with `ray start --head` or check the Ray address"
+                          ) from None
 
 
 def alive_nodes() -> list[dict[str, Any]]:

@@ -329,7 +329,8 @@ class _Runner:
             ticket={"sweep_id": self.sweep_id, "db": self.store.path, "label": f"{self.cfg.model} {job.variant}"})
         return self.after_job(job, runs, outcome, events)
 
-    def after_job(self, job: Job, runs: list[PlannedRun], outcome, events: _JobEvents) -> tuple[list[PlannedRun], str | None]:
+    def after_job(self, job: Job, runs: list[PlannedRun], outcome,
+                  events: _JobEvents) -> tuple[list[PlannedRun], str | None]:
         """Fail, interrupt or retry the runs a job did not report. Returns (runs to retry, lost reason)."""
         if outcome.error_type == "cancelled":
             return [], None
