@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import secrets
+import os
 import subprocess
 import sys
 import threading
@@ -147,11 +147,7 @@ def cluster(tmp_path_factory):
     head_data, worker_data = tmp_path_factory.mktemp("ray-head-data"), tmp_path_factory.mktemp("ray-worker-data")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLIMBENCH_DATA_DIR", str(head_data))  # inherited by the processes of a node started now
-        # Token authentication with a token of this module only (nothing written to ~/.ray). Ray
-        # reads the mode when it is first imported, so this comes before the import.
-        mp.setenv("RAY_AUTH_MODE", "token")
-        mp.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        assert os.environ.get("RAY_AUTH_MODE") == "token"  # set by conftest.py before anything imported ray
         ray = pytest.importorskip("ray")
         from ray.cluster_utils import Cluster
 
