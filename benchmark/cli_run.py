@@ -15,9 +15,12 @@ A TOML file (``--config sweep.toml``) may hold the same settings as the flags (f
     backend = ["pytorch", "onnxruntime"]
     batch_size = [1, 32]
     min_duration_s = 0.5
+    executor = "ray"                         # optional: run on a Ray cluster
+    targets = ["resource=lab_t4", "all"]     # with executor ray (default all)
 
-Exit status: 0 when every run is ok or skipped, 1 when some run failed, 2 on bad input (one line
-on stderr, nothing stored), 130 when interrupted (finished rows are kept; ``--resume ID``).
+Exit status: 0 when every run is ok or skipped, 1 when some run failed (or was lost with its
+machine), 2 on bad input (one line on stderr, nothing stored), 130 when interrupted (finished rows
+are kept; ``--resume ID``).
 
 ``slimbench sensitivity MODEL [--method int8|prune] [--max-layers N]`` prints the per-layer
 sensitivity table (the Sensitivity page's analysis); ``slimbench search MODEL --budget POINTS``
@@ -335,7 +338,21 @@ def format_table(results) -> str:
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, ".1f"),
             _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
         ])
-    return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14})
+    right = {2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+    if any(r.target for r in results):  # a sweep across machines: say where each row ran
+        headers.insert(3, "target")
+        for row, r in zip(rows, results):
+            row.insert(3, target_label(r))
+        right = {i + 1 if i >= 3 else i for i in right}
+    return text_table(headers, rows, right=right)
+
+
+def target_label(result) -> str:
+    """Where a row ran, for people: the Ray node's label (host and node id) or the target itself."""
+    node = (result.env or {}).get("ray_node") or {}
+    if node.get("label") and result.target.startswith("resource="):
+        return f"{result.target} @ {node['label']}"
+    return node.get("label") or result.target or "local"
 
 
 class _ProgressBar:
@@ -433,7 +450,7 @@ def cmd_run(args) -> int:
     print(format_table(results))
     if extra.get("json"):
         _write_json(extra["json"], results)
-    return EXIT_FAILED_RUNS if any(r.status == "failed" for r in results) else 0
+    return EXIT_FAILED_RUNS if any(r.status in ("failed", "interrupted") for r in results) else 0
 
 
 def cmd_results(args) -> int:
@@ -492,7 +509,7 @@ def cmd_sweeps(args) -> int:
     print(f"{'id':>4}  {'created (UTC)':19}  {'status':11}  {'ok':>4} {'fail':>4} {'skip':>4} {'left':>4}  model / progress")
     for s in sweeps:
         c = s.counts
-        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled"))
+        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled", "interrupted"))
         extra = f"  {s.progress}" if s.active and s.progress else ""
         if s.error and s.status in ("failed", "interrupted"):
             extra = f"  {s.error}"
