@@ -504,6 +504,9 @@ def _check_out_file(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+check_out_file = _check_out_file  # public name for the other subcommands
+
+
 def _write_text(path: Path, text: str, flag: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
