@@ -115,6 +115,7 @@ def variant_notes(df) -> None:
 
 def show(store, sweep_id: int, was_active: bool) -> None:
     from benchmark import BenchmarkError
+    from benchmark.recommend import recommended_pick
     from benchmark.results import CROSS_BACKEND_TOLERANCES
 
     try:
@@ -140,7 +141,8 @@ def show(store, sweep_id: int, was_active: bool) -> None:
     save()
     tabs = st.tabs(["Trade-off", "Throughput", "Size & MACs", "Latency distribution", "Speedup", "Backends"])
     figs = [
-        plots.tradeoff_figure(df, batch_size=batch, latency_budget_ms=budget or None, metric=metric),
+        plots.tradeoff_figure(df, batch_size=batch, latency_budget_ms=budget or None, metric=metric,
+                              recommended=recommended_pick(store, rec)),
         plots.throughput_figure(df),
         plots.size_macs_figure(df, batch_size=batch, metric=metric),
         plots.latency_distribution_figure(samples, batch_size=batch, kind=kind),

@@ -22,6 +22,7 @@ from .errors import ConfigError, StoreError
 
 
 def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
+    from .cli_run import add_model_args
     from .recommend.request import DEFAULT_TIME_BUDGET_S
     from .recommend.space import AXES
 
@@ -32,7 +33,7 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
                     "--latency-budget); a candidate must beat FP32 by a confidence interval from interleaved "
                     "repeats, else the answer is to keep FP32.",
     )
-    p.add_argument("model", nargs="?", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
+    add_model_args(p, model_optional=True)
     p.add_argument("--budget", metavar="POINTS", help="allowed quality drop in points of the quality metric (required)")
     p.add_argument("--latency-budget", metavar="MS", help="the chosen variant's p50 must be at most this (ms)")
     p.add_argument("--batch-size", metavar="N", help="batch size the latency is measured at (default 1)")
@@ -49,17 +50,7 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
                                                        "(default 512)")
     p.add_argument("--axis", action="append", metavar="NAME=V1,V2",
                    help=f"restrict a search axis (repeatable; axes: {', '.join(AXES.names())}; e.g. prune=0)")
-    p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
-                   help="override an input's shape/dtype (repeat for several inputs)")
-    p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
-    p.add_argument("--data", metavar="NAME|PATH.npz",
-                   help="evaluation/calibration data (default: the model's own dataset, else random inputs)")
     p.add_argument("--db", metavar="PATH", help="results database (default $SLIMBENCH_DB or <data dir>/results.db)")
-    p.add_argument("--timeout", metavar="S", help="per-step job timeout in seconds (default 300)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--sweep-id", type=int, help=argparse.SUPPRESS)  # background runner of a stored request
     p.set_defaults(func=cmd_recommend)
     return p
@@ -135,7 +126,9 @@ def cmd_recommend(args) -> int:
 
 
 def _num(x: Any, spec: str = ".3g") -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x + 0.0 if isinstance(x, float) else x, spec)  # + 0.0: no "-0.00"
 
 
 def _speed(entry: dict) -> str:
@@ -158,7 +151,7 @@ def candidates_table(summary: dict[str, Any]) -> str:
         sig = c.get("significance") or {}
         rows.append([c["variant"], c["backend"], _num(c.get("quality_drop_points"), ".2f"),
                      _num(c.get("holdout_drop_points"), ".2f"), _num(lat.get("p50"), ".4g"), _speed(c),
-                     str(sig.get("repeats") or 1), sig.get("verdict") or "-", (c.get("reason") or "")[:70]])
+                     str(lat.get("repeats") or 1), sig.get("verdict") or "-", (c.get("reason") or "")[:70]])
     return text_table(["variant", "backend", "drop (points)", "held-out drop", "p50 (ms)", "speedup vs FP32 [95 % CI]",
                        "repeats", "verdict", "outcome"], rows, right={2, 3, 4, 6})
 
@@ -191,7 +184,8 @@ def format_text(summary: dict[str, Any]) -> str:
     counts = summary["counts"]
     sp = summary["splits"]
     lines.append(f"{counts['measured']} of {counts['candidates']} candidates measured ({counts['built']} builds, "
-                 f"{counts['finalists']} finalists) in {summary['elapsed_s']:.1f} s; strategy: {summary['strategy']}")
+                 f"{counts['finalists']} in the final round) in {summary['elapsed_s']:.1f} s; "
+                 f"strategy: {summary['strategy']}")
     lines.append("splits: " + ", ".join(f"{k} {v['name']} ({v['samples']} samples)" for k, v in sp.items()
                                         if isinstance(v, dict)))
     lines += [f"note: {n}" for n in summary.get("notes") or []]

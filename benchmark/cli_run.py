@@ -136,8 +136,9 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def add_model_args(p) -> None:
-    p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
+def add_model_args(p, model_optional: bool = False) -> None:
+    p.add_argument("model", nargs="?" if model_optional else None,
+                   help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
     p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file")

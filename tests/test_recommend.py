@@ -120,3 +120,40 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing.onnx" in err
     assert np.isfinite(1.0)
+
+
+def test_recommend_page_shows_the_form():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app_pages" / "recommend.py"),
+                           default_timeout=60).run()
+    assert not at.exception and not at.error
+    assert any(b.label == "Recommend" for b in at.button)
+    assert any(n.label == "Quality budget (points)" for n in at.number_input)
+    assert any("No finished recommendation yet" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_recommend_page_shows_a_finished_recommendation(tmp_path, monkeypatch):
+    """An ONNX file without data (random inputs, agreement with FP32): the record is shown with its
+    pick marked on the plot and the model file offered for download."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import tiny_onnx
+
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    monkeypatch.setenv("SLIMBENCH_DB", str(tmp_path / "r.db"))
+    req = RecommendRequest(model=str(model), budget_points=5.0, backends=("onnxruntime",), time_budget_s=20, repeats=3,
+                           axes=SMALL + ("precision=fp32,int8-dynamic", "prune=0"))
+    out = run_recommendation(req, Store())
+    assert out["metric"] == "top1_agreement" and out["splits"]["random_inputs"]
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app_pages" / "recommend.py"), default_timeout=60)
+    at.session_state["model"] = {"source": str(model), "inputs": [], "name": "tiny.onnx"}
+    at.run()
+    assert not at.exception and not at.error
+    banner = (at.success or at.info)[0].value
+    assert ("Keep FP32" if out["keep_fp32"] else out["chosen"]["variant"]) in banner
+    assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 1
+    assert any("gold star" in c.value for c in at.caption)
+    families = at.dataframe[0].value
+    assert list(families.columns[:2]) == ["family", "outcome"] and len(families) >= 1

@@ -12,12 +12,12 @@ parent, background runner).
 from __future__ import annotations
 
 from .job import (
-    DEFAULT_STEP_TIMEOUT_S, is_recommendation, load_recommendation, record_folder, run_recommendation,
-    run_stored_recommendation, start_recommend_background, validate_request,
+    DEFAULT_STEP_TIMEOUT_S, is_recommendation, load_recommendation, recommended_pick, record_folder,
+    run_recommendation, run_stored_recommendation, start_recommend_background, validate_request,
 )
 from .request import DEFAULT_TIME_BUDGET_S, RecommendRequest
 from .space import AXES, Axis, Candidate, register_axis
 
 __all__ = ["RecommendRequest", "DEFAULT_TIME_BUDGET_S", "DEFAULT_STEP_TIMEOUT_S", "run_recommendation",
            "run_stored_recommendation", "start_recommend_background", "load_recommendation", "record_folder",
-           "is_recommendation", "validate_request", "AXES", "Axis", "Candidate", "register_axis"]
+           "is_recommendation", "validate_request", "recommended_pick", "AXES", "Axis", "Candidate", "register_axis"]

@@ -172,6 +172,15 @@ def load_recommendation(store, sweep_id: int) -> dict | None:
         raise StoreError(f"cannot read the recommendation {path}: {exc}") from None
 
 
+def recommended_pick(store, record) -> tuple[str, str] | None:
+    """(variant, backend) a finished recommendation chose, for the trade-off plot's star; None for a
+    sweep, or a recommendation without a result."""
+    if not is_recommendation(record) or record.active:
+        return None
+    summary = load_recommendation(store, record.id)
+    return None if summary is None else (summary["chosen"]["variant"], summary["chosen"]["backend"])
+
+
 class _Parent:
     """The parent's side of one run: rows to the store, progress (throttled), cancel, heartbeat."""
 
@@ -339,4 +348,4 @@ def run_stored_recommendation(store, sweep_id: int, progress: Progress | None = 
 
 __all__ = ["JOB_TARGET", "DEFAULT_STEP_TIMEOUT_S", "recommend_job", "run_recommendation", "start_recommend_background",
            "run_stored_recommendation", "load_recommendation", "record_folder", "is_recommendation",
-           "validate_request"]
+           "validate_request", "recommended_pick"]

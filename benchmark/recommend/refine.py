@@ -17,13 +17,13 @@ only where the first looks say it can pay off:
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .measurer import Outcome, error_text
 from .space import Candidate
 
-if TYPE_CHECKING:
-    from .search import Search
+#: The :class:`benchmark.recommend.search.Search` the steps refine (not imported: it imports this module).
+Search = Any
 
 #: Distillation may use at most this share of the search time left.
 DISTILL_SHARE = 0.5
@@ -31,7 +31,7 @@ DISTILL_SHARE = 0.5
 SENSITIVITY_MAX_LAYERS = 16
 
 
-def _speed(search: "Search", out: Outcome) -> float:
+def _speed(search: Search, out: Outcome) -> float:
     got = search.vs_base(out)
     return 0.0 if got is None else got[0]
 
@@ -40,7 +40,7 @@ def _structural(c) -> bool:
     return c.prune_ratio > 0 or c.lowrank_applies
 
 
-def _looks(search: "Search", cands: list[Candidate], stage: str, base_build=None, distill_s=None) -> list[Outcome]:
+def _looks(search: Search, cands: list[Candidate], stage: str, base_build=None, distill_s=None) -> list[Outcome]:
     outs = []
     for cand in cands:
         out = search.add(cand, stage)
@@ -54,7 +54,7 @@ def _looks(search: "Search", cands: list[Candidate], stage: str, base_build=None
     return outs
 
 
-def distill(search: "Search") -> None:
+def distill(search: Search) -> None:
     """Distil pruned / low-rank models over the budget: per kind, a binary search over the ratios
     (the middle one first; one that fits -> a larger ratio, one that misses -> a smaller one)."""
     if True not in search.space.values.get("distill", ()):
@@ -93,7 +93,7 @@ def distill(search: "Search") -> None:
                 hi = mid - 1
 
 
-def int8_sensitivity(search: "Search") -> list[str]:
+def int8_sensitivity(search: Search) -> list[str]:
     """Layer names, most INT8-sensitive first (measured once per search)."""
     from ..analysis.prepared import fit, prepare
     from ..analysis.sensitivity import sensitivity_table
@@ -115,7 +115,7 @@ def int8_sensitivity(search: "Search") -> list[str]:
     return [row["layer"] for row in search.sensitivity]
 
 
-def keep_float(search: "Search") -> None:
+def keep_float(search: Search) -> None:
     counts = sorted(k for k in search.space.values.get("keep_float", ()) if k > 0)
     statics = [o for o in search.outcomes.values() if o.candidate.compression.precision == "int8-static"
                and o.candidate.backend == search.base and o.status == "ok" and o.timing and not o.candidate.runtime]
@@ -141,7 +141,7 @@ def keep_float(search: "Search") -> None:
             break
 
 
-def combine(search: "Search") -> None:
+def combine(search: Search) -> None:
     eligible = [o for o in search.outcomes.values() if search.within_budget(o) and o.timing and not o.candidate.runtime
                 and o.candidate.backend == search.base and _speed(search, o) > 1.0]
     structural = [o for o in eligible if _structural(o.candidate.compression) and o.candidate.compression.precision == "fp32"]
@@ -160,7 +160,7 @@ def combine(search: "Search") -> None:
         _looks(search, [Candidate(comp, search.base)], "combine", base_build=search.m.builds[s.candidate.build_name])
 
 
-def runtime_on_best(search: "Search") -> None:
+def runtime_on_best(search: Search) -> None:
     helpful: dict[str, list[tuple]] = {}
     for o in search.outcomes.values():
         c = o.candidate

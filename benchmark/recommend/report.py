@@ -1,4 +1,4 @@
-"""The recommendation as one JSON-safe object.
+"""The recommendation as one JSON-safe object, and the tables the dashboard shows of it.
 
 The object (what ``slimbench recommend --json`` prints) holds at least ``chosen`` (a result row of
 the chosen candidate, the FP32 row when nothing wins), ``candidates`` (every candidate's row, each
@@ -48,7 +48,7 @@ def build_summary(search: "Search", decision: "Decision", rows: dict[str, Any], 
     base = entries[search.ref(decision.chosen.candidate.backend).key] if decision.chosen.candidate.backend in m.refs else None
     if base and base.get("size_bytes") and chosen.get("size_bytes"):
         chosen["size_vs_fp32"] = chosen["size_bytes"] / base["size_bytes"]
-    chosen["quality_change_points"] = None if decision.chosen.drop is None else -decision.chosen.drop
+    chosen["quality_change_points"] = None if decision.chosen.drop is None else 0.0 - decision.chosen.drop
     measured = [o for o in search.outcomes.values() if o.timing is not None]
     return jsonable({
         "model": m.model.name, "source": request.get("model"), "device": m.device, "batch_size": m.batch_size,
@@ -67,4 +67,65 @@ def build_summary(search: "Search", decision: "Decision", rows: dict[str, Any], 
     })
 
 
-__all__ = ["build_summary", "candidate_entry"]
+def _x(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value + 0.0, spec)  # + 0.0: no "-0.00"
+
+
+def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, value, help) of the chosen variant's key numbers, for the dashboard's metrics."""
+    ch = summary["chosen"]
+    sig = ch.get("significance") or {}
+    lat = ch.get("latency_ms") or {}
+    ci = (f"95 % interval {sig['speedup_ci_low']:.2f}-{sig['speedup_ci_high']:.2f}x"
+          if sig.get("speedup_ci_low") is not None else "FP32 itself")
+    return [
+        ("speedup vs FP32 (p50)", f"{_x(ch.get('speedup_vs_fp32'), '.2f')}x",
+         f"FP32 p50 / its p50 on {ch['backend']}, batch {summary['batch_size']}; {ci}"),
+        ("quality change (points)", _x(ch.get("quality_change_points"), "+.2f"),
+         f"{summary['metric']} on the search split; held-out drop {_x(ch.get('holdout_drop_points'), '.2f')} points"),
+        ("size vs FP32", f"{_x(ch.get('size_vs_fp32'), '.2f')}x", f"{_x((ch.get('size_bytes') or 0) / 1024, '.1f')} KiB"),
+        ("p50 latency (ms)", _x(lat.get("p50"), ".4g"),
+         "median of the final round" + (f", 95 % interval {lat['p50_ci_low']:.4g}-{lat['p50_ci_high']:.4g} ms"
+                                        if lat.get("p50_ci_low") is not None else "")),
+    ]
+
+
+def star_sentence(summary: dict[str, Any]) -> str:
+    """The one sentence that explains the recommended mark on the trade-off plot."""
+    ch = summary["chosen"]
+    if summary["keep_fp32"]:
+        return (f"The gold star marks FP32 on {ch['backend']}: no candidate within {summary['budget_points']:g} points "
+                "was significantly faster in interleaved repeats, so the recommendation is to keep FP32.")
+    return (f"The gold star marks the recommendation, {ch['variant']} on {ch['backend']}: the fastest candidate within "
+            f"{summary['budget_points']:g} points (search and held-out splits) whose speedup over FP32 held in a 95 % "
+            "interval from interleaved repeats; horizontal bars are the p50 intervals.")
+
+
+def families_frame(summary: dict[str, Any]):
+    """Each family of candidates and why it lost (the chosen one first)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"family": f["family"], "outcome": f["reason"], "best member": f"{f['best']} ({f['backend']})",
+                          "candidates": f["members"]} for f in summary["families"]])
+
+
+def candidates_frame(summary: dict[str, Any]):
+    """Every candidate: drop on both splits, p50, speedup with its interval, verdict, outcome (fastest first)."""
+    import pandas as pd
+
+    rows = []
+    for c in summary["candidates"]:
+        lat, sig = c.get("latency_ms") or {}, c.get("significance") or {}
+        rows.append({"variant": c["variant"], "backend": c["backend"], "status": c["status"],
+                     "quality drop (points)": c.get("quality_drop_points"),
+                     "held-out drop (points)": c.get("holdout_drop_points"), "p50 (ms)": lat.get("p50"),
+                     "speedup vs FP32 (x)": c.get("speedup_vs_fp32"), "speedup 95 % low": sig.get("speedup_ci_low"),
+                     "speedup 95 % high": sig.get("speedup_ci_high"), "repeats": lat.get("repeats"),
+                     "verdict": sig.get("verdict"), "outcome": c.get("reason") or c.get("error")})
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("p50 (ms)", na_position="last", kind="stable").reset_index(drop=True) if len(frame) else frame
+
+
+__all__ = ["build_summary", "candidate_entry", "headline", "star_sentence", "families_frame", "candidates_frame"]

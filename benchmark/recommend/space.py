@@ -37,7 +37,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..config import CompressionConfig
+from ..config import RATIO, CompressionConfig
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -118,40 +118,36 @@ def _precision_part(c: CompressionConfig) -> str:
     return c.precision
 
 
+def _structure(c: CompressionConfig) -> list[tuple[str, str]]:
+    """(name part, family part) of each structural step of ``c``: pruning, low-rank, distillation."""
+    steps = []
+    if c.prune_ratio > 0:
+        steps.append((f"prune-{c.prune_kind[0]}{c.prune_ratio:g}", f"prune {c.prune_ratio:g}"))
+    if c.lowrank_ratio > 0:
+        steps.append((f"lowrank{c.lowrank_ratio:g}", f"low-rank {c.lowrank_ratio:g}"))
+    if c.distill_applies:
+        steps.append((f"distill{int(c.distill_epochs)}", "distill"))
+    return steps
+
+
 def compression_name(c: CompressionConfig) -> str:
     """A variant name for ``c`` that names every build setting the search varies."""
-    parts = [_precision_part(c)]
-    if c.prune_ratio > 0:
-        parts.append(f"prune-{c.prune_kind[0]}{c.prune_ratio:g}")
-    if c.lowrank_ratio > 0:
-        parts.append(f"lowrank{c.lowrank_ratio:g}")
-    if c.distill_applies:
-        parts.append(f"distill{int(c.distill_epochs)}")
-    return "+".join(parts)
+    return "+".join([_precision_part(c)] + [name for name, _ in _structure(c)])
+
+
+_RUNTIME_WORDS = {"threads": lambda v: f"{int(v)} thread{'s' if int(v) != 1 else ''}",
+                  "graph_optimization_level": lambda v: f"ORT optimization {v}"}
 
 
 def family_of(c: CompressionConfig, runtime: tuple[tuple[str, Any], ...] = ()) -> str:
     """``prune 0.5 + distill + int8-static``, ``fp32 @ 1 thread``, ``mixed INT8 (layers kept float)``."""
-    parts = []
-    if c.prune_ratio > 0:
-        parts.append(f"prune {c.prune_ratio:g}")
-    if c.lowrank_ratio > 0:
-        parts.append(f"low-rank {c.lowrank_ratio:g}")
-    if c.distill_applies:
-        parts.append("distill")
+    parts = [family for _, family in _structure(c)]
     if c.precision == "mixed":
         parts.append("mixed INT8 (layers kept float)")
     elif c.precision != "fp32" or not parts:
         parts.append(c.precision)
-    text = " + ".join(parts)
-    for key, value in sorted(runtime):
-        if key == "threads":
-            text += f" @ {int(value)} thread{'s' if int(value) != 1 else ''}"
-        elif key == "graph_optimization_level":
-            text += f" @ ORT optimization {value}"
-        else:
-            text += f" @ {key} {value}"
-    return text
+    words = [_RUNTIME_WORDS.get(k, lambda v, k=k: f"{k} {v}")(v) for k, v in sorted(runtime)]
+    return " + ".join(parts) + "".join(f" @ {w}" for w in words)
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,10 +191,7 @@ def register_axis(axis: Axis, replace: bool = False) -> Axis:
 
 
 def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise ConfigError(f"a ratio must be in [0, 1); got {text}")
-    return value
+    return RATIO.check("a ratio", float(text))
 
 
 def _bool(text: str) -> bool:
