@@ -33,7 +33,8 @@ def request_form(model: dict):
     latency = c1.number_input("Latency budget (ms, 0 = none)", 0.0, 1e6, key=kept("rec.latency", 0.0), help=HELP["latency"])
     batch = c1.number_input("Batch size", 1, 4096, key=kept("rec.batch", 1))
     usable = usable_backends()
-    backends = c2.multiselect("Backends", usable, key=kept("rec.backends", [b for b in ("onnxruntime", "pytorch") if b in usable], usable))
+    default = [b for b in ("onnxruntime", "pytorch") if b in usable]
+    backends = c2.multiselect("Backends", usable, key=kept("rec.backends", default, usable))
     seconds = c2.number_input("Time budget (s)", 10, 3600, key=kept("rec.time", 120), help=HELP["time"])
     with c2:
         data = data_choice("recommend")

@@ -48,8 +48,8 @@ class Decision:
 
 def _fmt_interval(point: float, lo: float, hi: float) -> str:
     if math.isfinite(lo) and math.isfinite(hi):
-        return f"{point:.2f}x [{lo:.2f}, {hi:.2f}]"
-    return f"{point:.2f}x"
+        return f"{st.times(point)} [{lo:.2f}, {hi:.2f}]"
+    return st.times(point)
 
 
 class _Judge:
@@ -84,7 +84,7 @@ class _Judge:
     def why_not(self, o: Outcome) -> str:
         """Why a candidate that is not a finalist lost."""
         speed = self.s.vs_base(o) if o.timing is not None else None
-        fast = "" if speed is None else f" ({speed[0]:.2f}x the baseline in a short look)"
+        fast = "" if speed is None else f" ({st.times(speed[0])} the baseline in a short look)"
         if o.status == "failed":
             return f"failed: {o.error}"
         if o.status == "skipped":
@@ -96,7 +96,7 @@ class _Judge:
         if o.eliminated:
             return o.eliminated
         if speed is not None and speed[0] <= 1.0:
-            return f"{speed[0]:.2f}x {self.where} in a short look: not faster than FP32 on {self.s.base}"
+            return f"{st.times(speed[0])} {self.where} in a short look: not faster than FP32 on {self.s.base}"
         return f"not a finalist{fast}"
 
 
@@ -168,8 +168,11 @@ def _reason(search: "Search", judge: _Judge, chosen: Outcome, comparisons: dict,
                 f"{judge.latency_budget_ms:g} ms and no candidate within {search.budget:g} points meets it")
     else:
         lead = f"keep FP32: no candidate within {search.budget:g} points was significantly faster than FP32 on {search.base}"
+    if not any(o.timing is not None for o in search.outcomes.values() if not o.candidate.is_reference):
+        return (f"keep FP32: the time budget ({search.time_budget_s:g} s) was spent before any candidate was measured; "
+                "give the search more time")
     if not search.finalists:
-        return lead + " (no candidate within the quality budget was faster in a first look)"
+        return lead + " (no candidate within the quality budget was measured faster in a first look)"
     best = min(search.finalists, key=lambda o: o.p50_ms or math.inf)
     return f"{lead}; closest: {best.name} on {best.candidate.backend}, {reasons.get(best.key, '')}"
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .. import errors as _errors
 from ..errors import BenchmarkError, ConfigError, StoreError

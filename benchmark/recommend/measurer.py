@@ -194,7 +194,7 @@ class Measurer:
         self.step(f"building {name}")
         ctx = CompressContext(workdir=self.workdir, calib_data=self.splits.calib, train_data=self.splits.train,
                               eval_data=None, time_budget_s=time_budget_s,
-                              progress=lambda m, f=None: self.emit({"type": "progress", "message": m}))
+                              progress=lambda m, f=None: self.step(m))  # a build that reports is not hung
         start = time.perf_counter()
         try:
             variant = build_variant(self.model, cand.compression, ctx, base=None if base is None else base.variant)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from . import stats as st
 from .measurer import Outcome, error_text
 from .space import Candidate
 
@@ -79,8 +80,8 @@ def distill(search: Search) -> None:
                 lo = mid + 1
                 continue
             if _speed(search, o) <= search.best_within():
-                search.notes.append(f"not distilled: {o.candidate.build_name} ({_speed(search, o):.2f}x) is no faster "
-                                    f"than a candidate already within the budget ({search.best_within():.2f}x)")
+                search.notes.append(f"not distilled: {o.candidate.build_name} ({st.times(_speed(search, o))}) is no faster "
+                                    f"than a candidate already within the budget ({st.times(search.best_within())})")
                 lo = mid + 1
                 continue
             comp = dataclasses.replace(o.candidate.compression, distill=True)
@@ -123,8 +124,8 @@ def keep_float(search: Search) -> None:
         return
     best = max(statics, key=lambda o: _speed(search, o))
     if _speed(search, best) <= search.best_within():
-        search.notes.append(f"no layers kept float: static INT8 ({_speed(search, best):.2f}x) is no faster than a "
-                            f"candidate already within the budget ({search.best_within():.2f}x)")
+        search.notes.append(f"no layers kept float: static INT8 ({st.times(_speed(search, best))}) is no faster than a "
+                            f"candidate already within the budget ({st.times(search.best_within())})")
         return
     try:
         ranking = int8_sensitivity(search)

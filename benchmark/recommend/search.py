@@ -40,6 +40,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import MeasurementError
+from . import stats as st
 from .measurer import Measurer, Outcome, error_text
 from .space import Candidate, Space
 
@@ -107,8 +108,11 @@ class Search:
             self.outcomes.setdefault(f"{cand.name}|{cand.backend}", Outcome(cand))
         order = self.backend_order()
         for o in self.outcomes.values():
-            if o.candidate.backend != self.base and o.status == "pending":
-                o.error = self.deferred(o.candidate.backend)
+            backend = o.candidate.backend
+            if backend not in self.m.refs and o.status == "pending":
+                o.status, o.error = "skipped", f"FP32 does not run on {backend}: {self.ref(backend).error}"
+            elif backend != self.base and o.status == "pending":
+                o.error = self.deferred(backend)
         self.first_looks([o for o in self.outcomes.values() if o.candidate.backend == self.base])
         self.greedy()
         for backend in order[1:]:
@@ -140,7 +144,7 @@ class Search:
     def deferred(self, backend: str) -> str:
         """Why a look on ``backend`` may never happen."""
         ref = self.vs_base(self.ref(backend))
-        return (f"not measured: the time budget was spent (FP32 on {backend} runs at {ref[0] if ref else 0:.2f}x "
+        return (f"not measured: the time budget was spent (FP32 on {backend} runs at {st.times(ref[0] if ref else 0)} "
                 f"the baseline, so {self.base} was searched first)")
 
     def references(self) -> None:
@@ -268,7 +272,7 @@ class Search:
             cost = len(pool) * 2 * 2.5 * (duration + 0.1)
             if cost > self.search_left():
                 for o in pool[FINALISTS:]:
-                    o.eliminated = (f"{self.vs_base(o)[0]:.2f}x the baseline after round {rung - 1}, ranked "
+                    o.eliminated = (f"{st.times(self.vs_base(o)[0])} the baseline after round {rung - 1}, ranked "
                                     f"{pool.index(o) + 1} of {len(pool)}; the time budget ended the halving")
                     self.emit_row(o)
                 self.notes.append(f"halving stopped after round {rung - 1}: the time budget was spent")
@@ -278,7 +282,7 @@ class Search:
                 self.retime(o, rung, duration, 2)
             pool.sort(key=lambda o: -self.vs_base(o)[0] if o.status == "ok" else 0.0)
             for o in pool[keep:]:
-                o.eliminated = (f"round {rung}: {self.vs_base(o)[0]:.2f}x the baseline, not among the {keep} fastest"
+                o.eliminated = (f"round {rung}: {st.times(self.vs_base(o)[0])} the baseline, not among the {keep} fastest"
                                 if o.status == "ok" else o.error)
                 self.emit_row(o)
             pool = [o for o in pool[:keep] if o.status == "ok"]

@@ -138,10 +138,15 @@ def verdict(low: float, high: float) -> str:
     return NO_DIFFERENCE
 
 
+def times(ratio: float) -> str:
+    """A speed ratio for people: ``2.23x``, ``0.0021x`` (two significant digits below 0.1)."""
+    return f"{ratio:.2g}x" if 0 < abs(ratio) < 0.1 else f"{ratio:.2f}x"
+
+
 def bonferroni(level: float, comparisons: int) -> float:
     """The per-comparison level that keeps ``level`` for ``comparisons`` intervals together."""
     return 1.0 - (1.0 - float(level)) / max(1, int(comparisons))
 
 
 __all__ = ["FASTER", "SLOWER", "NO_DIFFERENCE", "MIN_REPEATS", "t_cdf", "t_quantile", "mean_interval",
-           "p50_interval", "ratio_interval", "verdict", "bonferroni"]
+           "p50_interval", "ratio_interval", "verdict", "bonferroni", "times"]
