@@ -189,7 +189,10 @@ def _families(search: "Search", chosen: Outcome, reasons: dict[str, str]) -> lis
         won = best is chosen
         reason = "chosen" if won else reasons.get(best.key, "")
         if best.status != "ok" and len({o.candidate.backend for o in members}) > 1:
-            reason = "; ".join(dict.fromkeys(f"{o.candidate.backend}: {reasons.get(o.key, '')}" for o in members))
+            by_reason: dict[str, list[str]] = {}
+            for o in members:
+                by_reason.setdefault(reasons.get(o.key, ""), []).append(o.candidate.backend)
+            reason = "; ".join(f"{', '.join(dict.fromkeys(b))}: {r}" for r, b in by_reason.items())
         out.append({"family": family, "won": won, "best": best.name, "backend": best.candidate.backend,
                     "members": len(members), "reason": reason})
     out.sort(key=lambda f: (not f["won"], f["family"]))

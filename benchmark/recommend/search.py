@@ -27,9 +27,12 @@ Steps, each stopped when the time budget (minus a reserve for the final round) i
 4. **Successive halving** over the candidates within the quality budget: rounds ``k = 1, 2, ...``
    time each survivor for ``0.05 s x 3^k`` per side, two interleaved repeats, and keep the fastest
    third (at least :data:`FINALISTS`).
-5. **Final round**: the finalists, ``repeats`` (>= 3) interleaved repeats each with the baseline
+5. **Held-out check**: down the ranking, each candidate is scored on the held-out split until
+   :data:`FINALISTS` are within the budget there (the search never decided on that split; it only
+   refuses a candidate that does not hold up on it).
+6. **Final round**: the finalists, ``repeats`` (>= 3) interleaved repeats each with the baseline
    FP32 (and FP32 on their own backend), confidence intervals from the repeat medians
-   (:mod:`benchmark.recommend.stats`); then the held-out split for the finalists.
+   (:mod:`benchmark.recommend.stats`).
 
 The decision is :func:`benchmark.recommend.decide.decide`.
 """
@@ -117,9 +120,9 @@ class Search:
         self.greedy()
         for backend in order[1:]:
             self.first_looks(self.mirrored(backend))
-        self.finalists = self.halving()
+        self.finalists = self.verified(self.halving())
         self.final_round(self.finalists)
-        self.held_out(self.finalists)
+        self.held_out([self.ref(b) for b in self.m.refs])
         return self.finalists
 
     def backend_order(self) -> list[str]:
@@ -262,21 +265,23 @@ class Search:
 
     # --- successive halving --------------------------------------------------------------------
     def halving(self) -> list[Outcome]:
+        """Every candidate within the quality budget, best first: the survivors of the last halving
+        round, then the others by their latest speed (fallbacks for :meth:`verified`)."""
         pool = [o for o in self.outcomes.values() if self.within_budget(o) and o.timing is not None
                 and not (o.candidate.is_reference and o.candidate.backend == self.base)]
         pool.sort(key=lambda o: -self.vs_base(o)[0])
+        dropped: list[Outcome] = []
         rung = 1
         while len(pool) > FINALISTS:
             keep = max(FINALISTS, math.ceil(len(pool) / ETA))
             duration = RUNG0_S * ETA ** rung
-            cost = len(pool) * 2 * 2.5 * (duration + 0.1)
-            if cost > self.search_left():
+            if len(pool) * 2 * 2.5 * (duration + 0.1) > self.search_left():
                 for o in pool[FINALISTS:]:
                     o.eliminated = (f"{st.times(self.vs_base(o)[0])} the baseline after round {rung - 1}, ranked "
                                     f"{pool.index(o) + 1} of {len(pool)}; the time budget ended the halving")
                     self.emit_row(o)
                 self.notes.append(f"halving stopped after round {rung - 1}: the time budget was spent")
-                return pool[:FINALISTS]
+                return pool + dropped
             for o in pool:
                 self.say(f"round {rung}: {o.name} on {o.candidate.backend} ({len(pool)} left, keeping {keep})")
                 self.retime(o, rung, duration, 2)
@@ -285,9 +290,33 @@ class Search:
                 o.eliminated = (f"round {rung}: {st.times(self.vs_base(o)[0])} the baseline, not among the {keep} fastest"
                                 if o.status == "ok" else o.error)
                 self.emit_row(o)
+            dropped = [o for o in pool[keep:] if o.status == "ok"] + dropped
             pool = [o for o in pool[:keep] if o.status == "ok"]
             rung += 1
-        return pool
+        return pool + dropped
+
+    def verified(self, ranked: list[Outcome]) -> list[Outcome]:
+        """The first :data:`FINALISTS` of ``ranked`` whose drop on the held-out split is within the
+        budget (scored here, once per build); the others that were scored say why they left."""
+        finalists: list[Outcome] = []
+        for o in ranked:
+            if len(finalists) >= FINALISTS:
+                break
+            self.say(f"held-out split: {o.name} on {o.candidate.backend}")
+            try:
+                self.m.score(o, split="holdout")
+            except Exception as exc:  # scoring failed: this candidate cannot be verified
+                o.eliminated = f"held-out split not scored: {error_text(exc)}"
+                self.emit_row(o)
+                continue
+            drop = (o.holdout or {}).get("drop_points")
+            if drop is not None and drop > self.budget:
+                o.eliminated = f"{0.0 - drop:+.2f} points on the held-out split (budget {self.budget:g})"
+                self.emit_row(o)
+                continue
+            o.eliminated = None
+            finalists.append(o)
+        return finalists
 
     def retime(self, out: Outcome, rung: int, duration: float, repeats: int) -> None:
         """Time ``out`` again (a fresh session) for ``repeats`` interleaved rounds."""
@@ -338,9 +367,9 @@ class Search:
             timing.cand += o.timing.ref if o.candidate.backend == self.base else o.timing.base
         return timing
 
-    def held_out(self, finalists: list[Outcome]) -> None:
-        """The finalists' (and the references') quality on the held-out split."""
-        for o in [self.ref(b) for b in self.m.refs] + finalists:
+    def held_out(self, outs: list[Outcome]) -> None:
+        """Quality on the held-out split of ``outs`` (the references: drop 0 by definition)."""
+        for o in outs:
             if o.status != "ok":
                 continue
             self.say(f"held-out split: {o.name} on {o.candidate.backend}")
