@@ -102,7 +102,10 @@ def panel() -> None:
     except BenchmarkError as exc:
         st.error(say(exc))
         return
-    for rec in [r for r in recs if r.active]:
+    running = [r for r in recs if r.active]
+    if not running and st.session_state.pop("_rec_refreshing", False):
+        st.rerun()  # finished: redraw the page once, without the periodic refresh
+    for rec in running:
         with st.container(border=True):
             st.progress(min(1.0, float(rec.fraction or 0)), text=f"#{rec.id} {rec.model}: {rec.progress or rec.status}")
             if rec.status != "cancelling" and st.button("Cancel", key=f"rec-cancel-{rec.id}", icon=":material/cancel:"):
@@ -112,6 +115,8 @@ def panel() -> None:
         st.caption("No finished recommendation yet.")
         return
     labels = {r.id: f"#{r.id} {r.model} ({r.status}, {r.created_at[:16].replace('T', ' ')})" for r in done}
+    if st.session_state.get("rec.new") in labels:  # the one this page started has finished: show it
+        st.session_state["rec.show"] = st.session_state.pop("rec.new")
     chosen = st.selectbox("Recommendation", list(labels), format_func=labels.get, key=kept("rec.show", done[0].id, list(labels)))
     show_result(store, next(r for r in done if r.id == chosen))
 
@@ -131,7 +136,7 @@ if request is not None and st.button("Recommend", type="primary", icon=":materia
     except BenchmarkError as exc:
         st.error(f"Could not start the recommendation: {say(exc)}")
     else:
-        st.session_state["rec.show"] = rec_id
+        st.session_state["rec.new"] = rec_id
         st.toast(f"Recommendation #{rec_id} started")
 save()
 from benchmark import BenchmarkError  # noqa: E402
@@ -142,4 +147,5 @@ try:
     active = any(is_recommendation(r) for r in Store().list_sweeps(limit=20, statuses=ACTIVE_SWEEP_STATUSES))
 except BenchmarkError:  # the panel below shows the database's error
     active = False
+st.session_state["_rec_refreshing"] = active
 st.fragment(panel, run_every=2.0 if active else None)()

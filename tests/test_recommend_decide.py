@@ -106,3 +106,22 @@ def test_failed_and_skipped_candidates_say_why(status, text):
     d = decide(make_search([bad], []))
     assert d.reasons[bad.key] == text
     assert {f["family"]: f["reason"] for f in d.families}["fp16"] == text
+
+
+def test_the_held_out_check_goes_down_the_ranking_until_three_hold_the_budget():
+    """Runtime siblings of a build that fails on the held-out split all fail there; the final round is
+    filled from further down the ranking instead."""
+    bad = [timed(INT8.with_runtime("threads", t), [m / 3 for m in FP32], FP32) for t in (0, 1, 2)]
+    good = [timed(FP16.with_runtime("threads", t), [m / 1.5 for m in FP32], FP32) for t in (0, 1, 2)]
+    s = make_search(bad + good, [])
+    held = {o.key: (1.6 if o in bad else 0.4) for o in bad + good}
+
+    def score(o, session=None, split="search"):
+        assert split == "holdout"
+        o.holdout = {"drop_points": held[o.key]}
+
+    s.m.score = score
+    finalists = s.finalists = s.verified(s.halving())
+    assert {o.key for o in finalists} == {o.key for o in good}
+    assert all("-1.60 points on the held-out split" in o.eliminated for o in bad)
+    assert decide(s).chosen in good
