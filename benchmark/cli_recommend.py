@@ -149,8 +149,8 @@ def candidates_table(summary: dict[str, Any]) -> str:
     for c in entries:
         lat = c.get("latency_ms") or {}
         sig = c.get("significance") or {}
-        rows.append([c["variant"], c["backend"], _num(c.get("quality_drop_points"), ".2f"),
-                     _num(c.get("holdout_drop_points"), ".2f"), _num(lat.get("p50"), ".4g"), _speed(c),
+        rows.append([c["variant"], c["backend"], _num(c.get("quality_drop_points"), ".3g"),
+                     _num(c.get("holdout_drop_points"), ".3g"), _num(lat.get("p50"), ".4g"), _speed(c),
                      str(lat.get("repeats") or 1), sig.get("verdict") or "-", (c.get("reason") or "")[:70]])
     return text_table(["variant", "backend", "drop (points)", "held-out drop", "p50 (ms)", "speedup vs FP32 [95 % CI]",
                        "repeats", "verdict", "outcome"], rows, right={2, 3, 4, 6})

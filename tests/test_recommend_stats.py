@@ -74,3 +74,8 @@ def test_bad_inputs_are_one_line_errors():
         st.ratio_interval([1.0, 1.0], [1.0])
     with pytest.raises(MeasurementError, match="at least 2"):
         st.mean_interval([1.0])
+
+
+def test_numbers_for_people():
+    assert st.times(2.234) == "2.23x" and st.times(0.000057) == "5.7e-05x"
+    assert st.points(-3.1) == "-3.10" and st.points(-0.0031) == "-0.0031" and st.points(-0.0) == "+0.00"

@@ -70,7 +70,7 @@ class _Judge:
         text = _fmt_interval(cmp["point"], cmp["low"], cmp["high"])
         hold = (o.holdout or {}).get("drop_points")
         if hold is not None and hold > self.s.budget:
-            return f"{-hold:+.2f} points on the held-out split (budget {self.s.budget:g})"
+            return f"{st.points(-hold)} points on the held-out split (budget {self.s.budget:g})"
         if cmp["repeats"] < st.MIN_REPEATS:
             return f"{text} from {cmp['repeats']} repeat(s): too few for an interval"
         if cmp["verdict"] != st.FASTER:
@@ -92,7 +92,7 @@ class _Judge:
         if o.status == "pending":
             return o.error or "not measured: the time budget was spent"
         if o.drop is not None and o.drop > self.s.budget:
-            return f"{-o.drop:+.2f} points (budget {self.s.budget:g}){fast}"
+            return f"{st.points(-o.drop)} points (budget {self.s.budget:g}){fast}"
         if o.eliminated:
             return o.eliminated
         if speed is not None and speed[0] <= 1.0:
@@ -161,7 +161,7 @@ def _reason(search: "Search", judge: _Judge, chosen: Outcome, comparisons: dict,
         shared = f", {100 * LEVEL:g} % for all {n} finalists together" if n > 1 else ""
         return (f"{chosen.name} on {chosen.candidate.backend}: {_fmt_interval(cmp['point'], cmp['low'], cmp['high'])} "
                 f"the speed of FP32 on {search.base} ({100 * cmp['level']:.3g} % interval over {cmp['repeats']} "
-                f"interleaved repeats{shared}), {0.0 - drop:+.2f} points on the search split")
+                f"interleaved repeats{shared}), {st.points(-drop)} points on the search split")
     base_p50 = chosen.p50_ms
     if judge.latency_budget_ms is not None and base_p50 is not None and base_p50 > judge.latency_budget_ms:
         lead = (f"keep FP32: FP32 on {search.base} (p50 {base_p50:.4g} ms) is over the latency budget "

@@ -311,7 +311,7 @@ class Search:
                 continue
             drop = (o.holdout or {}).get("drop_points")
             if drop is not None and drop > self.budget:
-                o.eliminated = f"{0.0 - drop:+.2f} points on the held-out split (budget {self.budget:g})"
+                o.eliminated = f"{st.points(-drop)} points on the held-out split (budget {self.budget:g})"
                 self.emit_row(o)
                 continue
             o.eliminated = None

@@ -143,10 +143,16 @@ def times(ratio: float) -> str:
     return f"{ratio:.2g}x" if 0 < abs(ratio) < 0.1 else f"{ratio:.2f}x"
 
 
+def points(change: float) -> str:
+    """A quality change in points for people: ``-3.10``, ``-0.0031`` (small changes keep two digits)."""
+    value = float(change) + 0.0  # no "-0.00"
+    return f"{value:+.2g}" if 0 < abs(value) < 0.01 else f"{value:+.2f}"
+
+
 def bonferroni(level: float, comparisons: int) -> float:
     """The per-comparison level that keeps ``level`` for ``comparisons`` intervals together."""
     return 1.0 - (1.0 - float(level)) / max(1, int(comparisons))
 
 
 __all__ = ["FASTER", "SLOWER", "NO_DIFFERENCE", "MIN_REPEATS", "t_cdf", "t_quantile", "mean_interval",
-           "p50_interval", "ratio_interval", "verdict", "bonferroni", "times"]
+           "p50_interval", "ratio_interval", "verdict", "bonferroni", "times", "points"]
