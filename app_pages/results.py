@@ -135,6 +135,7 @@ def variant_notes(df) -> None:
 
 def show(store, sweep_id: int, was_active: bool) -> None:
     from benchmark import BenchmarkError
+    from benchmark.recommend import recommended_pick
     from benchmark.results import CROSS_BACKEND_TOLERANCES
 
     try:
@@ -163,6 +164,7 @@ def show(store, sweep_id: int, was_active: bool) -> None:
     figs = [
         plots.tradeoff_figure(df if across is None else df[df["variant"] == across], batch_size=batch,
                               latency_budget_ms=budget or None, metric=metric, color_by=color_by,
+                              recommended=recommended_pick(store, rec),
                               title=None if across is None else f"{across} across machines (batch {batch})"),
         plots.throughput_figure(df, color_by=color_by),
         plots.size_macs_figure(df, batch_size=batch, metric=metric),

@@ -145,8 +145,9 @@ def add_batch_axis_arg(p) -> None:
                    help=help_text(SweepConfig, "batch_axis") + "; repeat for several inputs")
 
 
-def add_model_args(p) -> None:
-    p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
+def add_model_args(p, model_optional: bool = False) -> None:
+    p.add_argument("model", nargs="?" if model_optional else None,
+                   help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
     add_batch_axis_arg(p)
@@ -528,6 +529,9 @@ def _check_out_file(path: str | os.PathLike, flag: str) -> Path:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{flag} {path}: not writable")
     return path
+
+
+check_out_file = _check_out_file  # public name for the other subcommands
 
 
 def _write_text(path: Path, text: str, flag: str) -> None:

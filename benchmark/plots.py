@@ -80,6 +80,8 @@ MARKER_LEGEND: tuple[tuple[str, str], ...] = (
                                        "sweep when sweeps are compared, per machine when coloured by machine)"),
     ("gold star", "the pick: the recommended variant where there is one, else the best quality within the latency "
                   "budget (one mark when both exist)"),
+    ("horizontal error bar", "95 % interval of the p50 from interleaved repeats (recommendation rows); bars that "
+                             "overlap mean no significant difference"),
 )
 #: Opacity of a row whose timing stayed unstable.
 UNSTABLE_OPACITY = 0.3
@@ -307,6 +309,7 @@ def _hover_frame(df: pd.DataFrame) -> tuple[list[list[Any]], str]:
         elif r.get("timing_attempts") is not None and not pd.isna(r.get("timing_attempts")) and int(r["timing_attempts"]) > 1:
             timing = f"<br>timed {int(r['timing_attempts'])} times (earlier attempts were unstable)"
         machine = machine_of(r)
+        timing += _significance_text(r)
         custom.append([
             r.get("variant", ""), r.get("backend", ""), r.get("precision", ""),
             _fmt(r.get("prune_ratio")), r.get("prune_kind") or "-", int(r.get("batch_size") or 0),
@@ -328,6 +331,31 @@ def _hover_frame(df: pd.DataFrame) -> tuple[list[list[Any]], str]:
         "%{customdata[12]}%{customdata[14]}%{customdata[15]}<extra></extra>"
     )
     return custom, template
+
+
+def _significance_cell(row: Any) -> str | None:
+    """``faster (speedup 2.12-2.17x)`` for a row compared with FP32 in interleaved repeats (recommendation
+    rows: the verdict and the 95 % interval of the speedup), else None."""
+    verdict, lo, hi = row.get("significance"), row.get("speedup_ci_low"), row.get("speedup_ci_high")
+    if not isinstance(verdict, str):
+        return None
+    return verdict + ("" if lo is None or pd.isna(lo) else f" (speedup {float(lo):.2f}-{float(hi):.2f}x)")
+
+
+def _significance_text(row: Any) -> str:
+    cell = _significance_cell(row)
+    return f"<br>vs FP32: {cell}" if cell else ""
+
+
+def _ci_bars(part: pd.DataFrame, x: str) -> dict | None:
+    """Horizontal error bars from the rows' p50 intervals (:data:`MARKER_LEGEND`), where they have one."""
+    if x != "latency_p50_ms" or "latency_p50_ci_low_ms" not in part:
+        return None
+    lo, hi = _num(part, "latency_p50_ci_low_ms"), _num(part, "latency_p50_ci_high_ms")
+    if lo.isna().all():
+        return None
+    return dict(type="data", symmetric=False, array=(hi - part["_x"]).clip(lower=0).fillna(0).tolist(),
+                arrayminus=(part["_x"] - lo).clip(lower=0).fillna(0).tolist(), thickness=1.5, width=4)
 
 
 def _is_structural(row: pd.Series) -> bool:
@@ -507,6 +535,7 @@ def tradeoff_figure(
         fig.add_trace(go.Scatter(
             x=part["_x"], y=part["_y"], name=name + _machine_suffix(first, machine_list), mode="markers",
             marker=_trace_marker(part, color, symbol, machine_list), customdata=custom, hovertemplate=template,
+            error_x=_ci_bars(part, x),
         ))
     left_out = _front_traces(fig, sel, m.higher_is_better, color_by, sweeps, machine_list)
     if left_out:
@@ -861,6 +890,7 @@ TABLE_COLUMNS: dict[str, str] = {
     "quality_display": "quality",
     "quality_drop_points": "quality drop (points, + = worse)",
     "speedup_vs_fp32": "speedup vs FP32 (x, p50)",
+    "significance": "vs FP32 (interleaved repeats, 95 % interval)",
     "size_mb": "size (MB)",
     "latency_p50_ms": "p50 latency (ms)",
     "timing": "timing",
@@ -896,7 +926,7 @@ TABLE_COLUMNS: dict[str, str] = {
 }
 _PERCENT_COLUMNS = ("accuracy_top1", "accuracy_top5", "fidelity_top1_agreement")
 #: Columns only some rows fill: left out of a table where no row has a value.
-_OPTIONAL_COLUMNS = ("gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample",
+_OPTIONAL_COLUMNS = ("significance", "gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample",
                      "machine", "timing", "calibration", "int8_format", "quality_display", "quality_drop_points",
                      "speedup_vs_fp32")
 
@@ -943,6 +973,8 @@ def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | 
     out["machine"] = [machine_of(r) for _, r in out.iterrows()] if len(machine_list) > 1 else None
     out["timing"] = [_timing_text(r) for _, r in out.iterrows()]
     out["calibration"] = [_calibration_text(r) for _, r in out.iterrows()]
+    if "significance" in out:
+        out["significance"] = [_significance_cell(r) for _, r in out.iterrows()]
     cols = [c for c in TABLE_COLUMNS if c in out and not (c in _OPTIONAL_COLUMNS and out[c].isna().all())]
     if "sweep_id" in cols and out["sweep_id"].nunique(dropna=True) <= 1:
         cols.remove("sweep_id")

@@ -390,6 +390,8 @@ def _resume_settings(store: Store, sweep_id: int, plugins, job_timeout_s):
     """(config, plugins, job timeout, the sweep as it was) of a stored sweep to resume, claimed for this
     process (:meth:`Store.claim_sweep`); refuses one that another runner holds."""
     store.mark_interrupted()
+    if "recommend" in (store.get_sweep(sweep_id).config or {}):  # a recommendation is not a sweep plan
+        raise ConfigError(f"sweep {sweep_id} is a recommendation; run `slimbench recommend` again instead of resuming it")
     rec = store.claim_sweep(sweep_id)  # one runner per sweep: a second --resume is refused here
     try:
         cfg = sweep_config_from_dict(rec.config.get("sweep") or {})  # the stored plan decides what is missing
