@@ -15,9 +15,12 @@ A TOML file (``--config sweep.toml``) may hold the same settings as the flags (f
     backend = ["pytorch", "onnxruntime"]
     batch_size = [1, 32]
     min_duration_s = 0.5
+    executor = "ray"                         # optional: run on a Ray cluster
+    targets = ["resource=lab_t4", "all"]     # with executor ray (default all)
 
-Exit status: 0 when every run is ok or skipped, 1 when some run failed, 2 on bad input (one line
-on stderr, nothing stored), 130 when interrupted (finished rows are kept; ``--resume ID``).
+Exit status: 0 when every run is ok or skipped, 1 when some run failed (or was lost with its
+machine), 2 on bad input (one line on stderr, nothing stored), 130 when interrupted (finished rows
+are kept; ``--resume ID``).
 
 ``slimbench sensitivity MODEL [--method int8|prune] [--max-layers N]`` prints the per-layer
 sensitivity table (the Sensitivity page's analysis); ``slimbench search MODEL --budget POINTS``
@@ -154,8 +157,9 @@ def add_batch_axis_arg(p) -> None:
                    help=help_text(SweepConfig, "batch_axis") + "; repeat for several inputs")
 
 
-def add_model_args(p) -> None:
-    p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
+def add_model_args(p, model_optional: bool = False) -> None:
+    p.add_argument("model", nargs="?" if model_optional else None,
+                   help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
     add_batch_axis_arg(p)
@@ -375,7 +379,8 @@ def format_table(results, metric: str | None = None) -> str:
         value = row.get("quality_value") if m else None
         timing = timing_text(row) or "-"
         if timing.startswith("unstable"):
-            unstable.append(f"unstable timing: {r.variant} on {r.backend}, batch {r.batch_size}: "
+            where = f" [{target_label(r)}]" if r.target else ""
+            unstable.append(f"unstable timing: {r.variant} on {r.backend}{where}, batch {r.batch_size}: "
                             f"{timing.split(': ', 1)[-1]}")
             timing = "UNSTABLE"
         note = r.error or ""
@@ -389,12 +394,26 @@ def format_table(results, metric: str | None = None) -> str:
             _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), timing,
             note if len(note) <= 60 else note[:57] + "...",
         ])
-    lines = [text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12})]
+    right = {2, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+    if any(r.target for r in results):  # a sweep across machines: say where each row ran
+        headers.insert(3, "target")
+        for row, r in zip(rows, results):
+            row.insert(3, target_label(r))
+        right = {i + 1 if i >= 3 else i for i in right}
+    lines = [text_table(headers, rows, right=right)]
     if m:
         lines.append(f"quality: {m.label}{'' if m.higher_is_better else ' (lower is better)'}; drop = 100 x "
                      f"(reference - value){', sign flipped' if not m.higher_is_better else ''}, + = worse. "
                      "speedup = FP32 p50 / p50 on the same backend and batch; throughput = batch / mean latency")
     return "\n".join(lines + unstable)
+
+
+def target_label(result) -> str:
+    """Where a row ran, for people: the Ray node's label (host and node id) or the target itself."""
+    node = (result.env or {}).get("ray_node") or {}
+    if node.get("label") and result.target.startswith("resource="):
+        return f"{result.target} @ {node['label']}"
+    return node.get("label") or result.target or "local"
 
 
 class _ProgressBar:
@@ -492,7 +511,7 @@ def cmd_run(args) -> int:
     print(format_table(results))
     if extra.get("json"):
         _write_json(extra["json"], results)
-    return EXIT_FAILED_RUNS if any(r.status == "failed" for r in results) else 0
+    return EXIT_FAILED_RUNS if any(r.status in ("failed", "interrupted") for r in results) else 0
 
 
 def cmd_results(args) -> int:
@@ -552,7 +571,7 @@ def cmd_sweeps(args) -> int:
     print(f"{'id':>4}  {'created (UTC)':19}  {'status':11}  {'ok':>4} {'fail':>4} {'skip':>4} {'left':>4}  model / progress")
     for s in sweeps:
         c = s.counts
-        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled"))
+        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled", "interrupted"))
         extra = f"  {s.progress}" if s.active and s.progress else ""
         if s.error and s.status in ("failed", "interrupted"):
             extra = f"  {s.error}"
@@ -571,6 +590,9 @@ def _check_out_file(path: str | os.PathLike, flag: str) -> Path:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{flag} {path}: not writable")
     return path
+
+
+check_out_file = _check_out_file  # public name for the other subcommands
 
 
 def _write_text(path: Path, text: str, flag: str) -> None:

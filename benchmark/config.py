@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
+from .executors.base import EXECUTORS, parse_target
 from .registry import one_of
 
 #: Input dtypes Slimbench can feed (numpy names).
@@ -435,6 +436,16 @@ class SweepConfig:
                                         "(default: found from the model's symbolic dims, else dim 0)",
                                         label="batch axis", flag="--batch-axis", metavar="NAME:AXIS|NAME:none",
                                         repeat=True, default=())
+    # Many machines (Ray executor): where the jobs run
+    executor: str = _help("where jobs run: local (this machine) or ray (the nodes of a Ray cluster)",
+                          flag="--executor", metavar="local|ray", default="local")
+    ray_address: str | None = _help("Ray cluster to use with executor ray: HOST:PORT of its head, or auto (the "
+                                    "cluster this machine belongs to, or $RAY_ADDRESS)", label="Ray address",
+                                    flag="--ray-address", metavar="ADDRESS|auto", default=None)
+    targets: tuple[str, ...] = _help("with executor ray: run every variant on every node (all, the default), on a "
+                                     "node with a Ray resource (resource=NAME) or on one node (node=ID, a unique "
+                                     "prefix of its id)", label="target", flag="--target",
+                                     metavar="all|resource=NAME|node=ID", repeat=True, default=())
     # --- quality metric and unstable timings (the dashboard with real models) ---
     metric: str | None = _help("quality metric of every row: " + ", ".join(QUALITY_METRICS) + " (default: chosen from "
                                "the model's first output)", label="quality metric", flag="--metric", metavar="METRIC",
@@ -487,6 +498,18 @@ class SweepConfig:
             parse_batch_axis(text)
         self._check_quality_settings()
         check_bounds(self)
+        self._check_executor()
+
+    def _check_executor(self) -> None:
+        """Many machines: a known executor, targets normalised, Ray settings only with executor ray."""
+        one_of("executor", self.executor, EXECUTORS)
+        address = None if self.ray_address is None else str(self.ray_address).strip() or None
+        if address is not None and any(c.isspace() for c in address):
+            raise ConfigError(f"Ray address must be HOST:PORT or auto; got {self.ray_address!r}")
+        object.__setattr__(self, "ray_address", address)
+        object.__setattr__(self, "targets", tuple(dict.fromkeys(parse_target(t) for t in self.targets)))
+        if self.executor != "ray" and (self.targets or self.ray_address):
+            raise ConfigError("targets and a Ray address need executor ray; add --executor ray")
 
     def compressions(self) -> list[CompressionConfig]:
         """One CompressionConfig per (prune ratio, low-rank ratio, precision), uncompressed first.

@@ -58,6 +58,10 @@ def short_model(model: str) -> str:
 def sweep_label(record: Any) -> str:
     """``#12 sample:digits-cnn [fp32,int8-static] prune 0,0.5 on pytorch,onnxruntime - done (16 runs)``."""
     cfg = sweep_config(record)
+    asked = (getattr(record, "config", None) or {}).get("recommend") if not isinstance(record, dict) else None
+    if asked:  # a recommendation's record (benchmark.recommend)
+        return (f"#{record.id} {short_model(record.model)} recommendation within {asked.get('budget_points', '?')} "
+                f"points - {record.status}")
     precisions = ",".join(cfg.get("precisions") or ()) or "?"
     backends = ",".join(cfg.get("backends") or ()) or "?"
     ratios = [float(r) for r in cfg.get("prune_ratios") or ()]
