@@ -292,50 +292,49 @@ def _parse(text: Any) -> ast.Expression | str:
         return f"{_short(text)} is not a plain expression"
 
 
-def expression_problem(text: Any) -> str | None:
-    """None when ``text`` is shape arithmetic sympy may parse safely, else why not."""
+def _first_disallowed(text: Any, structural: tuple, allowed) -> str | None:
+    """None when every node of ``text`` is ``structural`` or passes ``allowed(node)``, else why not."""
     tree = _parse(text)
     if isinstance(tree, str):
         return tree
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Tuple,
-                             *_OPERATORS)):
-            continue
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
-            continue
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SYMBOL.fullmatch(node.value):
-            continue  # Symbol('s0', ...)
-        if isinstance(node, ast.Name) and (node.id in SYMPY_NAMES or SYMBOL.fullmatch(node.id)):
-            continue
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in SYMPY_NAMES:
-            continue
-        if isinstance(node, ast.keyword) and node.arg in SYMBOL_ASSUMPTIONS and isinstance(node.value, ast.Constant) \
-                and type(node.value.value) is bool:
-            continue
-        return f"{_short(text)} uses {_node_text(node)}"
+        if not isinstance(node, structural) and not allowed(node):
+            return f"{_short(text)} uses {_node_text(node)}"
     return None
+
+
+def _sympy_node_ok(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float, bool) or isinstance(node.value, str) and bool(SYMBOL.fullmatch(node.value))
+    if isinstance(node, ast.Name):
+        return node.id in SYMPY_NAMES or bool(SYMBOL.fullmatch(node.id))  # Symbol('s0', ...)
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id in SYMPY_NAMES
+    return isinstance(node, ast.keyword) and node.arg in SYMBOL_ASSUMPTIONS \
+        and isinstance(node.value, ast.Constant) and type(node.value.value) is bool
+
+
+def _guard_node_ok(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float, bool) or isinstance(node.value, str) and bool(_KEY.fullmatch(node.value))
+    if isinstance(node, ast.Name):
+        return node.id in ("L", *GUARD_ATTRS, *GUARD_FUNCTIONS)
+    if isinstance(node, ast.Attribute):
+        return _guard_attribute_ok(node)
+    return isinstance(node, ast.Call) and not node.keywords and _guard_call_ok(node.func)
+
+
+_STRUCTURAL = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Tuple)
+
+
+def expression_problem(text: Any) -> str | None:
+    """None when ``text`` is shape arithmetic sympy may parse safely, else why not."""
+    return _first_disallowed(text, (*_STRUCTURAL, *_OPERATORS), _sympy_node_ok)
 
 
 def guard_problem(text: Any) -> str | None:
     """None when ``text`` is a shape check torch may compile safely, else why not."""
-    tree = _parse(text)
-    if isinstance(tree, str):
-        return tree
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Tuple,
-                             ast.Subscript, *_OPERATORS)):
-            continue
-        if isinstance(node, ast.Constant) and (type(node.value) in (int, float, bool)
-                                               or isinstance(node.value, str) and _KEY.fullmatch(node.value)):
-            continue
-        if isinstance(node, ast.Name) and (node.id in ("L", *GUARD_ATTRS, *GUARD_FUNCTIONS)):
-            continue
-        if isinstance(node, ast.Attribute) and _guard_attribute_ok(node):
-            continue
-        if isinstance(node, ast.Call) and not node.keywords and _guard_call_ok(node.func):
-            continue
-        return f"{_short(text)} uses {_node_text(node)}"
-    return None
+    return _first_disallowed(text, (*_STRUCTURAL, ast.Subscript, *_OPERATORS), _guard_node_ok)
 
 
 def _guard_attribute_ok(node: ast.Attribute) -> bool:
