@@ -313,7 +313,7 @@ def format_table(results) -> str:
         lat = r.latency_ms or {}
         acc = r.accuracy or {}
         fid = r.fidelity or {}
-        note = r.error or ""
+        note = r.error or distill_note(r.compression)
         if len(note) > 60:
             note = note[:57] + "..."
         rows.append([
@@ -327,6 +327,20 @@ def format_table(results) -> str:
             _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
         ])
     return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
+
+
+def distill_note(compression) -> str:
+    """``distilled: top1_agreement 40.6 -> 98.4 %`` for a row whose variant was distilled, else ""."""
+    from .measure.quality import METRICS
+    from .results import distill_summary
+
+    d = distill_summary(compression)
+    metric = METRICS.get(d["distill_metric"] or "")
+    if metric is None or d["distill_before"] is None or d["distill_after"] is None:
+        return ""
+    before, after = metric.scale * d["distill_before"], metric.scale * d["distill_after"]
+    digits = ".1f" if metric.scale != 1.0 else ".4f"
+    return f"distilled: {metric.name} {before:{digits}} -> {after:{digits}}{' ' + metric.unit if metric.unit else ''}"
 
 
 class _ProgressBar:

@@ -167,5 +167,5 @@ def test_bad_input(teacher, digits, tmp_path):
     with pytest.raises(CompressionError, match="teacher"):
         COMPRESSIONS.get("distill")(no_teacher, cfg, CompressContext(tmp_path, train_data=train))
     scripted = dataclasses.replace(student, torch_module=torch.jit.script(student.torch_module))
-    with pytest.raises(CompressionError, match="eager PyTorch model"):
+    with pytest.raises(CompressionError, match="editable PyTorch module"):
         COMPRESSIONS.get("distill")(scripted, cfg, CompressContext(tmp_path, train_data=train))

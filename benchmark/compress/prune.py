@@ -10,8 +10,12 @@ Two registered compressions, both ``fn(variant, cfg, ctx) -> Variant`` on an eag
   graph (coupled layers are pruned together so the model stays consistent: residual adds,
   concatenations, BatchNorm, flatten -> Linear). Each prunable group loses ``cfg.prune_ratio`` of
   its channels, ranked by L1 or L2 weight magnitude or BatchNorm scale. The classifier's output
-  layer keeps its outputs; attention projections (``nn.MultiheadAttention`` and Linear layers inside
-  modules named ``*Attention*``/``*Attn*``) are left whole so heads stay intact.
+  layer keeps its outputs; attention projections (``nn.MultiheadAttention``, Linear layers inside
+  modules named ``*Attention*``/``*Attn*``, and Linear layers whose own name holds ``attention`` or
+  ``attn``, as a converted ONNX graph names them) are left whole so heads stay intact.
+
+Uploaded ONNX, TorchScript and ``.pt2`` models are pruned through their converted module
+(:mod:`benchmark.models.conversion`), which holds ordinary Conv/Linear layers.
 
 Counting convention: MACs at batch 1 from :func:`benchmark.measure.flops.count_torch` (one
 multiply-add = one MAC, ``flops = 2 * macs``; only conv/linear/matmul/attention products count);
@@ -42,13 +46,25 @@ _ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 
 
 def eager_module(variant: Variant, what: str):
-    """``variant.torch_module`` if it is an eager ``nn.Module``; else a CompressionError naming ``what``."""
+    """The module ``what`` (a compression) edits: ``variant.torch_module`` when it is an eager
+    ``nn.Module``; for the uploaded TorchScript / ``.pt2`` module itself, the module converted from
+    its ONNX export (:mod:`benchmark.models.conversion`); else a CompressionError with the reason
+    (the conversion's own error where one was tried)."""
     import torch
 
     module = variant.torch_module
-    if module is None or isinstance(module, torch.jit.ScriptModule) or not isinstance(module, torch.nn.Module):
-        raise CompressionError(f"{what} needs an eager PyTorch model (got TorchScript / ONNX)")
-    return module
+    model = variant.model
+    converted = getattr(model, "converted_module", None)
+    if converted is not None and module is model.torch_module:
+        return converted
+    if module is not None and not isinstance(module, torch.jit.ScriptModule) and isinstance(module, torch.nn.Module):
+        return module
+    error = getattr(model, "conversion_error", None)
+    if error:
+        raise CompressionError(f"{what} needs an editable PyTorch module: {error}")
+    kind = "a TorchScript module" if module is not None else "an ONNX graph"
+    raise CompressionError(f"{what} needs an editable PyTorch module and this variant holds {kind}; "
+                           "a sweep converts ONNX, TorchScript and .pt2 models to one where it can")
 
 
 def example_args(model: LoadedModel, batch_size: int = 1, seed: int = 0) -> tuple:
@@ -283,6 +299,9 @@ def attention_layers(module) -> tuple[list[Any], list[str]]:
             for n, sub in m.named_modules():
                 if isinstance(sub, nn.Linear):
                     found.setdefault(id(sub), (f"{name}.{n}" if n else name, sub))
+        elif isinstance(m, nn.Linear) and _ATTENTION_NAME.search(name):
+            # a converted ONNX graph: flat layers named after their nodes (/encoder/layer.0/attention/self/query/MatMul)
+            found.setdefault(id(m), (name, m))
     return [m for _, m in found.values()], [n for n, _ in found.values()]
 
 

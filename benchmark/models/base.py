@@ -23,6 +23,10 @@ class LoadedModel:
     - ``torch_module``: an eager ``nn.Module`` (also a loaded ``.pt2``'s ``ExportedProgram.module()``)
       or a ``torch.jit.ScriptModule``, in eval mode, on CPU, FP32.
     - ``onnx_path``: a single ONNX file (external data, if any, beside it).
+    - ``converted_module``: an eager module converted from the ONNX graph and verified against ONNX
+      Runtime (:func:`benchmark.models.conversion.attach_conversion`); an ONNX upload runs it as its
+      ``torch_module`` too, while a TorchScript or ``.pt2`` model keeps running its own module and
+      uses the converted one only where a compression needs layers it can edit.
     """
 
     name: str
@@ -38,6 +42,11 @@ class LoadedModel:
     dataset: str | None = None  # default evaluation dataset (registry name)
     num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
+    # ONNX -> PyTorch conversion (benchmark.models.conversion): ONNX uploads, and TorchScript / .pt2
+    # programs through their ONNX export, get an editable nn.Module for pruning, low-rank and distillation
+    converted_module: Any = None  # the converted nn.Module (for an ONNX upload also ``torch_module``)
+    conversion: dict[str, Any] | None = None  # how it was converted and verified (plain data)
+    conversion_error: str | None = None  # why there is no converted module
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
@@ -80,6 +89,15 @@ class LoadedModel:
         return random_arrays(self.inputs, shapes, seed=seed,
                              what=f"example inputs of {self.name} at batch {batch_size} "
                                   f"({', '.join(s.name + ' ' + 'x'.join(map(str, shapes[s.name])) for s in self.inputs)})")
+
+
+def set_eval(module) -> None:
+    """Inference mode where the module allows it: a loaded ``.pt2`` program's module refuses
+    ``eval()`` (it was traced for inference already), so that refusal is not an error."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        return
 
 
 def feeds_to_tensors(feeds: dict[str, Any], inputs) -> tuple:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import InputSpec
 from ..errors import ExportError
+from .base import set_eval
 
 DEFAULT_OPSET = 18
 
@@ -37,14 +38,6 @@ def _example_args(module, inputs: list[InputSpec], batch_size: int):
     from .base import LoadedModel
 
     return LoadedModel(name="export", format="sample", framework="torch", inputs=list(inputs)).example_tensors(batch_size)
-
-
-def _set_eval(module) -> None:
-    """Eval mode where the module allows it (an exported program's module() refuses ``eval()``)."""
-    try:
-        module.eval()
-    except NotImplementedError:
-        return  # torch.export GraphModules refuse eval(); they are already traced for inference
 
 
 def _explain(exc: BaseException) -> str:
@@ -93,7 +86,7 @@ def export_onnx(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _set_eval(module)
+    set_eval(module)
     names = [s.name for s in inputs]
     is_script = isinstance(module, torch.jit.ScriptModule)
     # Batch 2 for tracing: torch.export specialises dims of size 0/1.
