@@ -67,8 +67,14 @@ def eager_module(variant: Variant, what: str):
                            "a sweep converts ONNX, TorchScript and .pt2 models to one where it can")
 
 
-def example_args(model: LoadedModel, batch_size: int = 1, seed: int = 0) -> tuple:
-    """Example inputs of ``model`` as a tuple of CPU tensors in input order (integer inputs stay integer)."""
+def example_args(model: LoadedModel, batch_size: int | None = None, seed: int = 0) -> tuple:
+    """Example inputs of ``model`` as a tuple of CPU tensors in input order (integer inputs stay
+    integer), at ``batch_size``; by default 1, or the batch the model's inputs fix (a ``.pt2``
+    program exported at one batch size, and its converted module, take no other)."""
+    from ..data.base import fixed_batch
+
+    if batch_size is None:
+        batch_size = fixed_batch(model.inputs) or 1
     return model.example_tensors(batch_size, seed=seed)
 
 
@@ -464,7 +470,7 @@ def prune_structured(variant: Variant, cfg: CompressionConfig, ctx: CompressCont
                                 {"ratio": 0.0, "importance": cfg.prune_importance})
         return new_variant(variant, copy.deepcopy(source), rec)
     ctx.progress(f"structured pruning ({cfg.prune_importance}, ratio {ratio:g})", 0.0)
-    args = example_args(variant.model, 1)
+    args = example_args(variant.model)
     module, stats = prune_structured_module(source, args, ratio, cfg.prune_importance, variant.model.num_classes)
     rec_warnings = list(stats["notes"])
     if stats["attention_layers_kept"]:

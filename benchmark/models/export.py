@@ -231,7 +231,9 @@ def ensure_onnx(variant, workdir: str | Path) -> Path:
         # truncated file that a later call would take for a finished one.
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.onnx")
         try:
-            info = export_onnx(variant.torch_module, variant.model.inputs, tmp)
+            # a module converted from ONNX keeps the uploaded graph's output names
+            info = export_onnx(variant.torch_module, variant.model.inputs, tmp,
+                               output_names=list(getattr(variant.torch_module, "output_names", None) or []) or None)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
