@@ -262,3 +262,42 @@ def test_fp16_and_bf16_of_a_converted_graph_with_a_float_cast(tmp_path):
     for dtype in (torch.float16, torch.bfloat16):
         out = copy.deepcopy(module).to(dtype)(x.to(dtype), mask)
         assert out.dtype == dtype and torch.allclose(out.float(), ref, atol=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model page table, Run page choices
+
+
+def _page(name: str):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app_pages" / f"{name}.py"), default_timeout=120)
+
+
+def test_model_page_lists_what_applies_and_run_page_offers_only_that(tmp_path):
+    at = _page("model").run()
+    at.radio[0].set_value("Upload a file").run()
+    at.file_uploader[0].upload("det.onnx", det_onnx(tmp_path / "det.onnx").read_bytes()).run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "how, or why not" in d.value.columns)
+    rows = {r["compression / backend"]: r for r in table.to_dict("records")}
+    assert rows["pytorch"][""] == "no" and "no converter for Det (node det)" in rows["pytorch"]["how, or why not"]
+    assert rows["onnxruntime"][""] == "yes" and rows["fp16"][""] == "yes"
+    chosen = at.session_state["model"]
+    assert "pytorch" in chosen["applies"]["unavailable"] and "onnxruntime" in chosen["applies"]["backends"]
+
+    run = _page("run")
+    run.session_state["model"] = chosen
+    run.run()
+    assert not run.exception
+    precisions = next(w for w in run.multiselect if w.label == "Precisions")
+    assert "bf16" not in precisions.options and "fp16" in precisions.options
+    backends = next(w for w in run.multiselect if w.label == "Backends")
+    assert "pytorch" not in backends.options and "onnxruntime" in backends.options
+    captions = [c.value for c in run.caption]
+    assert any(c.startswith("pytorch is off for this model:") and "no converter for Det" in c for c in captions)
+    assert any(c.startswith("prune-structured is off for this model:") for c in captions)
+    assert next(s for s in run.slider if s.label.startswith("Low-rank")).disabled
+    assert next(c for c in run.checkbox if c.label.startswith("Distil")).disabled

@@ -332,12 +332,12 @@ def macs_or_none(module, args, notes: list[str]) -> int | None:
         return None
 
 
-def _build_pruner(module, args, imp, ratio: float, ignored: list):
+def _build_pruner(module, args, imp, ratio: float, ignored: list, round_to: int | None = None):
     import torch
     import torch_pruning as tp
 
     return tp.pruner.BasePruner(
-        module, example_inputs=args, importance=imp, pruning_ratio=ratio,
+        module, example_inputs=args, importance=imp, pruning_ratio=ratio, round_to=round_to,
         ignored_layers=ignored, in_channel_groups={}, out_channel_groups={}, num_heads={},
         forward_fn=lambda m, x: m(*x), output_transform=_flatten,
         root_module_types=[torch.nn.modules.conv._ConvNd, torch.nn.Linear],
@@ -358,6 +358,7 @@ def prune_structured_module(
     importance: str = "l2",
     num_classes: int | None = None,
     max_attempts: int = 8,
+    round_to: int | None = None,
 ):
     """Remove ``ratio`` of the channels of every prunable group of a copy of ``module`` (Torch-Pruning).
 
@@ -365,6 +366,9 @@ def prune_structured_module(
     one at a time and the model is run after each; a group whose pruning breaks the model (a
     coupling the tracer got wrong, e.g. a concatenation followed by a flatten) is left unpruned
     and named in ``groups_skipped``, and pruning restarts from the original without it.
+
+    ``round_to``: keep each pruned layer's channel count a multiple of this (Torch-Pruning's
+    ``round_to``; kernels of some runtimes run faster on multiples of 8 or 16).
 
     Returns ``(pruned_module, stats)``: params and MACs (at the batch of ``args``) before/after and
     their ratios, per-layer in/out channels that changed, the protected output layers, the
@@ -397,7 +401,7 @@ def prune_structured_module(
         try:
             with torch.enable_grad(), warnings.catch_warnings(record=True) as wlist:
                 warnings.simplefilter("always")
-                pruner = _build_pruner(pruned, args, imp, ratio, ignored)
+                pruner = _build_pruner(pruned, args, imp, ratio, ignored, round_to)
                 names = pruner.DG._module2name
                 for group in pruner.step(interactive=True):
                     root = names.get(group[0].dep.target.module)
