@@ -47,7 +47,7 @@ class _Facts:
 
         self.model = model
         module = model.torch_module
-        self.native = module is not None and model.format not in ("onnx",)
+        self.native = module is not None and model.format != "onnx"  # an ONNX upload's module is a conversion
         self.script = isinstance(module, torch.jit.ScriptModule)
         self.exported = model.format == "exported"
         self.onnx_file = model.onnx_path is not None

@@ -36,20 +36,11 @@ import onnxruntime as ort
 import torch
 
 from benchmark.compress.prune import prune_structured_module
+from benchmark.machine import cpu_info
 from benchmark.models.export import export_onnx
 from benchmark.models.loaders import load_model
 from benchmark.models.onnx_to_torch import convert_verified
 from sample_models.lookalikes import build_lookalike
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -119,7 +110,7 @@ def main() -> None:
     ap.add_argument("--block-s", type=float, default=1.0, help="seconds per file per round")
     ap.add_argument("--round-to", type=int, default=None, help="keep pruned channel counts a multiple of this")
     args = ap.parse_args()
-    print(f"{cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}, onnxruntime {ort.__version__}, "
+    print(f"{cpu_info()[0] or platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"{args.threads} thread(s), batch {args.batch}, {args.rounds} rounds x {args.block_s:g} s per file, "
           f"round_to {args.round_to}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:

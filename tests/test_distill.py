@@ -184,7 +184,8 @@ class _MLP(nn.Module):
 @pytest.mark.parametrize("out_name, width, kind, metric, loss", [
     ("hidden_state", 32, "embeddings", "cosine", "1 - cosine similarity"),
     ("score", 1, "regression", "rel_error", "mean squared error"),
-    ("output", 10, "logits", "top1_agreement", "softmax KL divergence (temperature T)"),
+    ("output", 10, "logits", "top1_agreement",
+     "softmax KL divergence (temperature T) + logit MSE / teacher variance"),
 ])
 def test_the_loss_and_metric_fit_the_output_kind(tmp_path, out_name, width, kind, metric, loss):
     """No labels: the output's kind (the rule that picks the rows' quality metric) picks the loss too,

@@ -61,7 +61,9 @@ def can_convert(model: LoadedModel) -> bool:
 
 def _model_key(model: LoadedModel) -> str:
     """Cache key of a model's status and export: its file's SHA-256 (an ONNX file with its external
-    data), the input specs (the check and an export depend on the shapes) and the converter version."""
+    data), the input specs (the check and an export depend on the shapes), the converter's and
+    Slimbench's versions (a stored failure is not trusted across versions)."""
+    from .. import __version__
     from .onnx_to_torch import CONVERTER_VERSION, file_sha256
 
     h = hashlib.sha256()
@@ -72,7 +74,7 @@ def _model_key(model: LoadedModel) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     h.update(repr([(s.name, tuple(s.shape), s.dtype) for s in model.inputs]).encode())
-    h.update(f"converter {CONVERTER_VERSION}".encode())
+    h.update(f"converter {CONVERTER_VERSION}, slimbench {__version__}".encode())
     return h.hexdigest()
 
 
@@ -104,22 +106,30 @@ def _write_status(cache_dir: Path, key: str, model: LoadedModel) -> None:
 
 
 def probe_feeds(model: LoadedModel) -> dict[str, Any]:
-    """Random inputs to check a conversion on: the model's example inputs at its fixed batch (1 when
-    the batch is open). An open dim named like a batch axis (the name of some input's dim 0) is set
-    to 1; any other open dim is a :class:`ConfigError` asking for the shape."""
+    """Random inputs to check a conversion on: of the given shapes when every dim is given, else the
+    model's example inputs at its fixed batch (1 when the batch is open). An open dim named like a batch axis (the name of some input's dim 0, or a
+    name holding "batch") is set to 1; any other open dim is a :class:`ConfigError` asking for the
+    shape."""
     from ..data.base import fixed_batch
     from ..data.synthetic import random_arrays
 
+    if all(isinstance(d, int) for spec in model.inputs for d in spec.shape):  # every shape given: as given
+        return random_arrays(model.inputs, {s.name: tuple(s.shape) for s in model.inputs}, seed=0,
+                             what=f"inputs to check the conversion of {model.name}")
     try:
         return model.example_inputs(fixed_batch(model.inputs) or 1)
     except ConfigError:
         pass
-    batch_names = {s.shape[0] for s in model.inputs if s.shape and isinstance(s.shape[0], str)}
+    names = {s.shape[0] for s in model.inputs if s.shape and isinstance(s.shape[0], str)}
+
+    def batch_like(d) -> bool:
+        return not isinstance(d, int) and (d in names or "batch" in str(d).lower())
+
     shapes = {}
     for spec in model.inputs:
-        open_dims = [(i, d) for i, d in enumerate(spec.shape) if not isinstance(d, int) and d not in batch_names]
+        open_dims = [(i, d) for i, d in enumerate(spec.shape) if not isinstance(d, int) and not batch_like(d)]
         if open_dims:
-            example = "x".join(str(d) if isinstance(d, int) else "1" if d in batch_names else "N" for d in spec.shape)
+            example = "x".join(str(d) if isinstance(d, int) else "1" if batch_like(d) else "N" for d in spec.shape)
             raise ConfigError(f"input {spec.name!r} has open dim {open_dims[0][0]} ({open_dims[0][1]}): give its shape "
                               f"with --input {spec.name}:{example} or give data")
         shapes[spec.name] = tuple(d if isinstance(d, int) else 1 for d in spec.shape)

@@ -44,6 +44,7 @@ Why our own converter
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -579,7 +580,7 @@ def save_conversion(conv: Conversion, path: str | Path) -> Path:
         "record": conv.record(),
         "state_dict": dict(conv.module.state_dict()),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes may convert the same file at once
     torch.save(payload, str(tmp))
     tmp.replace(path)
     return path
@@ -625,10 +626,14 @@ def cache_path_for(onnx_path: str | Path, cache_dir: str | Path) -> Path:
 
 def convert_cached(onnx_path: str | Path, feeds: dict[str, Any], cache_dir: str | Path) -> Conversion:
     """The verified conversion of ``onnx_path``: from ``cache_dir`` when converted before, else
-    :func:`convert_verified` and saved there."""
+    :func:`convert_verified` and saved there (also when the cached file cannot be used: damaged,
+    or written by another converter version)."""
     cache = cache_path_for(onnx_path, cache_dir)
     if cache.exists():
-        return load_conversion(onnx_path, cache)
+        try:
+            return load_conversion(onnx_path, cache)
+        except ConversionError:
+            pass  # converted again below; an error that is the model's own comes back from there
     conv = convert_verified(onnx_path, feeds)
     save_conversion(conv, cache)
     return conv
