@@ -20,6 +20,7 @@ from benchmark.applicability import COMPRESSIONS, check_model, summarize
 from benchmark.config import InputSpec
 from benchmark.models import load_model
 from benchmark.models.conversion import attach_conversion, cached_status
+from benchmark.results import RunResult
 from sample_models.lookalikes import ResNet, build_lookalike
 
 FAST = ["--min-duration", "0.05", "--min-iters", "3", "--eval-samples", "32", "--threads", "1", "--quiet"]
@@ -203,6 +204,9 @@ def test_sweep_prunes_and_distils_an_uploaded_onnx_file_on_both_backends(resnet_
     assert any("outputs match ONNX Runtime within" in w for w in small["warnings"])
     assert small["fidelity"]["cosine"] is not None and rows[(pruned, "pytorch")]["fidelity"]["cosine"] is not None
     assert "distilled: top1_agreement" in done.stdout
+    flat = RunResult.from_json(small).to_row()
+    assert (flat["distill_metric"], flat["distill_before"], flat["distill_after"]) == (
+        "top1_agreement", d["metric_before"], d["metric_after"])
 
 
 @pytest.mark.slow
