@@ -214,9 +214,10 @@ def _backend_rows(f: _Facts) -> list[dict[str, Any]]:
     return rows
 
 
-def conversion_status(model, convert: bool = True) -> dict[str, Any] | None:
+def conversion_status(model, convert: bool = True, feeds: dict | None = None) -> dict[str, Any] | None:
     """The model's conversion outcome (``{"ok", "error", "conversion"}``): stored from before, else
-    converted now when ``convert`` (and stored); None for a model that needs no conversion."""
+    converted now when ``convert`` (checked on ``feeds``, else random inputs; and stored); None for a
+    model that needs no conversion."""
     from .models.conversion import attach_conversion, cached_status, can_convert
 
     if not can_convert(model):
@@ -225,16 +226,17 @@ def conversion_status(model, convert: bool = True) -> dict[str, Any] | None:
         return {"ok": model.conversion is not None, "error": model.conversion_error, "conversion": model.conversion}
     status = cached_status(model)
     if status is None and convert:
-        attach_conversion(model)
+        attach_conversion(model, feeds)
         status = {"ok": model.conversion is not None, "error": model.conversion_error, "conversion": model.conversion}
     return status
 
 
-def check_model(model, convert: bool = True) -> list[dict[str, Any]]:
+def check_model(model, convert: bool = True, feeds: dict | None = None) -> list[dict[str, Any]]:
     """One row ``{name, kind, available, reason}`` per compression (:data:`COMPRESSIONS`) and per
     registered backend, for a loaded model (see the module docstring). ``convert``: try the
-    ONNX->PyTorch conversion when its outcome is not stored yet."""
-    status = conversion_status(model, convert)
+    ONNX->PyTorch conversion when its outcome is not stored yet, checked on ``feeds`` (the user's
+    data) or random inputs."""
+    status = conversion_status(model, convert, feeds)
     if status is None and model.format in ("onnx", "torchscript", "exported"):
         status = {"ok": False, "error": "the conversion to PyTorch was not tried", "conversion": None}
     facts = _Facts(model, status)
@@ -252,13 +254,14 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def model_applicability(model) -> dict[str, Any]:
+def model_applicability(model, feeds: dict | None = None) -> dict[str, Any]:
     """``{"applicability": rows, "conversion": record | None, "conversion_error": str | None}`` for
-    :func:`benchmark.inspection.model_info` (a failed check is one ``applicability_error`` line)."""
+    :func:`benchmark.inspection.model_info` (a failed check is one ``applicability_error`` line);
+    ``feeds``: the data's first feed, to check a conversion on."""
     from .errors import BenchmarkError, ResourceError
 
     try:
-        rows = check_model(model)
+        rows = check_model(model, feeds=feeds)
     except ResourceError:
         raise
     except BenchmarkError as exc:

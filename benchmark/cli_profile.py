@@ -88,6 +88,7 @@ def cmd_profile(args) -> int:
         res = profile_isolated(cfg.model, compression, backend=backend, device=cfg.device, batch_size=batch,
                                threads=cfg.threads, inputs=list(cfg.inputs), arch=cfg.arch,
                                trust_pickle=cfg.trust_pickle, data=cfg.data, runs=runs, timing=timing,
+                               batch_axes=list(cfg.batch_axis),
                                sensitivity=_sensitivity_rows(args.sensitivity), on_progress=bar, on_wait=on_wait,
                                timeout_s=job_timeout(args.timeout))
     finally:

@@ -57,6 +57,10 @@ Conventions (also shown in the dashboard):
   built at the asked precision from the FP32 graph are not flagged for a no-op precision step).
   None when unknown.
 - ``started_at`` / ``finished_at``: the timed interval (ISO 8601, UTC).
+- ``target``: where the row ran when a sweep spans machines (``--executor ray``): ``node=<Ray node
+  id>`` or ``resource=<Ray resource>``, part of the row's key, so the same variant on two machines
+  is two rows; ``""`` for rows measured on the machine that ran the sweep. The machine itself is in
+  ``env`` (``hostname``, CPU, GPU, versions; ``ray_node`` with the Ray node's id and address).
 
 A value that was not measured is ``None`` (JSON ``null``), never a made-up number.
 """
@@ -69,8 +73,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-#: Row statuses. ``pending``/``running`` rows are not finished; ``cancelled`` ones never will be.
-STATUSES = ("ok", "failed", "skipped", "pending", "running", "cancelled")
+#: Row statuses. ``pending``/``running`` rows are not finished; ``cancelled`` ones never will be;
+#: ``interrupted`` rows were lost with the machine that ran them (a resumed sweep runs them again).
+STATUSES = ("ok", "failed", "skipped", "pending", "running", "cancelled", "interrupted")
 #: Statuses of rows that need no further work (a resumed sweep does not rerun them).
 FINISHED_STATUSES = ("ok", "failed", "skipped")
 
@@ -116,9 +121,11 @@ def parse_iso(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def run_key(variant: str, backend: str, batch_size: int) -> str:
-    """The identity of a row inside its sweep (used to resume a sweep)."""
-    return f"{variant}|{backend}|{int(batch_size)}"
+def run_key(variant: str, backend: str, batch_size: int, target: str = "") -> str:
+    """The identity of a row inside its sweep (used to resume a sweep); ``target`` (where the row
+    runs, ``""`` on the sweep's own machine) is appended when set."""
+    key = f"{variant}|{backend}|{int(batch_size)}"
+    return f"{key}|{target}" if target else key
 
 
 def jsonable(value: Any) -> Any:
@@ -195,6 +202,8 @@ class RunResult:
     created_at: str | None = None
     id: int | None = None
     sweep_id: int | None = None
+    # many machines (Ray executor): where the row ran, part of its key
+    target: str = ""
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -208,7 +217,7 @@ class RunResult:
     # --- identity ---------------------------------------------------------------------------
     @property
     def key(self) -> str:
-        return run_key(self.variant, self.backend, self.batch_size)
+        return run_key(self.variant, self.backend, self.batch_size, self.target)
 
     @property
     def finished(self) -> bool:
@@ -282,6 +291,9 @@ class RunResult:
                             ("env_git_revision", "git_revision")):
             value = env.get(key)
             row[column] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        # many machines: where the row ran (its target) and the machine's host name
+        row["target"] = data["target"]
+        row["env_host"] = env.get("hostname")
         return row
 
 

@@ -27,12 +27,14 @@ and a small JSON status per model (converted or not, why, the verification numbe
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from ..config import InputSpec
 from ..errors import ConfigError, ConversionError, DataError, ExportError, one_line
 from .base import LoadedModel, feeds_to_tensors
 
@@ -61,9 +63,8 @@ def can_convert(model: LoadedModel) -> bool:
 
 def _model_key(model: LoadedModel) -> str:
     """Cache key of a model's status and export: its file's SHA-256 (an ONNX file with its external
-    data), the input specs (the check and an export depend on the shapes), the converter's and
-    Slimbench's versions (a stored failure is not trusted across versions)."""
-    from .. import __version__
+    data), the input specs (the check and an export depend on the shapes), the converter's version
+    and a digest of its code (a stored failure is not trusted across code changes)."""
     from .onnx_to_torch import CONVERTER_VERSION, file_sha256
 
     h = hashlib.sha256()
@@ -74,8 +75,19 @@ def _model_key(model: LoadedModel) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     h.update(repr([(s.name, tuple(s.shape), s.dtype) for s in model.inputs]).encode())
-    h.update(f"converter {CONVERTER_VERSION}, slimbench {__version__}".encode())
+    h.update(f"converter {CONVERTER_VERSION}, code {_code_digest()}".encode())
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """SHA-256 of the converter's own source files: a stored outcome is not trusted across code changes."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("onnx_to_torch.py", "onnx_ops.py", "conversion.py", "export.py"):
+        with contextlib.suppress(OSError):
+            h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _status_path(cache_dir: Path, key: str, fmt: str) -> Path:
@@ -107,33 +119,15 @@ def _write_status(cache_dir: Path, key: str, model: LoadedModel) -> None:
 
 def probe_feeds(model: LoadedModel) -> dict[str, Any]:
     """Random inputs to check a conversion on: of the given shapes when every dim is given, else the
-    model's example inputs at its fixed batch (1 when the batch is open). An open dim named like a batch axis (the name of some input's dim 0, or a
-    name holding "batch") is set to 1; any other open dim is a :class:`ConfigError` asking for the
-    shape."""
+    model's example inputs at its fixed batch (1 when the batch is open); an open dim other than a
+    batch axis is a :class:`ConfigError` saying which ``--input`` shape to give."""
     from ..data.base import fixed_batch
     from ..data.synthetic import random_arrays
 
     if all(isinstance(d, int) for spec in model.inputs for d in spec.shape):  # every shape given: as given
         return random_arrays(model.inputs, {s.name: tuple(s.shape) for s in model.inputs}, seed=0,
                              what=f"inputs to check the conversion of {model.name}")
-    try:
-        return model.example_inputs(fixed_batch(model.inputs) or 1)
-    except ConfigError:
-        pass
-    names = {s.shape[0] for s in model.inputs if s.shape and isinstance(s.shape[0], str)}
-
-    def batch_like(d) -> bool:
-        return not isinstance(d, int) and (d in names or "batch" in str(d).lower())
-
-    shapes = {}
-    for spec in model.inputs:
-        open_dims = [(i, d) for i, d in enumerate(spec.shape) if not isinstance(d, int) and not batch_like(d)]
-        if open_dims:
-            example = "x".join(str(d) if isinstance(d, int) else "1" if batch_like(d) else "N" for d in spec.shape)
-            raise ConfigError(f"input {spec.name!r} has open dim {open_dims[0][0]} ({open_dims[0][1]}): give its shape "
-                              f"with --input {spec.name}:{example} or give data")
-        shapes[spec.name] = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
-    return random_arrays(model.inputs, shapes, seed=0, what=f"inputs to check the conversion of {model.name}")
+    return model.example_inputs(fixed_batch(model.inputs) or 1)
 
 
 def _export_source(model: LoadedModel, cache_dir: Path, key: str) -> Path:
@@ -146,10 +140,14 @@ def _export_source(model: LoadedModel, cache_dir: Path, key: str) -> Path:
     path = cache_dir / f"{key}.{model.format}.onnx"
     if path.exists():
         return path
+    inputs = list(model.inputs)
+    if model.format == "torchscript":  # shapes given with --input are examples: the batch stays open
+        inputs = [InputSpec(s.name, tuple("batch" if i == s.batch_axis else d for i, d in enumerate(s.shape)),
+                            s.dtype, s.batch_axis) for s in inputs]
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.onnx")
     try:
         fixed = model.format == "exported" and fixed_batch(model.inputs) is not None
-        export_onnx(model.torch_module, model.inputs, tmp, dynamic_batch=not fixed)
+        export_onnx(model.torch_module, inputs, tmp, dynamic_batch=not fixed)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
