@@ -8,7 +8,7 @@ runs a crash would fail) and one ``result`` per row.
 from __future__ import annotations
 
 from .backend_run import BackendRun
-from .quality import CrossBackend
+from .quality import CrossBackend, MetricPick
 from .variant import build_variant_context
 
 #: The ``run_isolated`` target of a sweep's jobs.
@@ -22,6 +22,8 @@ def variant_job(payload: dict, emit) -> dict:
     for run in payload["runs"]:
         runs_by_backend.setdefault(run["backend"], []).append(run)
     cross = CrossBackend(ctx.comp.precision)
+    outputs = getattr(ctx.model, "outputs", None) or []
+    pick = MetricPick(ctx.settings, outputs[0].name if outputs else "")
     for name, runs in runs_by_backend.items():
-        BackendRun(ctx, name, runs, cross).measure()
+        BackendRun(ctx, name, runs, cross, pick).measure()
     return {"variant": ctx.comp.name}
