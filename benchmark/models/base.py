@@ -55,8 +55,9 @@ class LoadedModel:
         raise ConfigError(f"model {self.name!r} has no input {name!r}; inputs: {', '.join(s.name for s in self.inputs)}")
 
     def with_inputs(self, overrides: list[InputSpec] | tuple[InputSpec, ...]) -> "LoadedModel":
-        """A copy whose input specs take the shapes and dtypes of ``overrides`` (matched by name;
-        each input keeps its batch axis where the rank allows). An override without a name
+        """A copy whose input specs take the shapes and dtypes of ``overrides`` (matched by name; an
+        override without a dtype keeps the declared one; each input keeps its batch axis where the
+        rank allows). An override without a name
         (:data:`~benchmark.config.UNNAMED_INPUT`, from ``--input 1x3x224x224``) applies to a
         single-input model's input; names must otherwise match, the error lists them.
         """
@@ -69,7 +70,7 @@ class LoadedModel:
                 if len(names) != 1:
                     raise ConfigError(f"input shape {'x'.join(map(str, o.shape))} names no input, but {self.name!r} has "
                                       f"{len(names)} inputs ({', '.join(names)}); write NAME:SHAPE")
-                o = InputSpec(names[0], o.shape, o.dtype)
+                o = InputSpec(names[0], o.shape, o.dtype, dtype_given=o.dtype_given)
             by_name[o.name] = o
         unknown = [n for n in by_name if n not in names]
         if unknown:
@@ -77,7 +78,7 @@ class LoadedModel:
                 f"input override for {', '.join(map(repr, unknown))} does not match any input of "
                 f"{self.name!r}; inputs: {', '.join(names)}"
             )
-        new_inputs = [s.with_shape(by_name[s.name].shape, by_name[s.name].dtype) if s.name in by_name else s
+        new_inputs = [s.with_shape(o.shape, o.dtype if o.dtype_given else None) if (o := by_name.get(s.name)) else s
                       for s in self.inputs]
         return dataclasses.replace(self, inputs=new_inputs)
 
