@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages.shared import link, save, say, session
+from app_pages.shared import applies_summary, link, save, say, session, show_applicability
 
 NO_ARCH = "(none: the file holds a whole model)"
 
@@ -250,12 +250,14 @@ if overrides or axes:
         st.error(f"{info['error']} - correct the shape or batch axes above (e.g. 1x3x224x224, state:1).")
         st.stop()
 st.session_state["model"] = {"source": source, "inputs": list(overrides), "arch": arch, "trust_pickle": trust,
-                             "name": display, "uploaded": not source.startswith("sample:"), "batch_axis": list(axes)}
+                             "name": display, "uploaded": not source.startswith("sample:"), "batch_axis": list(axes),
+                             "applies": applies_summary(info)}
 save()
 outs = ", ".join(f"{o['name']}: {o['shape']} {o['dtype']}" for o in info["outputs"]) or "unknown until shapes are given"
 st.markdown(f"**{info['name']}** ({info['format']}, {info['framework']}) - outputs: {outs}"
             + (f" - evaluation dataset: `{info['dataset']}`" if info.get("dataset") else " - no dataset: quality is measured as fidelity to FP32"))
 show_counts(info)
+show_applicability(info)
 for note in info["notes"]:
     st.caption(f"Note: {note}")
 link("app_pages/run.py", "Use this model on Compress & run", ":material/play_circle:")

@@ -1,13 +1,15 @@
 """Compress & run: choose variants, backends, device, batch sizes (any typed size) and data; start a
 background sweep and follow every running sweep (progress, partial results, cancel) and the recent
-finished ones. Sweeps queue per device. The choices survive a reload (app_pages/shared.py)."""
+finished ones. Sweeps queue per device. The choices survive a reload (app_pages/shared.py). Only the
+compressions and backends that apply to the model are offered (the Model page's "what applies"
+check); a caption says why each of the others is off."""
 from pathlib import Path
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from app_pages.machines import executor_settings
-from app_pages.shared import HELP, data_choice, kept, link, save, say, session
+from app_pages.shared import HELP, data_choice, kept, link, model_applies, off_for_model, save, say, session
 
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 RATIO_CHOICES = [0.0, 0.25, 0.5, 0.75, 0.9]
@@ -64,24 +66,43 @@ def batch_sizes() -> tuple[int, ...] | str:
         return say(exc)
 
 
-def variants_column() -> dict:
+def offered(names, applies: dict | None) -> list:
+    """The choices among ``names`` that apply to the model (all of them when that is unknown)."""
+    return [n for n in names if applies is None or n not in applies["unavailable"]]
+
+
+def variants_column(applies: dict | None) -> dict:
     from benchmark.config import CALIB_METHODS, PRECISIONS, PRUNE_KINDS
 
     st.markdown("**Variants**")
-    precisions = st.multiselect("Precisions", PRECISIONS, key=kept("run.precisions", ["fp32", "int8-static"], PRECISIONS),
+    options = offered(PRECISIONS, applies)
+    precisions = st.multiselect("Precisions", options, key=kept("run.precisions", ["fp32", "int8-static"], options),
                                 help=HELP["precisions"])
+    off_for_model(PRECISIONS, applies)
     int8 = any(p in ("int8-static", "mixed") for p in precisions)
     calib = st.selectbox("INT8 calibration method", CALIB_METHODS, key=kept("run.calib", CALIB_METHODS[0], CALIB_METHODS),
                          help=HELP["calib_method"], disabled=not int8)
     calib_n = st.number_input("Calibration samples", 1, 100_000, key=kept("run.calib_n", 128), help=HELP["calib_samples"],
                               disabled=not int8)
-    kind = st.selectbox("Pruning kind", PRUNE_KINDS, key=kept("run.prune_kind", "structured", PRUNE_KINDS),
-                        help=HELP["prune_kind"])
-    ratios = st.multiselect("Prune ratios (0 = unpruned)", RATIO_CHOICES, key=kept("run.ratios", [0.0], RATIO_CHOICES),
-                            help=HELP["prune_ratios"])
+    kinds = [k for k in PRUNE_KINDS if f"prune-{k}" in offered([f"prune-{k}"], applies)] or list(PRUNE_KINDS)
+    no_pruning = not offered([f"prune-{k}" for k in PRUNE_KINDS], applies)
+    kind = st.selectbox("Pruning kind", kinds, key=kept("run.prune_kind", "structured", kinds),
+                        help=HELP["prune_kind"], disabled=no_pruning)
+    ratio_options = [0.0] if no_pruning else RATIO_CHOICES
+    ratios = st.multiselect("Prune ratios (0 = unpruned)", ratio_options, key=kept("run.ratios", [0.0], ratio_options),
+                            help=HELP["prune_ratios"], disabled=no_pruning)
+    off_for_model([f"prune-{k}" for k in PRUNE_KINDS], applies)
+    no_lowrank = not offered(["lowrank"], applies)
+    if no_lowrank:
+        st.session_state[kept("run.lowrank", 0.0)] = 0.0
     lowrank = st.slider("Low-rank: kept rank fraction (0 = off)", 0.0, 1.0, step=0.05, key=kept("run.lowrank", 0.0),
-                        help=HELP["lowrank"])
-    distill = st.checkbox("Distil pruned / low-rank variants", key=kept("run.distill", False), help=HELP["distill"])
+                        help=HELP["lowrank"], disabled=no_lowrank)
+    no_distill = not offered(["distill"], applies)
+    if no_distill:
+        st.session_state[kept("run.distill", False)] = False
+    distill = st.checkbox("Distil pruned / low-rank variants", key=kept("run.distill", False), help=HELP["distill"],
+                          disabled=no_distill)
+    off_for_model(["lowrank", "distill"], applies)
     epochs = st.number_input("Distillation epochs", 1, 200, key=kept("run.epochs", 3), help=HELP["distill_epochs"],
                              disabled=not distill)
     return dict(precisions=tuple(precisions), prune_ratios=tuple(sorted(ratios)) or (0.0,), prune_kind=kind,
@@ -89,7 +110,7 @@ def variants_column() -> dict:
                 calib_samples=int(calib_n))
 
 
-def where_column(status: list[dict]) -> dict:
+def where_column(status: list[dict], applies: dict | None) -> dict:
     cuda = [r for r in status if r["device"] == "cuda"]
     cuda_ok = any(r["available"] for r in cuda)
     st.markdown("**Where**")
@@ -102,6 +123,8 @@ def where_column(status: list[dict]) -> dict:
     for r in status:
         if r["device"] == device and not r["available"]:
             st.caption(f"{r['backend']} unavailable on {device}: {say(r['reason'])}")
+    off_for_model(usable, applies)
+    usable = offered(usable, applies)
     default = [b for b in ("pytorch", "onnxruntime") if b in usable]
     backends = st.multiselect("Backends", usable, key=kept("run.backends", default, usable), help=HELP["backends"])
     cuda_graph = False
@@ -131,11 +154,12 @@ def sweep_form(model: dict):
     from benchmark import BenchmarkError, SweepConfig
 
     load_plugins()
+    applies = model_applies(model)
     c1, c2, c3 = st.columns(3)
     with c1:
-        variants = variants_column()
+        variants = variants_column(applies)
     with c2:
-        where = where_column(backend_status())
+        where = where_column(backend_status(), applies)
         sizes = batch_sizes()
         machines = executor_settings()  # this machine or a Ray cluster (app_pages/machines.py)
     with c3:

@@ -216,3 +216,59 @@ def stored_sweeps():
         st.info("No sweeps stored yet: start one on Compress & run, or click 'Try the demo' on Home.")
         st.stop()
     return store, sweeps
+
+
+# --- what applies to the chosen model (Model page table, Run page choices) ------------------------
+def show_applicability(info: dict) -> None:
+    """The Model page's table: each compression and backend, whether it applies to this model and why."""
+    if info.get("applicability_error"):
+        st.warning(f"What applies was not checked: {say(info['applicability_error'])}")
+        return
+    rows = info.get("applicability") or []
+    if not rows:
+        return
+    st.markdown("**What applies to this model** - the Compress & run page offers only these.")
+    st.dataframe([{"": "yes" if r["available"] else "no", "compression / backend": r["name"], "kind": r["kind"],
+                   "how, or why not": say(r["reason"])} for r in rows], hide_index=True, width="stretch")
+
+
+@st.cache_data(show_spinner="Checking what applies to the model ...", max_entries=32)
+def _applies(source: str, inputs: tuple[str, ...], arch: str | None, trust_pickle: bool) -> dict | None:
+    from benchmark import BenchmarkError
+    from benchmark.applicability import summarize
+    from benchmark.inspection import inspect_isolated
+
+    try:
+        info = inspect_isolated(source, list(inputs), arch, trust_pickle, strict=False)
+    except BenchmarkError:  # the Model page shows why the model does not load
+        return None
+    return summarize(info.get("applicability") or []) if not info.get("applicability_error") else None
+
+
+def model_applies(model: dict) -> dict | None:
+    """``{compressions, backends, unavailable: {name: reason}}`` for the chosen model: what the Model
+    page found, else checked now in a child (cached). None for built-in samples (eager PyTorch
+    models: every compression applies) and where the check itself failed."""
+    if model.get("applies") is not None:
+        return model["applies"]
+    source = str(model.get("source") or "")
+    if not source or source.startswith("sample:"):
+        return None
+    return _applies(source, tuple(model.get("inputs") or ()), model.get("arch"), bool(model.get("trust_pickle")))
+
+
+def off_for_model(names, applies: dict | None) -> None:
+    """One caption per choice in ``names`` that does not apply to the model, with its reason."""
+    for name in names:
+        reason = (applies or {}).get("unavailable", {}).get(name)
+        if reason:
+            st.caption(f"{name} is off for this model: {say(reason)}")
+
+
+def applies_summary(info: dict) -> dict | None:
+    """What the Model page's check found, summarized for the Run page (None when not checked)."""
+    from benchmark.applicability import summarize
+
+    if info.get("applicability_error") or not info.get("applicability"):
+        return None
+    return summarize(info["applicability"])

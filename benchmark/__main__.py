@@ -1,6 +1,7 @@
 """The ``slimbench`` command line (same as ``python -m benchmark``).
 
-Subcommands: ``info`` (what a model is: inputs, params, MACs/FLOPs, size), ``run`` (a sweep),
+Subcommands: ``info`` (what a model is: inputs, params, MACs/FLOPs, size, and which compressions
+and backends apply to it, with the reason for each one that does not), ``run`` (a sweep),
 ``results`` / ``sweeps`` (what the database holds), ``report`` (an HTML report of sweeps),
 ``sensitivity`` / ``search`` (per-layer sensitivity, accuracy-aware INT8 search), ``recommend``
 (the fastest variant within a quality budget, searched over the whole space), ``profile``
@@ -53,7 +54,22 @@ def _cmd_info(args) -> int:
     print(f"not counted  {skipped}  (counter: {info['counter']})")
     for note in info["notes"]:
         print(f"note         {note}")
+    _print_applicability(info)
     return 0
+
+
+def _print_applicability(info: dict) -> None:
+    """The "what applies" table: each compression and backend, yes/no and why."""
+    from .applicability import format_rows
+
+    if info.get("applicability_error"):
+        print(f"what applies: not checked ({info['applicability_error']})")
+        return
+    rows = info.get("applicability") or []
+    for title, kind in (("compressions", "compression"), ("backends", "backend")):
+        print(f"{title} (what applies to this model, and why not)")
+        for line in format_rows([r for r in rows if r["kind"] == kind]):
+            print(line)
 
 
 def _cmd_samples(args) -> int:
@@ -93,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="inputs, outputs, params, MACs/FLOPs, size and sparsity of a model")
+    p = sub.add_parser("info", help="inputs, outputs, params, MACs/FLOPs, size, sparsity, and which compressions "
+                                    "and backends apply to a model (and why not)")
     p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs; a bare 1x3x32x32 for a "

@@ -383,7 +383,7 @@ def format_table(results, metric: str | None = None) -> str:
             unstable.append(f"unstable timing: {r.variant} on {r.backend}{where}, batch {r.batch_size}: "
                             f"{timing.split(': ', 1)[-1]}")
             timing = "UNSTABLE"
-        note = r.error or ""
+        note = r.error or distill_note(r.compression)
         rows.append([
             r.variant, r.backend, str(r.batch_size), r.status,
             _fmt(lat.get("p50"), ".3f"), _fmt(lat.get("p95"), ".3f"), _fmt(lat.get("cv"), ".2f"),
@@ -414,6 +414,20 @@ def target_label(result) -> str:
     if node.get("label") and result.target.startswith("resource="):
         return f"{result.target} @ {node['label']}"
     return node.get("label") or result.target or "local"
+
+
+def distill_note(compression) -> str:
+    """``distilled: top1_agreement 40.6 -> 98.4 %`` for a row whose variant was distilled, else ""."""
+    from .measure.quality import METRICS
+    from .results import distill_summary
+
+    d = distill_summary(compression)
+    metric = METRICS.get(d["distill_metric"] or "")
+    if metric is None or d["distill_before"] is None or d["distill_after"] is None:
+        return ""
+    before, after = metric.scale * d["distill_before"], metric.scale * d["distill_after"]
+    digits = ".1f" if metric.scale != 1.0 else ".4f"
+    return f"distilled: {metric.name} {before:{digits}} -> {after:{digits}}{' ' + metric.unit if metric.unit else ''}"
 
 
 class _ProgressBar:

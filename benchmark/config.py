@@ -160,6 +160,8 @@ class InputSpec:
     shape: tuple[Dim, ...] = _help("shape; strings or -1 mark dynamic dims", default=())
     dtype: str = _help("numpy dtype name", default="float32")
     batch_axis: int | None = _help("the dim holding the batch (None: fed as given)", default=0)
+    #: False for an override that named no dtype (``ids:1x16``): it keeps the model's declared dtype
+    dtype_given: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self):
         if not self.name:
@@ -233,7 +235,8 @@ class InputSpec:
 
     @classmethod
     def parse(cls, text: str) -> "InputSpec":
-        """Parse ``name:1x3x32x32[:float32]`` (``N``/``?`` or a word for a dynamic dim).
+        """Parse ``name:1x3x32x32[:float32]`` (``N``/``?`` or a word for a dynamic dim). Without a
+        dtype the override keeps the model's declared one (float32 where the model declares none).
 
         Parsed from the right, so names that contain ``:`` (``input:0``) work. A shape of numbers
         without a name (``1x3x224x224[:float32]``) is named :data:`UNNAMED_INPUT`: it applies to a
@@ -242,10 +245,10 @@ class InputSpec:
         parts = text.strip().split(":")
         if cls._NAMELESS.match(parts[0]) and (len(parts) == 1 or (len(parts) == 2 and cls._DTYPE.match(parts[1]))):
             dims = tuple(int(t) for t in parts[0].split("x"))
-            return cls(UNNAMED_INPUT, dims, parts[1] if len(parts) == 2 else "float32")
-        dtype = "float32"
+            return cls(UNNAMED_INPUT, dims, parts[1] if len(parts) == 2 else "float32", dtype_given=len(parts) == 2)
+        dtype, given = "float32", False
         if len(parts) >= 3 and (cls._DTYPE.match(parts[-1]) or not cls._SHAPE.match(parts[-1])):
-            dtype = parts.pop()
+            dtype, given = parts.pop(), True
         if len(parts) < 2 or not parts[0] or not cls._SHAPE.match(parts[-1]):
             raise ConfigError(f"input override {text!r} is not of the form name:1x3x32x32[:float32]")
         raw = parts.pop()
@@ -253,7 +256,7 @@ class InputSpec:
         dims: list[Dim] = []
         for tok in filter(None, re.split(r"[x,]", raw)):
             dims.append(int(tok) if tok.lstrip("-").isdigit() else tok)
-        return cls(name, tuple(dims), dtype)
+        return cls(name, tuple(dims), dtype, dtype_given=given)
 
 
 def parse_batch_axis(text: str) -> tuple[str, int | None]:

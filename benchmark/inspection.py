@@ -33,11 +33,15 @@ def model_info(source: str, inputs: list[str] | tuple[str, ...] | None = None, a
     file whose first feed fills the dynamic dims the overrides leave open. Returns ``model,
     format, framework, inputs`` (shapes as lists, each with its ``batch_axis``), ``outputs,
     dataset, num_classes, batch_size, params, macs, flops, size_bytes, sparsity, unsupported_ops,
-    counter, by_module`` (per-layer rows ``{name, op_type, macs, params}``), ``by_operator`` and
-    ``notes``. A load failure raises; a counting failure raises too unless ``strict=False``,
-    which returns the load facts with ``count_error`` (the message) and the counts set to None;
-    inputs too large for the available memory always raise :class:`~benchmark.errors.ResourceError`.
+    counter, by_module`` (per-layer rows ``{name, op_type, macs, params}``), ``by_operator``,
+    ``notes``, and what applies: ``applicability`` (one row ``{name, kind, available, reason}`` per
+    compression and backend, :mod:`benchmark.applicability`), ``conversion`` / ``conversion_error``
+    (the ONNX->PyTorch conversion's record, or why there is none). A load failure raises; a
+    counting failure raises too unless ``strict=False``, which returns the load facts with
+    ``count_error`` (the message) and the counts set to None; inputs too large for the available
+    memory always raise :class:`~benchmark.errors.ResourceError`.
     """
+    from .applicability import model_applicability
     from .config import InputSpec
     from .measure.flops import count_model
     from .models import describe_io, load_model
@@ -66,6 +70,7 @@ def model_info(source: str, inputs: list[str] | tuple[str, ...] | None = None, a
         "batch_size": int(batch_size),
         "notes": list(model.notes),
     }
+    info.update(model_applicability(model, values))  # what applies: each compression and backend, or why not
     try:
         report = count_model(model, batch_size=batch_size, values=values)
     except BenchmarkError as exc:

@@ -237,9 +237,13 @@ def _torch_profile(model) -> ActivationProfile:
                         self.largest = max(self.largest, nbytes(t))
             return out
 
+    from .data.base import fixed_batch
+
     module = model.torch_module
+    # a .pt2 program exported at one batch size takes no other: probe there, report per sample
+    at = (fixed_batch(model.inputs) if model.format == "exported" else None) or 1
     try:
-        feeds = model.example_inputs(1)
+        feeds = model.example_inputs(at)
         args, kwargs = as_torch_inputs(module, tuple(feeds[s.name] for s in model.inputs))
         mode = _Largest(list(args) + list(kwargs.values()))
         with torch.no_grad(), mode:
@@ -248,7 +252,7 @@ def _torch_profile(model) -> ActivationProfile:
     except Exception as exc:  # the model's own code may raise anything; the estimate then says it lacks this term
         return ActivationProfile(None, None, f"activation memory not estimated: the batch-1 probe raised "
                                              f"{type(exc).__name__} ({one_line(exc, 200)})")
-    return ActivationProfile(max(mode.largest, outputs), outputs)
+    return ActivationProfile(max(mode.largest, outputs) // at, outputs // at)
 
 
 def _onnx_profile(path: Path, specs) -> ActivationProfile:

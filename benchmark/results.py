@@ -289,6 +289,7 @@ class RunResult:
         row["stability_reason"] = None if stab is None else "; ".join(stab.get("reasons") or [])
         row["timing_attempts"] = None if stab is None else stab.get("attempts")
         row.update(calibration_summary(data["compression"], data["config"]))
+        row.update(distill_summary(data["compression"]))
         row["compressed_as_asked"] = data["compressed_as_asked"]
         row["compression"] = "; ".join(str(r.get("summary", "")) for r in data["compression"] or [])
         for key in ("started_at", "finished_at", "created_at"):
@@ -327,6 +328,20 @@ def calibration_summary(compression: list[dict[str, Any]] | None, config: dict[s
             out["calib_samples_used"] = int(calibration["samples"])
             requested = (config or {}).get("calib_samples")
             out["calib_samples_requested"] = None if requested is None else int(requested)
+    return out
+
+
+def distill_summary(compression: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """What distillation recovered, from a row's compression records: ``{distill_metric,
+    distill_before, distill_after, distill_teacher}`` (the metric the output kind chose, the
+    student's value before and after training and the teacher's own; None where no step distilled)."""
+    out: dict[str, Any] = {"distill_metric": None, "distill_before": None, "distill_after": None,
+                           "distill_teacher": None}
+    for record in compression or []:
+        if (record or {}).get("method") == "distill" and record.get("changed"):
+            d = record.get("details") or {}
+            out.update(distill_metric=d.get("metric"), distill_before=d.get("metric_before"),
+                       distill_after=d.get("metric_after"), distill_teacher=d.get("teacher_metric"))
     return out
 
 

@@ -19,7 +19,7 @@ The goal: latency ratio (uploaded / pruned) at least 0.85x the MACs ratio, and a
 ResNet-18-sized net at ratio 0.5.
 
     python benchmarks/byom_pruning.py [--models resnet18,mobilenetv2] [--ratio 0.5] [--batch 1]
-                                      [--threads 2] [--rounds 6] [--block-s 1.0]
+                                      [--threads 2] [--rounds 6] [--block-s 1.0] [--round-to 8]
 """
 from __future__ import annotations
 
@@ -36,20 +36,11 @@ import onnxruntime as ort
 import torch
 
 from benchmark.compress.prune import prune_structured_module
+from benchmark.machine import cpu_info
 from benchmark.models.export import export_onnx
 from benchmark.models.loaders import load_model
 from benchmark.models.onnx_to_torch import convert_verified
 from sample_models.lookalikes import build_lookalike
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -86,7 +77,7 @@ def run_one(name: str, folder: Path, args) -> None:
     loaded = load_model(la.path)
     example = tuple(torch.from_numpy(v[:1]) for v in la.feeds.values())
     t0 = time.perf_counter()
-    pruned, stats = prune_structured_module(conv.module, example, args.ratio, "l2")
+    pruned, stats = prune_structured_module(conv.module, example, args.ratio, "l2", round_to=args.round_to)
     prune_s = time.perf_counter() - t0
     control = export_onnx(conv.module, loaded.inputs, folder / f"{name}-converted.onnx").path
     pruned_path = export_onnx(pruned, loaded.inputs, folder / f"{name}-pruned.onnx").path
@@ -117,9 +108,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     ap.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds")
     ap.add_argument("--block-s", type=float, default=1.0, help="seconds per file per round")
+    ap.add_argument("--round-to", type=int, default=None, help="keep pruned channel counts a multiple of this")
     args = ap.parse_args()
-    print(f"{cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}, onnxruntime {ort.__version__}, "
-          f"{args.threads} thread(s), batch {args.batch}, {args.rounds} rounds x {args.block_s:g} s per file")
+    print(f"{cpu_info()[0] or platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}, onnxruntime {ort.__version__}, "
+          f"{args.threads} thread(s), batch {args.batch}, {args.rounds} rounds x {args.block_s:g} s per file, "
+          f"round_to {args.round_to}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             run_one(name.strip(), Path(tmp), args)

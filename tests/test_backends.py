@@ -1,6 +1,7 @@
 """Backends: registration, availability, precisions, providers, bind/run_bound, PyTorch vs ORT."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -118,9 +119,14 @@ def test_pytorch_int8_module_cpu_only(tiny):
 def test_pytorch_without_module_is_unsupported(tiny):
     _, path, model, _ = tiny
     ok, reason = get_backend("pytorch").supports(_variant(model, None, path), "cpu")
-    assert not ok and "ONNX-only" in reason
-    with pytest.raises(BackendUnavailableError, match="ONNX-only"):
+    assert not ok and reason == "no PyTorch module for this variant (its compression built an ONNX file only)"
+    with pytest.raises(BackendUnavailableError, match="no PyTorch module for this variant"):
         get_backend("pytorch").prepare(_variant(model, None, path), "cpu")
+    # an ONNX upload that could not be converted: the conversion's own reason
+    failed = dataclasses.replace(model, framework="onnx", torch_module=None,
+                                 conversion_error="the ONNX->PyTorch conversion failed: no converter for Det (node det)")
+    ok, reason = get_backend("pytorch").supports(_variant(failed, None, path), "cpu")
+    assert not ok and reason == "no PyTorch module: the ONNX->PyTorch conversion failed: no converter for Det (node det)"
 
 
 def test_pytorch_bind_converts_once(tiny, monkeypatch):

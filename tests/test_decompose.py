@@ -145,7 +145,7 @@ def test_disabled_and_bad_settings(variant, tmp_path):
     with pytest.raises(ConfigError, match="no Linear/Conv layer named"):
         lowrank_module(nn.Sequential(nn.Linear(8, 8)), ratio=0.5, layers=["nope"])
     scripted = Variant("fp32", variant.model, torch_module=torch.jit.script(variant.torch_module))
-    with pytest.raises(CompressionError, match="eager PyTorch model"):
+    with pytest.raises(CompressionError, match="editable PyTorch module"):
         COMPRESSIONS.get("lowrank")(scripted, CompressionConfig(lowrank_ratio=0.5), ctx)
 
 

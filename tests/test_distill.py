@@ -167,5 +167,45 @@ def test_bad_input(teacher, digits, tmp_path):
     with pytest.raises(CompressionError, match="teacher"):
         COMPRESSIONS.get("distill")(no_teacher, cfg, CompressContext(tmp_path, train_data=train))
     scripted = dataclasses.replace(student, torch_module=torch.jit.script(student.torch_module))
-    with pytest.raises(CompressionError, match="eager PyTorch model"):
+    with pytest.raises(CompressionError, match="editable PyTorch module"):
         COMPRESSIONS.get("distill")(scripted, cfg, CompressContext(tmp_path, train_data=train))
+
+
+class _MLP(nn.Module):
+    def __init__(self, out: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+        self.head = nn.Linear(64, out)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@pytest.mark.parametrize("out_name, width, kind, metric, loss", [
+    ("hidden_state", 32, "embeddings", "cosine", "1 - cosine similarity"),
+    ("score", 1, "regression", "rel_error", "mean squared error"),
+    ("output", 10, "logits", "top1_agreement",
+     "softmax KL divergence (temperature T) + logit MSE / teacher variance"),
+])
+def test_the_loss_and_metric_fit_the_output_kind(tmp_path, out_name, width, kind, metric, loss):
+    """No labels: the output's kind (the rule that picks the rows' quality metric) picks the loss too,
+    and distillation improves that metric on held-out inputs."""
+    from benchmark.config import OutputSpec
+
+    torch.manual_seed(0)
+    teacher = _MLP(width).eval()
+    model = LoadedModel("mlp", "sample", "torch", [InputSpec("x", ("batch", 16))],
+                        outputs=[OutputSpec(out_name, ("batch", width))], torch_module=teacher)
+    student = _pruned(model, tmp_path, ratio=0.6)
+    rng = np.random.default_rng(0)
+    train = Dataset("random", {"x": rng.standard_normal((512, 16)).astype(np.float32)}, None)
+    held = Dataset("held", {"x": rng.standard_normal((128, 16)).astype(np.float32)}, None)
+    ctx = CompressContext(tmp_path, train_data=train, eval_data=held)
+    out = COMPRESSIONS.get("distill")(student, CompressionConfig(distill=True, distill_epochs=4), ctx)
+    d = out.records[-1].details
+    assert (d["output_kind"], d["metric"], d["loss"]) == (kind, metric, loss)
+    assert d["labels_used"] is False and d["alpha"] == 1.0
+    improved = d["metric_after"] < d["metric_before"] if metric == "rel_error" else d["metric_after"] >= d["metric_before"]
+    assert improved, d
+    assert d["cosine_after"] > d["cosine_before"]
+    assert d["higher_is_better"] is (metric != "rel_error")

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 
 from benchmark import ConfigError, InputSpec, ModelLoadError, UnsafeModelError, load_model
 from benchmark.errors import ExportError
+from benchmark.models.base import LoadedModel
 from benchmark.models.export import ensure_onnx, export_onnx
 from benchmark.compress import reference_variant
 
@@ -143,6 +144,16 @@ def test_input_override_parsing():
         InputSpec.parse("nonsense")
     with pytest.raises(ConfigError, match="dtype"):
         InputSpec.parse("x:1x3:int4")
+
+
+def test_override_without_dtype_keeps_the_declared_one():
+    declared = LoadedModel(name="enc", format="onnx", framework="onnx",
+                           inputs=[InputSpec("ids", ("batch", "seq"), "int64"), InputSpec("x", ("batch", 4), "float16")])
+    shaped = declared.with_inputs([InputSpec.parse("ids:1x16"), InputSpec.parse("x:1x4:float32")])
+    assert [(s.shape, s.dtype) for s in shaped.inputs] == [((1, 16), "int64"), ((1, 4), "float32")]
+    single = LoadedModel(name="one", format="onnx", framework="onnx", inputs=[InputSpec("ids", ("batch", 8), "int32")])
+    assert single.with_inputs([InputSpec.parse("2x8")]).inputs[0].dtype == "int32"
+    assert single.with_inputs([InputSpec.parse("2x8:int64")]).inputs[0].dtype == "int64"
 
 
 def test_override_unknown_input_names_the_real_ones(files):

@@ -1,6 +1,8 @@
 """Pruning: unstructured magnitude masks and structured channel removal (Torch-Pruning)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -260,11 +262,18 @@ def test_structured_bad_input(cnn):
 
 def test_pruning_needs_an_eager_module(cnn, ctx):
     scripted = Variant("fp32", cnn.model, torch_module=torch.jit.script(cnn.torch_module))
-    with pytest.raises(CompressionError, match="structured pruning needs an eager PyTorch model"):
+    with pytest.raises(CompressionError, match="structured pruning needs an editable PyTorch module and this variant "
+                                               "holds a TorchScript module"):
         _run("prune-structured", scripted, ctx, prune_ratio=0.5)
     onnx_only = Variant("fp32", cnn.model, torch_module=None)
-    with pytest.raises(CompressionError, match="eager PyTorch model"):
+    with pytest.raises(CompressionError, match="editable PyTorch module and this variant holds an ONNX graph"):
         _run("prune-unstructured", onnx_only, ctx, prune_ratio=0.5, prune_kind="unstructured")
+    # a model whose conversion failed: the reason is the conversion's own
+    failed = dataclasses.replace(cnn.model, torch_module=None,
+                                 conversion_error="the ONNX->PyTorch conversion failed: no converter for Foo (node /foo)")
+    with pytest.raises(CompressionError, match=r"structured pruning needs an editable PyTorch module: the ONNX->PyTorch "
+                                               r"conversion failed: no converter for Foo \(node /foo\)"):
+        _run("prune-structured", Variant("fp32", failed, torch_module=None), ctx, prune_ratio=0.5)
 
 
 # ------------------------------------------------------------------------------- unstructured

@@ -151,6 +151,19 @@ def feeds_batch(feeds: dict[str, np.ndarray], specs=None) -> int | None:
     return None
 
 
+def no_module_reason(variant) -> str:
+    """Why ``variant`` has no PyTorch module to run: the ONNX->PyTorch conversion's error when it
+    failed, else that the variant is ONNX only (a precision step built no PyTorch side, or the model
+    was not converted)."""
+    model = getattr(variant, "model", None)
+    error = getattr(model, "conversion_error", None)
+    if error:
+        return f"no PyTorch module: {error}"
+    if getattr(model, "framework", None) == "onnx" and getattr(model, "torch_module", None) is None:
+        return "no PyTorch module: the ONNX model was not converted to PyTorch"
+    return "no PyTorch module for this variant (its compression built an ONNX file only)"
+
+
 def runtime_failure(backend: str, exc: BaseException, feeds: dict | None = None) -> MeasurementError:
     """A MeasurementError (one line) for an exception a runtime raised while running a model."""
     text = str(exc).strip() or type(exc).__name__

@@ -43,7 +43,8 @@ import numpy as np
 
 from ..data.base import contiguous
 from ..errors import BackendUnavailableError, DataError, MeasurementError, one_line
-from .base import Backend, Session, SessionInfo, runtime_failure
+from ..models.base import set_eval
+from .base import Backend, Session, SessionInfo, no_module_reason, runtime_failure
 
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16", "autocast-bf16", "autocast-fp16", "int8")
 OPTION_NAMES = ("cuda_graph", "cuda_graph_max_batch")
@@ -245,7 +246,7 @@ class PyTorchBackend(Backend):
 
     def supports_impl(self, variant, device: str) -> tuple[bool, str]:
         if variant.torch_module is None:
-            return False, "no PyTorch module for this variant (ONNX-only model)"
+            return False, no_module_reason(variant)
         precision = variant.torch_precision
         if precision not in TORCH_PRECISIONS:
             return False, f"unknown torch precision {precision!r}; known: {', '.join(TORCH_PRECISIONS)}"
@@ -297,7 +298,7 @@ class PyTorchBackend(Backend):
                 if device != "cpu":
                     module = module.to(device)
         if hasattr(module, "eval") and not isinstance(module, torch.jit.ScriptModule):
-            module.eval()
+            set_eval(module)  # a .pt2 program's module refuses eval(): it was traced for inference
         if device == "cuda":
             disable_tf32()  # fp32 means IEEE FP32 on every backend
         if cuda_graph and device != "cuda":

@@ -48,7 +48,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, one_line
-from .base import Backend, Session, SessionInfo, feeds_batch
+from ..models.base import set_eval
+from .base import Backend, Session, SessionInfo, feeds_batch, no_module_reason
 from .pytorch import TorchSession, disable_tf32
 
 OPTION_NAMES = ("min_block_size", "workspace_mb")
@@ -221,7 +222,7 @@ class TorchTensorRTBackend(Backend):
         import torch
 
         if variant.torch_module is None:
-            return False, "no PyTorch module for this variant (ONNX-only model)"
+            return False, no_module_reason(variant)
         if isinstance(variant.torch_module, torch.jit.ScriptModule):
             return False, "torch-tensorrt's dynamo path compiles nn.Module and .pt2 models, not TorchScript"
         _, _, reason = compile_settings(variant.torch_precision, _compile_params())
@@ -260,7 +261,8 @@ class TorchTensorRTBackend(Backend):
             raise BackendUnavailableError(f"torch-tensorrt: cannot copy the module to compile it ({exc})") from exc
         if cast is not None:
             source = source.to(_torch_dtype(cast))
-        source = source.to("cuda").eval()
+        source = source.to("cuda")
+        set_eval(source)
         info = SessionInfo(
             backend=self.name, device="cuda", threads=torch.get_num_threads(), precision=variant.torch_precision,
             options={"torch_tensorrt_version": getattr(torch_tensorrt, "__version__", None),

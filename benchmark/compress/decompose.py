@@ -182,7 +182,7 @@ def lowrank(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> V
     module = copy.deepcopy(source)
     module.eval()
     notes: list[str] = []
-    args = example_args(variant.model, 1)
+    args = example_args(variant.model)
     params_before = count_params(module)
     macs_before = macs_or_none(module, args, notes)
     stats = lowrank_module(module, ratio=ratio, energy=energy)

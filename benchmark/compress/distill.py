@@ -1,19 +1,34 @@
 """Knowledge distillation: fine-tune a pruned/decomposed student against the original model.
 
 The ``distill`` compression trains ``variant.torch_module`` (the student) to match the FP32
-original ``variant.model.torch_module`` (the teacher) on ``ctx.train_data``:
+original ``variant.model.torch_module`` (the teacher) on ``ctx.train_data``, with a loss that fits
+the model's first output. The output kind is decided by the rule that decides the rows' quality
+metric (:func:`benchmark.measure.quality.choose_metric_for` on the teacher's outputs, the labels
+and the output's name), so the loss and the number reported before and after agree:
 
-    loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)
+- **logits** (class scores, also per position ``[N, T, C]``):
+  ``alpha * (T^2 * KL(softmax(t / T) || softmax(s / T)) + MSE(s, t) / Var(t)) + (1 - alpha) * CE(s, labels)``
+  (Hinton et al. 2015; ``F.kl_div(log_softmax(s/T), softmax(t/T), "batchmean")`` over the last
+  axis. Softmax ignores a shift of a row's logits, so the scale-free MSE term makes the raw logits
+  follow the teacher's too: on pruned random-weight resnet / mobilenet look-alikes distilled on
+  random inputs it raised the logits' cosine to the teacher's from 0.91 / 0.90 (KL alone) to
+  0.99 / 0.98. Without labels alpha is 1). Metric: top-1 accuracy on labelled data, else top-1
+  (or per-position) agreement with the teacher.
+- **embeddings** (hidden states, pooled features): ``1 - cosine(s, t)`` per sample (each sample's
+  output flattened), averaged. Metric: mean cosine similarity to the teacher.
+- **regression** (one value per sample, e.g. a speech probability): mean squared error. Metric:
+  mean relative error ``||s - t|| / ||t||`` (lower is better).
 
-(Hinton et al. 2015; the KL term is ``F.kl_div(log_softmax(s/T), softmax(t/T), "batchmean")``;
-without labels the loss is the KL term alone). Adam, lr 1e-3, batch 64, ``cfg.distill_epochs``
-epochs, seeded shuffling; training stops early when ``ctx.time_budget_s`` is spent. Weights that
-an earlier unstructured pruning step zeroed stay zero (their masks are re-applied after every
-optimizer step).
+Adam, lr 1e-3, batch 64, ``cfg.distill_epochs`` epochs, seeded shuffling; training stops early
+when ``ctx.time_budget_s`` is spent. Weights that an earlier unstructured pruning step zeroed stay
+zero (their masks are re-applied after every optimizer step). No labels are needed: the teacher's
+outputs are the targets. Uploaded ONNX, TorchScript and ``.pt2`` models are distilled through
+their converted module (:mod:`benchmark.models.conversion`); the teacher is the model as uploaded
+(an ONNX upload's converted module, verified against ONNX Runtime).
 
-Accuracy convention: top-1 accuracy on labelled data; on unlabelled data the metric is top-1
-agreement with the teacher. It is measured before and after training on ``ctx.eval_data``, or,
-when that is absent, on a held-out 20 % of ``ctx.train_data`` (excluded from training).
+The metric is measured before and after training on ``ctx.eval_data``, or, when that is absent, on
+a held-out 20 % of ``ctx.train_data`` (excluded from training); the record carries both numbers,
+the teacher's own value, the output kind, the loss and why that kind was chosen.
 """
 from __future__ import annotations
 
@@ -24,7 +39,7 @@ from typing import Any
 from ..config import CompressionConfig
 from ..data.base import Dataset
 from ..errors import CompressionError, ConfigError, DataError
-from ..models.base import CompressionRecord, Variant
+from ..models.base import CompressionRecord, Variant, set_eval
 from .base import CompressContext, register_compression
 from .prune import eager_module, first_tensor, new_variant, weight_layers
 
@@ -64,44 +79,72 @@ def check_data(model_inputs, dataset: Dataset, what: str) -> None:
         raise DataError(f"{what} {dataset.name!r} holds whole feeds per sample; distillation needs arrays with a batch axis")
 
 
-def _logits(module, tensors):
+def _first_output(module, tensors):
     out = first_tensor(module(*tensors))
     if out is None:
-        raise CompressionError("distillation needs a model whose output is a tensor of logits; got no tensor")
+        raise CompressionError("distillation needs a model whose first output is a tensor; got no tensor")
     return out
 
 
-def predict(module, model_inputs, dataset: Dataset, batch_size: int = 256):
-    """Top-1 predictions (argmax over the last axis) of ``module`` on ``dataset``, as a numpy array."""
+def outputs_of(module, model_inputs, dataset: Dataset, batch_size: int = 256):
+    """The first output of ``module`` on ``dataset`` (float32 numpy, samples along axis 0)."""
     import numpy as np
     import torch
 
-    preds = []
+    outs = []
     was_training = getattr(module, "training", False)
-    if hasattr(module, "eval"):
-        module.eval()
+    set_eval(module)
     with torch.no_grad():
         for i in range(0, len(dataset), batch_size):
             idx = slice(i, i + batch_size)
-            preds.append(_logits(module, _tensors(model_inputs, dataset, idx)).argmax(-1).cpu().numpy())
+            outs.append(_first_output(module, _tensors(model_inputs, dataset, idx)).float().cpu().numpy())
     if was_training:
         module.train()
-    return np.concatenate(preds)
+    return np.concatenate(outs)
 
 
-def top1_metric(module, model_inputs, dataset: Dataset, reference=None) -> tuple[float, str]:
-    """(metric, name): accuracy on labelled data, else agreement with ``reference`` predictions."""
-    import numpy as np
+def output_choice(teacher_outputs, dataset: Dataset, output_name: str = ""):
+    """The :class:`~benchmark.measure.quality.MetricChoice` for the teacher's first output on
+    ``dataset``: its kind (logits, embeddings, regression) picks the loss, its metric the number
+    reported before and after."""
+    from ..measure.quality import choose_metric_for
 
-    pred = predict(module, model_inputs, dataset)
-    if dataset.labels is not None:
-        labels = np.asarray(dataset.labels)
-        if pred.shape != labels.shape:
-            raise DataError(f"labels of {dataset.name!r} have shape {labels.shape} but the model predicts {pred.shape}")
-        return float((pred == labels).mean()), "accuracy"
-    if reference is None:
-        raise DataError(f"dataset {dataset.name!r} has no labels and no reference predictions to compare with")
-    return float((pred == reference).mean()), "top1_agreement"
+    return choose_metric_for(teacher_outputs, dataset.labels, name=output_name)
+
+
+def distill_loss(kind: str, s, t, temperature: float, alpha: float, labels=None):
+    """The distillation loss of student outputs ``s`` against teacher outputs ``t`` for an output
+    ``kind`` (see the module docstring); ``labels`` add the hard-label term for logits."""
+    import torch.nn.functional as F
+
+    if kind == "embeddings":
+        return (1.0 - F.cosine_similarity(s.reshape(len(s), -1), t.reshape(len(t), -1), dim=1, eps=1e-8)).mean()
+    if kind == "regression":
+        return F.mse_loss(s, t)
+    s2, t2 = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
+    loss = alpha * temperature ** 2 * F.kl_div(F.log_softmax(s2 / temperature, -1), F.softmax(t2 / temperature, -1),
+                                               reduction="batchmean")
+    # softmax ignores a shift of a row's logits and a KL at temperature T weighs small logits little:
+    # a scale-free MSE on the raw logits (1 = no better than predicting the teacher's mean) makes
+    # the logits themselves follow the teacher's, which the rows' cosine and max abs error compare
+    loss = loss + alpha * F.mse_loss(s2, t2) / t2.detach().var().clamp_min(1e-8)
+    if labels is not None and alpha < 1.0:
+        if s.dim() != 2:
+            raise CompressionError(f"hard labels need [batch, classes] logits; the model outputs {tuple(s.shape)}")
+        loss = loss + (1.0 - alpha) * F.cross_entropy(s, labels)
+    return loss
+
+
+#: The loss each output kind is trained with (as the record names it).
+LOSS_NAMES = {"logits": "softmax KL divergence (temperature T) + logit MSE / teacher variance",
+              "embeddings": "1 - cosine similarity", "regression": "mean squared error"}
+
+
+def quality_metric(metric: str, outputs, teacher_outputs, labels=None) -> float:
+    """``metric`` of ``outputs`` against the teacher's (or the labels, for accuracy)."""
+    from ..measure.quality import metric_value
+
+    return metric_value(metric, outputs, teacher_outputs, labels)
 
 
 def _masks(module) -> dict[str, Any]:
@@ -120,15 +163,16 @@ def distill_module(
     keep_zeros: bool = False,
     time_budget_s: float | None = None,
     progress=None,
+    kind: str = "logits",
 ) -> dict[str, Any]:
-    """Train ``student`` in place against ``teacher`` on ``train``; returns what happened.
+    """Train ``student`` in place against ``teacher`` on ``train`` with the loss of output ``kind``
+    (:func:`distill_loss`); returns what happened.
 
     Returns ``epochs_run``, ``steps``, ``stopped_early`` (time budget), ``final_loss`` (mean loss of
     the last epoch) and ``seconds``.
     """
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     if epochs < 0:
         raise ConfigError(f"distillation epochs must be >= 0; got {epochs}")
@@ -140,14 +184,15 @@ def distill_module(
     rng = np.random.default_rng(SEED)
     masks = _masks(student) if keep_zeros else {}
     layers = dict(weight_layers(student))
-    labels = None if train.labels is None else torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
+    labels = None
+    if train.labels is not None and kind == "logits":
+        labels = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
     a = alpha if labels is not None else 1.0
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
         raise CompressionError("the student has no trainable parameters")
     opt = torch.optim.Adam(params, lr=LR)
-    if hasattr(teacher, "eval"):
-        teacher.eval()
+    set_eval(teacher)
     n = len(train)
     steps_per_epoch = max(1, -(-n // BATCH_SIZE))
     start = time.perf_counter()
@@ -165,17 +210,11 @@ def distill_module(
                 continue
             xs = _tensors(model_inputs, train, idx)
             with torch.no_grad():
-                t = _logits(teacher, xs).float()
-            s = _logits(student, xs)
+                t = _first_output(teacher, xs).float()
+            s = _first_output(student, xs)
             if s.shape != t.shape:
                 raise CompressionError(f"student output {tuple(s.shape)} differs from teacher output {tuple(t.shape)}")
-            s2, t2 = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
-            loss = a * temperature ** 2 * F.kl_div(
-                F.log_softmax(s2 / temperature, -1), F.softmax(t2 / temperature, -1), reduction="batchmean")
-            if labels is not None and a < 1.0:
-                if s.dim() != 2:
-                    raise CompressionError(f"hard labels need [batch, classes] logits; the model outputs {tuple(s.shape)}")
-                loss = loss + (1.0 - a) * F.cross_entropy(s, labels[idx])
+            loss = distill_loss(kind, s, t, temperature, a, None if labels is None else labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -215,13 +254,35 @@ def _split(train: Dataset) -> tuple[Dataset, Dataset | None]:
     return train.take(keep), train.take(hold)
 
 
+def _teacher(variant: Variant):
+    """The model as uploaded (an ONNX upload's verified converted module), run forward only."""
+    teacher = variant.model.torch_module
+    if teacher is None:
+        error = getattr(variant.model, "conversion_error", None)
+        raise CompressionError("distillation needs the original model as a PyTorch teacher: "
+                               + (error or "this model has none (an ONNX graph that was not converted)"))
+    return teacher
+
+
+def _held_out(ctx: CompressContext, inputs, warnings: list[str]) -> tuple[Dataset, Dataset, str]:
+    """(training data, data the metric is measured on, what that data is)."""
+    if ctx.eval_data is not None:
+        check_data(inputs, ctx.eval_data, "evaluation data")
+        return ctx.train_data, ctx.eval_data, f"evaluation data {ctx.eval_data.name!r} ({len(ctx.eval_data)} samples)"
+    train, held = _split(ctx.train_data)
+    if held is None:
+        warnings.append("distillation quality is measured on the training data (too few samples to hold out)")
+        return train, train, f"the training data itself ({len(train)} samples: too few to hold any out)"
+    return train, held, f"a held-out 20% of the training data ({len(held)} samples, not trained on)"
+
+
 @register_compression("distill")
 def distill(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> Variant:
     """Distil the pruned/decomposed student from the original model; see the module docstring."""
+    from ..measure.quality import get_metric
+
     student_src = eager_module(variant, "distillation")
-    teacher = variant.model.torch_module
-    if teacher is None:
-        raise CompressionError("distillation needs the original PyTorch model as teacher; this model has none (ONNX)")
+    teacher = _teacher(variant)
     if not cfg.distill:
         rec = CompressionRecord("distill", False, "distillation not requested: model unchanged")
         return new_variant(variant, copy.deepcopy(student_src), rec)
@@ -235,47 +296,49 @@ def distill(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> V
     inputs = variant.model.inputs
     check_data(inputs, ctx.train_data, "training data")
     warnings: list[str] = []
-    if ctx.eval_data is not None:
-        check_data(inputs, ctx.eval_data, "evaluation data")
-        train, held = ctx.train_data, ctx.eval_data
-        eval_on = f"evaluation data {ctx.eval_data.name!r} ({len(ctx.eval_data)} samples)"
-    else:
-        train, held = _split(ctx.train_data)
-        if held is None:
-            held = train
-            eval_on = f"the training data itself ({len(train)} samples: too few to hold any out)"
-            warnings.append("distillation accuracy is measured on the training data (too few samples to hold out)")
-        else:
-            eval_on = f"a held-out 20% of the training data ({len(held)} samples, not trained on)"
+    train, held, eval_on = _held_out(ctx, inputs, warnings)
     epochs = int(cfg.distill_epochs)
     student = copy.deepcopy(student_src)
-    ref = predict(teacher, inputs, held)
-    teacher_metric, metric_name = top1_metric(teacher, inputs, held, ref)
-    before, _ = top1_metric(student, inputs, held, ref)
+    ref = outputs_of(teacher, inputs, held)
+    outputs = variant.model.outputs
+    choice = output_choice(ref, held, outputs[0].name if outputs else "")
+    metric_name, metric = choice.metric, get_metric(choice.metric)
+    labels = held.labels if metric_name == "accuracy" else None
+    teacher_metric = quality_metric(metric_name, ref, ref, labels)
+    out_before = outputs_of(student, inputs, held)
+    before = quality_metric(metric_name, out_before, ref, labels)
+    kind_details = {"metric": metric_name, "output_kind": choice.kind, "output_kind_reason": choice.reason,
+                    "loss": LOSS_NAMES.get(choice.kind, LOSS_NAMES["logits"]), "higher_is_better": metric.higher_is_better}
     if epochs == 0:
         rec = CompressionRecord("distill", False, f"distillation with 0 epochs: student unchanged ({metric_name} {before:.4f})",
-                                {"metric": metric_name, "metric_before": before, "teacher_metric": teacher_metric})
+                                {**kind_details, "metric_before": before, "teacher_metric": teacher_metric})
         return new_variant(variant, student, rec)
     ctx.progress(f"distillation: {epochs} epochs on {len(train)} samples", 0.0)
     run = distill_module(
         student, teacher, inputs, train, epochs, float(cfg.distill_temperature), float(cfg.distill_alpha),
         keep_zeros="prune-unstructured" in recoverable, time_budget_s=ctx.time_budget_s, progress=ctx.progress,
+        kind=choice.kind,
     )
-    after, _ = top1_metric(student, inputs, held, ref)
+    out_after = outputs_of(student, inputs, held)
+    after = quality_metric(metric_name, out_after, ref, labels)
     if run["stopped_early"]:
         warnings.append(f"distillation stopped after {run['epochs_run']} of {epochs} epochs: time budget "
                         f"{ctx.time_budget_s:g} s spent")
-    if after < before:
-        warnings.append(f"distillation lowered {metric_name} from {before:.4f} to {after:.4f}")
+    if (after < before) if metric.higher_is_better else (after > before):
+        warnings.append(f"distillation made {metric_name} worse: {before:.4f} -> {after:.4f}")
+    hard_labels = train.labels is not None and choice.kind == "logits"
     details = {
-        "metric": metric_name, "metric_before": before, "metric_after": after, "teacher_metric": teacher_metric,
-        "evaluated_on": eval_on, "train_samples": len(train), "epochs": epochs,
-        "temperature": float(cfg.distill_temperature), "alpha": float(cfg.distill_alpha) if train.labels is not None else 1.0,
-        "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED, "kept_zero_weights": "prune-unstructured" in recoverable,
-        **run,
+        **kind_details, "metric_before": before, "metric_after": after, "teacher_metric": teacher_metric,
+        # a second view for every output kind: the cosine of the student's outputs with the teacher's
+        "cosine_before": quality_metric("cosine", out_before, ref), "cosine_after": quality_metric("cosine", out_after, ref),
+        "evaluated_on": eval_on, "train_data": train.name, "train_samples": len(train), "epochs": epochs,
+        "temperature": float(cfg.distill_temperature), "alpha": float(cfg.distill_alpha) if hard_labels else 1.0,
+        "labels_used": hard_labels, "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED,
+        "kept_zero_weights": "prune-unstructured" in recoverable, **run,
     }
+    loss_text = f"T={cfg.distill_temperature:g}, alpha={details['alpha']:g}" if choice.kind == "logits" else details["loss"]
     summary = (
-        f"distillation ({run['epochs_run']} epochs, T={cfg.distill_temperature:g}, alpha={details['alpha']:g}): "
+        f"distillation ({run['epochs_run']} epochs, {choice.kind or 'logits'}: {loss_text}): "
         f"{metric_name} {before:.4f} -> {after:.4f} (teacher {teacher_metric:.4f}) on {eval_on}"
     )
     ctx.progress("distillation done", 1.0)

@@ -10,8 +10,12 @@ Two registered compressions, both ``fn(variant, cfg, ctx) -> Variant`` on an eag
   graph (coupled layers are pruned together so the model stays consistent: residual adds,
   concatenations, BatchNorm, flatten -> Linear). Each prunable group loses ``cfg.prune_ratio`` of
   its channels, ranked by L1 or L2 weight magnitude or BatchNorm scale. The classifier's output
-  layer keeps its outputs; attention projections (``nn.MultiheadAttention`` and Linear layers inside
-  modules named ``*Attention*``/``*Attn*``) are left whole so heads stay intact.
+  layer keeps its outputs; attention projections (``nn.MultiheadAttention``, Linear layers inside
+  modules named ``*Attention*``/``*Attn*``, and Linear layers whose own name holds ``attention`` or
+  ``attn``, as a converted ONNX graph names them) are left whole so heads stay intact.
+
+Uploaded ONNX, TorchScript and ``.pt2`` models are pruned through their converted module
+(:mod:`benchmark.models.conversion`), which holds ordinary Conv/Linear layers.
 
 Counting convention: MACs at batch 1 from :func:`benchmark.measure.flops.count_torch` (one
 multiply-add = one MAC, ``flops = 2 * macs``; only conv/linear/matmul/attention products count);
@@ -42,17 +46,35 @@ _ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 
 
 def eager_module(variant: Variant, what: str):
-    """``variant.torch_module`` if it is an eager ``nn.Module``; else a CompressionError naming ``what``."""
+    """The module ``what`` (a compression) edits: ``variant.torch_module`` when it is an eager
+    ``nn.Module``; for the uploaded TorchScript / ``.pt2`` module itself, the module converted from
+    its ONNX export (:mod:`benchmark.models.conversion`); else a CompressionError with the reason
+    (the conversion's own error where one was tried)."""
     import torch
 
     module = variant.torch_module
-    if module is None or isinstance(module, torch.jit.ScriptModule) or not isinstance(module, torch.nn.Module):
-        raise CompressionError(f"{what} needs an eager PyTorch model (got TorchScript / ONNX)")
-    return module
+    model = variant.model
+    converted = getattr(model, "converted_module", None)
+    if converted is not None and module is model.torch_module:
+        return converted
+    if module is not None and not isinstance(module, torch.jit.ScriptModule) and isinstance(module, torch.nn.Module):
+        return module
+    error = getattr(model, "conversion_error", None)
+    if error:
+        raise CompressionError(f"{what} needs an editable PyTorch module: {error}")
+    kind = "a TorchScript module" if module is not None else "an ONNX graph"
+    raise CompressionError(f"{what} needs an editable PyTorch module and this variant holds {kind}; "
+                           "a sweep converts ONNX, TorchScript and .pt2 models to one where it can")
 
 
-def example_args(model: LoadedModel, batch_size: int = 1, seed: int = 0) -> tuple:
-    """Example inputs of ``model`` as a tuple of CPU tensors in input order (integer inputs stay integer)."""
+def example_args(model: LoadedModel, batch_size: int | None = None, seed: int = 0) -> tuple:
+    """Example inputs of ``model`` as a tuple of CPU tensors in input order (integer inputs stay
+    integer), at ``batch_size``; by default 1, or the batch the model's inputs fix (a ``.pt2``
+    program exported at one batch size, and its converted module, take no other)."""
+    from ..data.base import fixed_batch
+
+    if batch_size is None:
+        batch_size = fixed_batch(model.inputs) or 1
     return model.example_tensors(batch_size, seed=seed)
 
 
@@ -283,6 +305,9 @@ def attention_layers(module) -> tuple[list[Any], list[str]]:
             for n, sub in m.named_modules():
                 if isinstance(sub, nn.Linear):
                     found.setdefault(id(sub), (f"{name}.{n}" if n else name, sub))
+        elif isinstance(m, nn.Linear) and _ATTENTION_NAME.search(name):
+            # a converted ONNX graph: flat layers named after their nodes (/encoder/layer.0/attention/self/query/MatMul)
+            found.setdefault(id(m), (name, m))
     return [m for _, m in found.values()], [n for n, _ in found.values()]
 
 
@@ -307,12 +332,12 @@ def macs_or_none(module, args, notes: list[str]) -> int | None:
         return None
 
 
-def _build_pruner(module, args, imp, ratio: float, ignored: list):
+def _build_pruner(module, args, imp, ratio: float, ignored: list, round_to: int | None = None):
     import torch
     import torch_pruning as tp
 
     return tp.pruner.BasePruner(
-        module, example_inputs=args, importance=imp, pruning_ratio=ratio,
+        module, example_inputs=args, importance=imp, pruning_ratio=ratio, round_to=round_to,
         ignored_layers=ignored, in_channel_groups={}, out_channel_groups={}, num_heads={},
         forward_fn=lambda m, x: m(*x), output_transform=_flatten,
         root_module_types=[torch.nn.modules.conv._ConvNd, torch.nn.Linear],
@@ -333,6 +358,7 @@ def prune_structured_module(
     importance: str = "l2",
     num_classes: int | None = None,
     max_attempts: int = 8,
+    round_to: int | None = None,
 ):
     """Remove ``ratio`` of the channels of every prunable group of a copy of ``module`` (Torch-Pruning).
 
@@ -340,6 +366,9 @@ def prune_structured_module(
     one at a time and the model is run after each; a group whose pruning breaks the model (a
     coupling the tracer got wrong, e.g. a concatenation followed by a flatten) is left unpruned
     and named in ``groups_skipped``, and pruning restarts from the original without it.
+
+    ``round_to``: keep each pruned layer's channel count a multiple of this (Torch-Pruning's
+    ``round_to``; kernels of some runtimes run faster on multiples of 8 or 16).
 
     Returns ``(pruned_module, stats)``: params and MACs (at the batch of ``args``) before/after and
     their ratios, per-layer in/out channels that changed, the protected output layers, the
@@ -372,7 +401,7 @@ def prune_structured_module(
         try:
             with torch.enable_grad(), warnings.catch_warnings(record=True) as wlist:
                 warnings.simplefilter("always")
-                pruner = _build_pruner(pruned, args, imp, ratio, ignored)
+                pruner = _build_pruner(pruned, args, imp, ratio, ignored, round_to)
                 names = pruner.DG._module2name
                 for group in pruner.step(interactive=True):
                     root = names.get(group[0].dep.target.module)
@@ -445,7 +474,7 @@ def prune_structured(variant: Variant, cfg: CompressionConfig, ctx: CompressCont
                                 {"ratio": 0.0, "importance": cfg.prune_importance})
         return new_variant(variant, copy.deepcopy(source), rec)
     ctx.progress(f"structured pruning ({cfg.prune_importance}, ratio {ratio:g})", 0.0)
-    args = example_args(variant.model, 1)
+    args = example_args(variant.model)
     module, stats = prune_structured_module(source, args, ratio, cfg.prune_importance, variant.model.num_classes)
     rec_warnings = list(stats["notes"])
     if stats["attention_layers_kept"]:

@@ -23,6 +23,10 @@ class LoadedModel:
     - ``torch_module``: an eager ``nn.Module`` (also a loaded ``.pt2``'s ``ExportedProgram.module()``)
       or a ``torch.jit.ScriptModule``, in eval mode, on CPU, FP32.
     - ``onnx_path``: a single ONNX file (external data, if any, beside it).
+    - ``converted_module``: an eager module converted from the ONNX graph and verified against ONNX
+      Runtime (:func:`benchmark.models.conversion.attach_conversion`); an ONNX upload runs it as its
+      ``torch_module`` too, while a TorchScript or ``.pt2`` model keeps running its own module and
+      uses the converted one only where a compression needs layers it can edit.
     """
 
     name: str
@@ -38,6 +42,11 @@ class LoadedModel:
     dataset: str | None = None  # default evaluation dataset (registry name)
     num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
+    # ONNX -> PyTorch conversion (benchmark.models.conversion): ONNX uploads, and TorchScript / .pt2
+    # programs through their ONNX export, get an editable nn.Module for pruning, low-rank and distillation
+    converted_module: Any = None  # the converted nn.Module (for an ONNX upload also ``torch_module``)
+    conversion: dict[str, Any] | None = None  # how it was converted and verified (plain data)
+    conversion_error: str | None = None  # why there is no converted module
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
@@ -46,8 +55,9 @@ class LoadedModel:
         raise ConfigError(f"model {self.name!r} has no input {name!r}; inputs: {', '.join(s.name for s in self.inputs)}")
 
     def with_inputs(self, overrides: list[InputSpec] | tuple[InputSpec, ...]) -> "LoadedModel":
-        """A copy whose input specs take the shapes and dtypes of ``overrides`` (matched by name;
-        each input keeps its batch axis where the rank allows). An override without a name
+        """A copy whose input specs take the shapes and dtypes of ``overrides`` (matched by name; an
+        override without a dtype keeps the declared one; each input keeps its batch axis where the
+        rank allows). An override without a name
         (:data:`~benchmark.config.UNNAMED_INPUT`, from ``--input 1x3x224x224``) applies to a
         single-input model's input; names must otherwise match, the error lists them.
         """
@@ -60,7 +70,7 @@ class LoadedModel:
                 if len(names) != 1:
                     raise ConfigError(f"input shape {'x'.join(map(str, o.shape))} names no input, but {self.name!r} has "
                                       f"{len(names)} inputs ({', '.join(names)}); write NAME:SHAPE")
-                o = InputSpec(names[0], o.shape, o.dtype)
+                o = InputSpec(names[0], o.shape, o.dtype, dtype_given=o.dtype_given)
             by_name[o.name] = o
         unknown = [n for n in by_name if n not in names]
         if unknown:
@@ -68,7 +78,7 @@ class LoadedModel:
                 f"input override for {', '.join(map(repr, unknown))} does not match any input of "
                 f"{self.name!r}; inputs: {', '.join(names)}"
             )
-        new_inputs = [s.with_shape(by_name[s.name].shape, by_name[s.name].dtype) if s.name in by_name else s
+        new_inputs = [s.with_shape(o.shape, o.dtype if o.dtype_given else None) if (o := by_name.get(s.name)) else s
                       for s in self.inputs]
         return dataclasses.replace(self, inputs=new_inputs)
 
@@ -90,6 +100,15 @@ class LoadedModel:
         return random_arrays(self.inputs, shapes, seed=seed,
                              what=f"example inputs of {self.name} at batch {batch_size} "
                                   f"({', '.join(s.name + ' ' + 'x'.join(map(str, shapes[s.name])) for s in self.inputs)})")
+
+
+def set_eval(module) -> None:
+    """Inference mode where the module allows it: a loaded ``.pt2`` program's module refuses
+    ``eval()`` (it was traced for inference already), so that refusal is not an error."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        return
 
 
 def feeds_to_tensors(feeds: dict[str, Any], inputs) -> tuple:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import InputSpec
 from ..errors import ExportError
+from .base import set_eval
 
 DEFAULT_OPSET = 18
 
@@ -44,14 +45,6 @@ def _example_args(module, inputs: list[InputSpec], batch_size: int | None):
 
     specs = [s if _open_batch(s) else s.with_batch_axis(None) for s in inputs]
     return LoadedModel(name="export", format="sample", framework="torch", inputs=specs).example_tensors(batch_size)
-
-
-def _set_eval(module) -> None:
-    """Eval mode where the module allows it (an exported program's module() refuses ``eval()``)."""
-    try:
-        module.eval()
-    except NotImplementedError:
-        return  # torch.export GraphModules refuse eval(); they are already traced for inference
 
 
 def _explain(exc: BaseException) -> str:
@@ -102,7 +95,7 @@ def export_onnx(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _set_eval(module)
+    set_eval(module)
     names = [s.name for s in inputs]
     dynamic_batch = dynamic_batch and any(_open_batch(s) for s in inputs)
     is_script = isinstance(module, torch.jit.ScriptModule)
@@ -248,7 +241,9 @@ def ensure_onnx(variant, workdir: str | Path) -> Path:
         # truncated file that a later call would take for a finished one.
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.onnx")
         try:
-            info = export_onnx(variant.torch_module, variant.model.inputs, tmp)
+            # a module converted from ONNX keeps the uploaded graph's output names
+            info = export_onnx(variant.torch_module, variant.model.inputs, tmp,
+                               output_names=list(getattr(variant.torch_module, "output_names", None) or []) or None)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

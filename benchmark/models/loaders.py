@@ -398,8 +398,10 @@ def describe_io(model: LoadedModel) -> LoadedModel:
     """Fill ``model.outputs`` for torch models when the inputs allow a dry run (best effort, noted)."""
     if model.outputs or model.torch_module is None:
         return model
-    try:
-        model.outputs = infer_torch_outputs(model)
+    from ..data.base import fixed_batch
+
+    try:  # a .pt2 program exported at one batch size refuses any other (its shape guard raises)
+        model.outputs = infer_torch_outputs(model, (fixed_batch(model.inputs) if model.format == "exported" else None) or 1)
     except ResourceError:
         raise  # inputs that do not fit in memory are an error of the shapes given, not a note
     except BenchmarkError as exc:

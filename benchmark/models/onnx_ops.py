@@ -602,7 +602,9 @@ def _shape(x, start: int = 0, end: int | None = None):
 
 
 def _reshape(x, shape, allowzero: int = 0):
-    if torch.jit.is_tracing() and not allowzero:
+    # Traced (ONNX export): keep the shape a tensor so a batch dim stays open. allowzero=1 reads the
+    # same as 0 when the shape holds no 0 (the torch.export exporter writes allowzero=1).
+    if torch.jit.is_tracing() and (not allowzero or 0 not in _ints(shape)):
         return torch.onnx.operators.reshape_from_tensor_shape(x, shape)
     sizes = _ints(shape)
     if not allowzero:
@@ -798,11 +800,26 @@ def _cos(ctx: NodeContext) -> Converted:
     return _op("ConstantOfShape", _constant_of_shape, (0,), value=value, dtype=dtype)
 
 
+class FloatCast(nn.Module):
+    """``Cast(to=float)``: casts to the module's float dtype. A float32 graph cast to float16 or
+    bfloat16 (``module.half()``) then computes in that dtype throughout; a literal float32 cast
+    would turn an attention mask back to float32 and break the next matrix product."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("like", torch.zeros(0), persistent=False)  # follows .half() / .to(dtype)
+
+    def forward(self, x):
+        return x.to(self.like.dtype)
+
+
 @converter("Cast")
 def _cast(ctx: NodeContext) -> Converted:
     to = int(ctx.attr("to", 1))
     if to not in TORCH_DTYPES:
         raise Unsupported(f"Cast to ONNX type {to}")
+    if to == 1:
+        return Converted(FloatCast(), (0,))
     return _op("Cast", lambda x, dtype: x.to(dtype), (0,), dtype=TORCH_DTYPES[to])
 
 

@@ -44,6 +44,7 @@ Why our own converter
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -442,24 +443,26 @@ def _as_args(module, feeds: dict[str, Any]) -> list:
     return [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in module.input_names]
 
 
-def _compare(name: str, got, ref) -> dict[str, Any]:
+def compare_output(name: str, got, ref, against: str = "ONNX Runtime") -> dict[str, Any]:
+    """One output ``got`` against the reference ``ref`` (numpy arrays): ``max_abs_err``, ``cosine``,
+    ``limit`` and ``error`` (a one-line reason naming ``against``) when it is off by more than the tolerance."""
     import numpy as np
 
     row: dict[str, Any] = {"name": name, "shape": list(ref.shape)}
     if tuple(got.shape) != tuple(ref.shape):
-        row["error"] = f"output {name!r} has shape {list(got.shape)}, ONNX Runtime gives {list(ref.shape)}"
+        row["error"] = f"output {name!r} has shape {list(got.shape)}, {against} gives {list(ref.shape)}"
         return row
     if ref.dtype.kind not in "fc":
         mismatched = int((got != ref).sum())
         row.update(max_abs_err=float(mismatched > 0), cosine=1.0 if not mismatched else 0.0, limit=0.0)
         if mismatched:
-            row["error"] = f"output {name!r}: {mismatched} of {ref.size} values differ from ONNX Runtime"
+            row["error"] = f"output {name!r}: {mismatched} of {ref.size} values differ from {against}"
         return row
     g, r = got.astype(np.float64), ref.astype(np.float64)
     if not (np.isfinite(g).all() and np.isfinite(r).all()):
         same = np.array_equal(np.isnan(g), np.isnan(r)) and np.allclose(np.nan_to_num(g), np.nan_to_num(r), atol=ATOL)
         if not same:
-            row["error"] = f"output {name!r} has NaN/Inf where ONNX Runtime's differs"
+            row["error"] = f"output {name!r} has NaN/Inf where {against}'s differs"
             return row
         g, r = np.nan_to_num(g), np.nan_to_num(r)
     err = float(np.abs(g - r).max()) if r.size else 0.0
@@ -469,7 +472,7 @@ def _compare(name: str, got, ref) -> dict[str, Any]:
     limit = ATOL + RTOL * ref_max
     row.update(max_abs_err=err, cosine=cos, max_abs_ref=ref_max, limit=limit)
     if err > limit or cos < MIN_COSINE:
-        row["error"] = (f"output {name!r} differs from ONNX Runtime: max abs error {err:.3g} (limit {limit:.3g}), "
+        row["error"] = (f"output {name!r} differs from {against}: max abs error {err:.3g} (limit {limit:.3g}), "
                         f"cosine {cos:.6f}")
     return row
 
@@ -503,7 +506,7 @@ def verify(module, source, feeds: dict[str, Any]) -> Verification:
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return Verification(float("inf"), 0.0, False, feeds=shapes, reason=f"the converted module failed on the verification inputs: {text}")
     outs = out if isinstance(out, tuple) else (out,)
-    rows = [_compare(n, o.detach().numpy(), r) for n, o, r in zip(module.output_names, outs, ref)]
+    rows = [compare_output(n, o.detach().numpy(), r) for n, o, r in zip(module.output_names, outs, ref)]
     bad = [r["error"] for r in rows if "error" in r]
     errs = [r.get("max_abs_err", float("inf")) for r in rows]
     coss = [r.get("cosine", 0.0) for r in rows]
@@ -554,7 +557,7 @@ def first_mismatch(model, feeds: dict[str, Any]) -> str | None:
         return str(exc).split(":", 1)[0].removeprefix("ONNX node ")
     for _key, _ins, outs, _env, label in module._plan:
         for n in outs:
-            if n and n in ref and n in env and "error" in _compare(n, env[n].detach().numpy(), ref[n]):
+            if n and n in ref and n in env and "error" in compare_output(n, env[n].detach().numpy(), ref[n]):
                 return label
     return None
 
@@ -577,7 +580,7 @@ def save_conversion(conv: Conversion, path: str | Path) -> Path:
         "record": conv.record(),
         "state_dict": dict(conv.module.state_dict()),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes may convert the same file at once
     torch.save(payload, str(tmp))
     tmp.replace(path)
     return path
@@ -623,10 +626,14 @@ def cache_path_for(onnx_path: str | Path, cache_dir: str | Path) -> Path:
 
 def convert_cached(onnx_path: str | Path, feeds: dict[str, Any], cache_dir: str | Path) -> Conversion:
     """The verified conversion of ``onnx_path``: from ``cache_dir`` when converted before, else
-    :func:`convert_verified` and saved there."""
+    :func:`convert_verified` and saved there (also when the cached file cannot be used: damaged,
+    or written by another converter version)."""
     cache = cache_path_for(onnx_path, cache_dir)
     if cache.exists():
-        return load_conversion(onnx_path, cache)
+        try:
+            return load_conversion(onnx_path, cache)
+        except ConversionError:
+            pass  # converted again below; an error that is the model's own comes back from there
     conv = convert_verified(onnx_path, feeds)
     save_conversion(conv, cache)
     return conv

@@ -10,11 +10,13 @@ from typing import Any, Callable
 from ..config import CompressionConfig, InputSpec
 from ..errors import BenchmarkError
 from ..results import RunResult
-from .feeds import fixed_batch, per_feed
+from .feeds import first_batch, fixed_batch, per_feed
 from .plan import RANDOM_EVAL_SAMPLES
 from .rows import SIZE_KEYS, RowFactory, noop_warning, unapplied_steps
 
 Emit = Callable[[dict], None]
+#: Random inputs a model without data is distilled on.
+RANDOM_TRAIN_SAMPLES = 512
 
 
 class Emitter:
@@ -102,9 +104,10 @@ def _evaluation_data(payload: dict, model, eval_samples: int, overridden: set[st
 
 def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, workdir: Path, progress,
                       notes: list[str]):
-    """Calibration data for static INT8, training data when distillation applies."""
+    """Calibration data for static INT8, training data when distillation applies (without any data:
+    :data:`RANDOM_TRAIN_SAMPLES` random inputs, seeded apart from the random evaluation inputs)."""
     from ..compress import CompressContext
-    from ..data import resolve_dataset
+    from ..data import random_dataset, resolve_dataset
 
     calib = train = None
     if comp.precision in ("int8-static", "mixed"):
@@ -113,10 +116,33 @@ def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, 
             calib = calib.subset(comp.calib_samples)
     if comp.distill_applies:
         train = resolve_dataset(payload["data"], model, "train", warnings=notes)
+        if train is None:  # no data at all: the teacher's outputs on random inputs are the targets
+            train = random_dataset(model.inputs, RANDOM_TRAIN_SAMPLES, seed=1, name="random")
+            notes.append(f"no dataset for {model.name}: distilled on {RANDOM_TRAIN_SAMPLES} random inputs (other "
+                         "than the evaluation ones); quality on real inputs may recover less")
     notes[:] = list(dict.fromkeys(notes))
     timeout_s = payload.get("timeout_s")
     return CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=eval_data,
                            progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None)
+
+
+def _convert_if_needed(payload: dict, model, comp: CompressionConfig, eval_data, fixed, out: Emitter,
+                       notes: list[str]) -> None:
+    """Convert an ONNX / TorchScript / .pt2 model to an editable PyTorch module (verified on the
+    evaluation data's first batch) when this job needs one: a PyTorch-side compression or a
+    backend that runs a module (:mod:`benchmark.models.conversion`)."""
+    from ..applicability import TORCH_BACKENDS
+    from ..models.conversion import attach_conversion, can_convert
+
+    wants_module = comp.prune_ratio > 0 or comp.lowrank_applies or comp.distill_applies
+    if model.format == "onnx":
+        wants_module = wants_module or any(r["backend"] in TORCH_BACKENDS for r in payload["runs"])
+    if not wants_module or not can_convert(model):
+        return
+    out.step(f"converting {model.name} to PyTorch")
+    attach_conversion(model, first_batch(eval_data, fixed[0] if fixed else 1))
+    if model.conversion:
+        notes.append(f"PyTorch module from the {model.conversion['via']}: {model.conversion['summary']}")
 
 
 def _count(variant, eval_data) -> tuple[dict[str, Any], list[str]]:
@@ -150,6 +176,7 @@ def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
                                                notes)
     out.emit({"type": "checked", "model": model.name, "eval_samples": len(eval_data), "labels": eval_data.has_labels})
 
+    _convert_if_needed(payload, model, comp, eval_data, fixed, out, notes)
     cctx = _compress_context(payload, model, comp, eval_data, workdir, out.progress, notes)
     model_bytes = model_file_bytes(model)
     check_disk_space(workdir, model_bytes, f"building {comp.name}")

@@ -85,7 +85,8 @@ def source_onnx(variant: Variant, ctx: CompressContext, warnings_: list[str], de
 
 def torch_ok(variant: Variant) -> tuple[bool, str | None]:
     if variant.torch_module is None:
-        return False, "the variant has no PyTorch module"
+        error = getattr(variant.model, "conversion_error", None)
+        return False, f"the variant has no PyTorch module ({error})" if error else "the variant has no PyTorch module"
     if variant.torch_precision != "fp32":
         return False, f"its PyTorch module already runs in {variant.torch_precision}"
     return True, None

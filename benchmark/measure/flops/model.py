@@ -12,6 +12,31 @@ from .report import FlopReport
 from .torch_counter import count_torch
 
 
+def _count_module(model, module, batch_size: int) -> FlopReport:
+    """:func:`count_torch` at ``batch_size``, or at the batch a fixed-batch ``.pt2`` program takes
+    (its module fails its own shape guard at any other), scaled to ``batch_size``."""
+    from ...data.base import fixed_batch
+
+    fixed = fixed_batch(model.inputs) if model.format == "exported" else None
+    at = fixed or batch_size
+    feeds = model.example_inputs(at)
+    report = count_torch(module, tuple(feeds[s.name] for s in model.inputs), batch_size=at)
+    if at == batch_size:
+        return report
+
+    def scale(n):
+        return None if n is None else int(n) * batch_size // at
+
+    report.macs = scale(report.macs)
+    report.flops = 2 * report.macs
+    report.by_module = [dict(r, macs=scale(r.get("macs"))) for r in report.by_module]
+    report.by_operator = {k: scale(v) for k, v in report.by_operator.items()}
+    report.batch_size = batch_size
+    report.warnings.append(f"counted at batch {at}, the only batch the exported program takes, and scaled to "
+                           f"batch {batch_size}")
+    return report
+
+
 def _state_dict_bytes(module) -> int:
     import torch
 
@@ -30,7 +55,10 @@ def count_model(model_or_variant, batch_size: int = 1, values: dict | None = Non
     their shapes fit (:func:`~.onnx_counter.count_onnx`), so data-dependent branches follow the data.
 
     The torch module is counted when there is one (inputs from the model's input specs), else the
-    ONNX file. ``size_bytes``: a Variant's ONNX file (+ external data) if it has one, else the
+    ONNX file; an ONNX upload's file is counted while the variant still has one (its converted module
+    only once a compression has changed it). A torch module whose inputs fix the batch (a ``.pt2``
+    program exported at one batch size refuses others) is counted at that batch and the counts are
+    scaled to ``batch_size``, with a note. ``size_bytes``: a Variant's ONNX file (+ external data) if it has one, else the
     serialized state_dict of its module; a LoadedModel's own file (``path``, else ``onnx_path``),
     else the serialized state_dict.
     """
@@ -53,9 +81,8 @@ def count_model(model_or_variant, batch_size: int = 1, values: dict | None = Non
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be >= 1; got {batch_size}")
 
-    if module is not None:
-        feeds = model.example_inputs(batch_size)
-        report = count_torch(module, tuple(feeds[s.name] for s in model.inputs), batch_size=batch_size)
+    if module is not None and not (model.framework == "onnx" and onnx_path is not None):
+        report = _count_module(model, module, int(batch_size))
     elif onnx_path is not None:
         shapes = {s.name: s.concrete(batch_size) for s in model.inputs}
         report = count_onnx(Path(onnx_path), shapes, values)

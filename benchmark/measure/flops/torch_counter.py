@@ -419,6 +419,8 @@ def _count_fvcore(module, args: tuple) -> FlopReport:
     # MultiheadAttention passes out_proj's weights to its kernel without calling out_proj.
     mha = [n for n, m in module.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
     uncalled = [u for u in uncalled if not any(u.startswith(f"{n}.") if n else True for n in mha)]
+    # only modules with parameters matter here (a converted ONNX graph keeps its constants in a buffer-only module)
+    uncalled = [u for u in uncalled if next(module.get_submodule(u).parameters(), None) is not None]
     if uncalled:
         report_warnings.append(f"{len(uncalled)} module(s) not called in the forward pass (their parameters still count): "
                                + ", ".join(uncalled[:10]) + (" ..." if len(uncalled) > 10 else ""))
