@@ -329,6 +329,16 @@ def format_table(results) -> str:
     return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
 
 
+def print_explanations(results) -> None:
+    """The measured explanations of the rows (and this device's peaks), under a ``why`` heading."""
+    from .explain import explanation_lines
+
+    lines = explanation_lines(results)
+    if lines:
+        print("\nwhy (measured):")
+        print("\n".join(f"- {line}" for line in lines))
+
+
 class _ProgressBar:
     """A one-line progress bar on stderr (a TTY), or one line per finished run otherwise."""
 
@@ -422,6 +432,7 @@ def cmd_run(args) -> int:
     results = store.get_results(sweep_id)
     print(f"sweep {sweep_id} ({store.path})")
     print(format_table(results))
+    print_explanations(results)
     if extra.get("json"):
         _write_json(extra["json"], results)
     return EXIT_FAILED_RUNS if any(r.status == "failed" for r in results) else 0
@@ -453,6 +464,7 @@ def cmd_results(args) -> int:
             rec = store.get_sweep(sweep_ids[0])
             print(f"sweep {rec.id}: {rec.model} ({rec.status}, {rec.created_at})")
         print(format_table(results))
+        print_explanations(results)
     return 0
 
 

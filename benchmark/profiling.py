@@ -173,7 +173,8 @@ def _profile_job(payload: dict, emit) -> dict:
         calib = calib.subset(comp.calib_samples) if calib is not None else None
     if comp.distill:
         train = resolve_dataset(payload["data"], model, "train", warnings=notes)
-    ctx = CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=evaluation, progress=progress)
+    ctx = CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=evaluation, progress=progress,
+                          threads=int(payload["threads"]))
     progress(f"building {comp.name}", 0.05)
     variant = build_variant(model, comp, ctx)
     batch = int(payload["batch_size"])

@@ -57,6 +57,15 @@ Conventions (also shown in the dashboard):
   built at the asked precision from the FP32 graph are not flagged for a no-op precision step).
   None when unknown.
 - ``started_at`` / ``finished_at``: the timed interval (ISO 8601, UTC).
+- ``achieved_gmacs_per_s`` = ``macs`` (per sample) x batch size / p50 latency, in GMAC/s;
+  ``peak_fraction``: that over this device's GEMM peak of the row's precision
+  (:mod:`benchmark.measure.roofline`, ``env.peaks``; above 1 is possible: the peak is one GEMM shape).
+  ``explanations``: measured explanations of the outcome (:func:`benchmark.explain.explain_results`),
+  ``[{topic, text, numbers}]``. All three are filled when the sweep ends; None before, and where the
+  numbers are missing.
+- ``runtime``: the runtime settings the row's backend honoured (:mod:`benchmark.sweep.runtime`),
+  e.g. ``{ort_graph_opt_level, ort_inter_op_threads, ort_execution_mode}``; settings that vary
+  within a sweep are also in the variant's name (``fp32@ort-opt=basic``).
 
 A value that was not measured is ``None`` (JSON ``null``), never a made-up number.
 """
@@ -195,6 +204,11 @@ class RunResult:
     created_at: str | None = None
     id: int | None = None
     sweep_id: int | None = None
+    # --- explain the numbers: roofline fraction, measured explanations, runtime settings ---
+    achieved_gmacs_per_s: float | None = None
+    peak_fraction: float | None = None
+    explanations: list[dict[str, Any]] | None = None
+    runtime: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -281,7 +295,18 @@ class RunResult:
                             ("env_git_revision", "git_revision")):
             value = env.get(key)
             row[column] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        row.update(explain_columns(data))
         return row
+
+
+def explain_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The flat columns of a row's roofline fraction, explanations and runtime settings."""
+    from .naming import describe_runtime
+
+    texts = [str(e.get("text", "")) for e in data.get("explanations") or [] if isinstance(e, dict)]
+    return {"achieved_gmacs_per_s": data.get("achieved_gmacs_per_s"), "peak_fraction": data.get("peak_fraction"),
+            "explanation": " ".join(t for t in texts if t) or None,
+            "runtime": describe_runtime(data.get("runtime")) or None}
 
 
 def calibration_summary(compression: list[dict[str, Any]] | None, config: dict[str, Any] | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class CompressContext:
     eval_data: Dataset | None = None
     progress: Progress = field(default=_no_progress)
     time_budget_s: float | None = None  # distillation etc. stop when exceeded
+    threads: int = 0  # intra-op threads of the runs (0 = all cores), for steps that time candidates
 
 
 CompressionFn = Callable[[Variant, CompressionConfig, CompressContext], Variant]

@@ -27,7 +27,7 @@ Conventions:
   recorded. The device lock (:func:`benchmark.measure.latency.device_lock`) is held while measuring.
 - The 1-minute load average around the measurement is recorded (``settings["load_average_1m"]``);
   above half the core count a note says the peaks may be low (other work shared the CPU).
-- Cache: ``<data folder>/roofline.json``, keyed by CPU model, architecture, ISA flags, thread count,
+- Cache: ``<data folder>/roofline.json`` (or ``$SLIMBENCH_ROOFLINE_CACHE``), keyed by CPU model, architecture, ISA flags, thread count,
   torch / onnxruntime / numpy versions and the sizes. A different key measures again.
 """
 from __future__ import annotations
@@ -369,9 +369,18 @@ def peaks_key(identity: dict[str, Any], settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: Environment variable naming another peaks cache file (default ``<data folder>/roofline.json``).
+CACHE_ENV = "SLIMBENCH_ROOFLINE_CACHE"
+
+
 def cache_path() -> Path:
+    """The peaks cache: ``$SLIMBENCH_ROOFLINE_CACHE``, else ``<data folder>/roofline.json``."""
     from ..paths import data_dir
 
+    if os.environ.get(CACHE_ENV):
+        path = Path(os.environ[CACHE_ENV])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
     return data_dir() / "roofline.json"
 
 

@@ -22,6 +22,7 @@ from ..errors import BenchmarkError, ConfigError, StoreError
 from ..results import RunResult
 from ..store import Store
 from .child import JOB_TARGET
+from .explained import explain_sweep
 from .plan import (
     DEFAULT_JOB_TIMEOUT_S, Job, PlannedRun, absolute_paths, plan_size, plan_sweep, run_settings, sweep_config_from_dict,
     sweep_config_to_dict, validate_sweep,
@@ -184,7 +185,7 @@ class _Runner:
         placeholders = []
         for job in self.plan:
             rows = RowFactory(model_name or self.cfg.model, job.compression, self.cfg.device)
-            placeholders += [rows.row(run.backend, run.batch_size, "pending") for run in job.runs]
+            placeholders += [rows.row(run.backend, run.batch_size, "pending", variant=run.variant) for run in job.runs]
         self.store.add_pending(self.sweep_id, placeholders)
 
     def cancel_check(self) -> bool:
@@ -238,6 +239,7 @@ class _Runner:
                     return self.finish_cancelled()
                 if self.sweep_id is not None and self.store.cancel_requested(self.sweep_id):
                     return self.finish_cancelled()
+        explain_sweep(self.store, self.sweep_id)  # speedups, fractions of peak, measured explanations
         counts = self.store.get_sweep(self.sweep_id).counts if self.sweep_id is not None else {}
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
         self.store.update_sweep_status(self.sweep_id, "done", progress=f"done: {summary}", fraction=1.0)
@@ -258,9 +260,10 @@ class _Runner:
         return {
             "model": cfg.model, "inputs": list(cfg.inputs), "trust_pickle": bool(cfg.trust_pickle),
             "arch": getattr(cfg, "arch", None), "data": cfg.data, "device": cfg.device, "settings": self.settings,
+            "skip_peaks": bool(getattr(cfg, "skip_peaks", False)),
             "compression": dataclasses.asdict(job.compression),
             "workdir": str(self.workdir), "timeout_s": self.job_timeout_s,
-            "runs": [{"key": r.key, "backend": r.backend, "batch_size": r.batch_size} for r in runs],
+            "runs": [r.to_payload() for r in runs],
         }
 
     def run_job(self, job: Job, runs: list[PlannedRun], attempt: int, index: int) -> list[PlannedRun]:
@@ -312,7 +315,7 @@ class _Runner:
         rows = RowFactory.from_info(self.model_name or self.cfg.model, job.compression, self.cfg.device, info,
                                     sweep_id=self.sweep_id)
         self.store.add_result(rows.row(run.backend, run.batch_size, "failed", error=error, warnings=warnings,
-                                       peak_rss_mb=outcome.peak_rss_mb))
+                                       peak_rss_mb=outcome.peak_rss_mb, variant=run.variant))
         self.done += 1
         self.report(f"{run.variant} on {run.backend} batch {run.batch_size}: failed ({error})", force=True)
 
