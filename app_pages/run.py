@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from app_pages.explain_ui import runtime_widgets
 from app_pages.shared import HELP, data_choice, kept, link, save, say, session
 
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -30,7 +31,7 @@ def plan(cfg_dict: dict) -> tuple[int, int, float]:
 
     cfg = sweep_config_from_dict(cfg_dict)
     jobs = plan_sweep(cfg)
-    return len(jobs), plan_size(jobs), estimate_duration_s(jobs, cfg)
+    return len({j.variant for j in jobs}), plan_size(jobs), estimate_duration_s(jobs, cfg)
 
 
 def _batch_order(text: str) -> tuple:
@@ -121,6 +122,7 @@ def sweep_form(model: dict):
                                     help=HELP["min_iters"])
         threads = st.number_input("Intra-op threads (0 = all cores)", 0, 256, key=kept("run.threads", 0),
                                   help=HELP["threads"])
+        runtime = runtime_widgets()
     if isinstance(sizes, str):
         st.error(f"{sizes} - type a whole number, or remove it from Batch sizes.")
         return None
@@ -128,7 +130,7 @@ def sweep_form(model: dict):
         return SweepConfig(
             model=model["source"], batch_sizes=sizes, data=data, inputs=tuple(model.get("inputs") or ()),
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
-            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where,
+            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where, **runtime,
         )
     except BenchmarkError as exc:
         st.error(f"{say(exc)} - change the selection above.")
@@ -243,9 +245,11 @@ if cfg is not None:
     from benchmark.sweep import sweep_config_to_dict
 
     n_variants, n_runs, est_s = plan(sweep_config_to_dict(cfg))
+    extra = n_runs - n_variants * len(cfg.backends) * len(cfg.batch_sizes)
     st.info(f"{plural(n_runs, 'run')}: {plural(n_variants, 'variant')} x {plural(len(cfg.backends), 'backend')} x "
-            f"{plural(len(cfg.batch_sizes), 'batch size')}; estimated {est_s / 60:.1f} min ({est_s:.0f} s), "
-            "not counting time queued behind other sweeps.")
+            f"{plural(len(cfg.batch_sizes), 'batch size')}"
+            + (f", plus {plural(extra, 'run')} for the runtime settings" if extra > 0 else "")
+            + f"; estimated {est_s / 60:.1f} min ({est_s:.0f} s), not counting time queued behind other sweeps.")
     if st.button("Run sweep", type="primary", icon=":material/play_arrow:"):
         from benchmark import BenchmarkError
         from benchmark.sweep import start_sweep_background
