@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from app_pages.shared import HELP, kept, save, session
+from app_pages.shared import HELP, kept, save, say, session, stored_sweeps
 from benchmark import plots
 
 
@@ -38,19 +38,10 @@ def delete_box(store, sweeps) -> None:
 
 session()
 st.title("History & compare")
-from benchmark.report import build_report, sweep_label, sweeps_table  # noqa: E402
 from benchmark import BenchmarkError  # noqa: E402
-from benchmark.store import Store  # noqa: E402
+from benchmark.report import build_report, sweep_label, sweeps_table  # noqa: E402
 
-try:
-    store = Store()
-    sweeps = store.list_sweeps()
-except BenchmarkError as exc:  # e.g. a corrupt database: its path and what to do, in one line
-    st.error(f"{exc}")
-    st.stop()
-if not sweeps:
-    st.info("No sweeps stored yet: start one on Compress & run, or click 'Try the demo' on Home.")
-    st.stop()
+store, sweeps = stored_sweeps()
 st.dataframe(sweeps_table(sweeps), hide_index=True, width="stretch")
 delete_box(store, sweeps)
 
@@ -63,7 +54,7 @@ if not chosen:
 try:
     df, samples, env, rows = frames(str(store.path), tuple(sorted(chosen)))
 except BenchmarkError as exc:
-    st.error(f"{exc}")
+    st.error(say(exc))
     st.stop()
 c1, c2 = st.columns(2)
 batches = sorted(int(b) for b in plots.ok_rows(df)["batch_size"].unique()) or [1]

@@ -3,7 +3,7 @@ plots with one quality metric the user can switch, and the runs that failed or w
 import streamlit as st
 
 from app_pages.explain_ui import environment_lines, profile_tab
-from app_pages.shared import HELP, kept, save, say, session
+from app_pages.shared import HELP, kept, save, say, session, stored_sweeps
 from benchmark import plots
 
 
@@ -21,19 +21,9 @@ def load(db: str, sweep_id: int, stamp: str):
 
 
 def sweep_picker():
-    from benchmark import BenchmarkError
     from benchmark.report import sweep_label
-    from benchmark.store import Store
 
-    try:
-        store = Store()
-        sweeps = store.list_sweeps()
-    except BenchmarkError as exc:  # e.g. a corrupt database: its path and what to do, in one line
-        st.error(f"{exc}")
-        st.stop()
-    if not sweeps:
-        st.info("No sweeps stored yet: start one on Compress & run, or click 'Try the demo' on Home.")
-        st.stop()
+    store, sweeps = stored_sweeps()
     ids = [s.id for s in sweeps]
     wanted = st.session_state.get("results_sweep_id")
     index = ids.index(wanted) if wanted in ids else 0

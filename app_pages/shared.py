@@ -192,3 +192,21 @@ def link(page: str, label: str, icon: str | None = None) -> None:
         st.page_link(page, label=label, icon=icon)
     except StreamlitAPIException:
         st.markdown(f"-> {label}")
+
+
+def stored_sweeps():
+    """(store, every stored sweep) for pages that list sweeps; stops the page with one line when the
+    database cannot be used or holds no sweep yet."""
+    from benchmark import BenchmarkError
+    from benchmark.store import Store
+
+    try:
+        store = Store()
+        sweeps = store.list_sweeps()
+    except BenchmarkError as exc:  # e.g. a corrupt database: its path and what to do, in one line
+        st.error(say(exc))
+        st.stop()
+    if not sweeps:
+        st.info("No sweeps stored yet: start one on Compress & run, or click 'Try the demo' on Home.")
+        st.stop()
+    return store, sweeps
