@@ -23,7 +23,8 @@ def human(n, unit: str = "") -> str:
 
 
 @st.cache_data(show_spinner="Loading the model and counting its MACs ...", max_entries=32)
-def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_pickle: bool) -> dict:
+def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_pickle: bool,
+                  batch_axes: tuple[str, ...] = ()) -> dict:
     """Everything the page shows about a model; a load failure is returned as ``{"error": ...}``.
 
     Every model, built-in samples included, is loaded and counted in a separate process
@@ -33,7 +34,7 @@ def inspect_model(source: str, inputs: tuple[str, ...], arch: str | None, trust_
     from benchmark.inspection import inspect_isolated
 
     try:
-        info = inspect_isolated(source, list(inputs), arch, trust_pickle, strict=False)
+        info = inspect_isolated(source, list(inputs), arch, trust_pickle, strict=False, batch_axes=list(batch_axes))
     except BenchmarkError as exc:
         return {"error": say(exc), "error_type": type(exc).__name__}
     from benchmark.ui import shape_text
@@ -139,7 +140,7 @@ def input_overrides(source: str, declared: list[dict], current: list[str]) -> tu
     from benchmark.config import InputSpec
     from benchmark.ui import override_text, shape_text
 
-    st.markdown("**Inputs** - dim 0 is the batch axis; give a number to every other named (dynamic) dim.")
+    st.markdown("**Inputs** - give a number to every named (dynamic) dim except the batch axis (below).")
     chosen = {}
     for text in current:
         try:
@@ -157,13 +158,39 @@ def input_overrides(source: str, declared: list[dict], current: list[str]) -> tu
             shape = st.text_input(f"{spec['name']} ({spec['dtype']})", key=key,
                                   help=f"Declared {spec['declared'] or 'without a shape'}. Numbers separated by x "
                                        "(e.g. 1x3x224x224); a word or ? marks a dim the model leaves open, which "
-                                       "needs a number unless it is the batch axis (dim 0).")
+                                       "needs a number unless it is the input's batch axis.")
         if shape.replace(" ", "") != spec["shape"]:
             try:
                 overrides.append(override_text(spec["name"], shape, spec["dtype"]))
             except BenchmarkError as exc:
                 return say(exc)
     return tuple(overrides)
+
+
+def batch_axes_field(source: str, inputs: list[dict], current: list[str]) -> tuple[str, ...] | str:
+    """One field holding every input's batch axis (``input:0, state:1, sr:none``); the settings that
+    differ from what the model shows, or an error text."""
+    from benchmark import BenchmarkError
+    from benchmark.config import parse_batch_axis
+
+    shown = ", ".join(f"{s['name']}:{'none' if s.get('batch_axis') is None else s['batch_axis']}" for s in inputs)
+    key = f"batch_axes:{source}"
+    if key not in st.session_state:
+        st.session_state[key] = ", ".join(current) or shown
+    text = st.text_input("Batch axes", key=key,
+                         help="The dim of each input that holds the batch (NAME:AXIS), or NAME:none for an input fed "
+                              "as given whatever the batch size (a scalar sample rate, a fixed state). Found from the "
+                              "model's symbolic dims: a state [2, batch, 128] has batch axis 1.")
+    declared = {s["name"]: s.get("batch_axis") for s in inputs}
+    settings = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            name, axis = parse_batch_axis(part)
+        except BenchmarkError as exc:
+            return say(exc)
+        if name not in declared or declared[name] != axis:
+            settings.append(part)
+    return tuple(settings)
 
 
 def show_counts(info: dict) -> None:
@@ -213,13 +240,17 @@ overrides = input_overrides(source, info["inputs"], previous.get("inputs", []) i
 if isinstance(overrides, str):
     st.error(f"{overrides} - correct the shape above (e.g. 1x3x224x224).")
     st.stop()
-if overrides:
-    info = inspect_model(source, overrides, arch, trust)
+axes = batch_axes_field(source, info["inputs"], previous.get("batch_axis", []) if previous.get("source") == source else [])
+if isinstance(axes, str):
+    st.error(f"{axes} - correct the batch axes above (e.g. state:1, sr:none).")
+    st.stop()
+if overrides or axes:
+    info = inspect_model(source, overrides, arch, trust, axes)
     if "error" in info:
-        st.error(f"{info['error']} - correct the shape above (e.g. 1x3x224x224).")
+        st.error(f"{info['error']} - correct the shape or batch axes above (e.g. 1x3x224x224, state:1).")
         st.stop()
 st.session_state["model"] = {"source": source, "inputs": list(overrides), "arch": arch, "trust_pickle": trust,
-                             "name": display, "uploaded": not source.startswith("sample:")}
+                             "name": display, "uploaded": not source.startswith("sample:"), "batch_axis": list(axes)}
 save()
 outs = ", ".join(f"{o['name']}: {o['shape']} {o['dtype']}" for o in info["outputs"]) or "unknown until shapes are given"
 st.markdown(f"**{info['name']}** ({info['format']}, {info['framework']}) - outputs: {outs}"

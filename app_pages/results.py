@@ -9,15 +9,19 @@ from benchmark import plots
 
 @st.cache_data(ttl=3, show_spinner=False)
 def load(db: str, sweep_id: int, stamp: str):
-    """(results frame, per-iteration latency samples, first row's environment) of a sweep.
+    """(results frame, per-iteration latency samples, {machine: its environment}) of a sweep.
 
     ``stamp`` (the sweep's last update) keys the cache so a finished sweep is read once."""
     from benchmark.results import results_to_frame
     from benchmark.store import Store
 
     results = Store(db).get_results(sweep_id)
-    env = next((r.env for r in results if r.env), None)
-    return results_to_frame(results), plots.latency_samples_frame(results), env
+    frame = results_to_frame(results)
+    envs = {}
+    for machine, r in zip([plots.machine_of(row) for _, row in frame.iterrows()], results):
+        if r.env and (machine or "this machine") not in envs:
+            envs[machine or "this machine"] = r.env
+    return frame, plots.latency_samples_frame(results), envs
 
 
 def sweep_picker():
@@ -80,6 +84,32 @@ def controls(df):
     return batch, budget, metric, kind
 
 
+def machine_controls(df, sweep_id: int):
+    """(colour by, the variant to compare across machines or None) where the sweep ran on several
+    machines (a Ray sweep's targets); a warning for rows lost with their machine."""
+    lost = df[df["status"] == "interrupted"] if "status" in df else df.iloc[0:0]
+    if len(lost):
+        st.warning(f"{len(lost)} run(s) were lost with the machine that ran them (interrupted; see the list below). "
+                   f"Resume the sweep to run them again: `slimbench run --resume {sweep_id}` from a terminal, once "
+                   "the machine (or another node with its resource) is back.")
+    ok = plots.ok_rows(df)
+    names = plots.machines(ok)
+    if len(names) < 2:
+        return "precision", None
+    st.caption(f"Measured on {len(names)} machines: {'; '.join(names)}. Speedups and quality compare each variant "
+               "with the FP32 reference of the same machine.")
+    c1, c2 = st.columns(2)
+    color_by = c1.radio("Colour by", ["precision", "machine"], horizontal=True,
+                        key=kept("results.color_by", "precision"),
+                        help="Colour the trade-off and throughput plots by precision, or give each machine its own "
+                             "colour (one Pareto front per machine).")
+    variants = ["every variant"] + list(dict.fromkeys(ok["variant"]))
+    chosen = c2.selectbox("Compare one variant across machines", variants,
+                          key=kept("results.across", variants[0], variants),
+                          help="The trade-off plot shows only this variant, one colour per machine.")
+    return ("machine", chosen) if chosen != variants[0] else (color_by, None)
+
+
 def _given(value) -> bool:
     return value is not None and value == value and value != ""  # not None, not NaN, not empty
 
@@ -110,7 +140,7 @@ def show(store, sweep_id: int, was_active: bool) -> None:
 
     try:
         rec = store.get_sweep(sweep_id)
-        df, samples, env = load(str(store.path), rec.id, f"{rec.updated_at}|{sum(rec.counts.values())}")
+        df, samples, envs = load(str(store.path), rec.id, f"{rec.updated_at}|{sum(rec.counts.values())}")
     except BenchmarkError as exc:
         st.error(say(exc))
         return
@@ -128,11 +158,14 @@ def show(store, sweep_id: int, was_active: bool) -> None:
                "latency) and, with NVML, the whole GPU board's mean power and energy over the timed iterations.")
     notices(df)
     batch, budget, metric, kind = controls(df)
+    color_by, across = machine_controls(df, rec.id)
     save()
     tabs = st.tabs(["Trade-off", "Throughput", "Size & MACs", "Latency distribution", "Speedup", "Backends", "Profile"])
     figs = [
-        plots.tradeoff_figure(df, batch_size=batch, latency_budget_ms=budget or None, metric=metric),
-        plots.throughput_figure(df),
+        plots.tradeoff_figure(df if across is None else df[df["variant"] == across], batch_size=batch,
+                              latency_budget_ms=budget or None, metric=metric, color_by=color_by,
+                              title=None if across is None else f"{across} across machines (batch {batch})"),
+        plots.throughput_figure(df, color_by=color_by),
         plots.size_macs_figure(df, batch_size=batch, metric=metric),
         plots.latency_distribution_figure(samples, batch_size=batch, kind=kind),
         plots.speedup_figure(df, batch_size=batch),
@@ -158,8 +191,8 @@ def show(store, sweep_id: int, was_active: bool) -> None:
         st.dataframe(bad.assign(reason=bad["reason"].map(say)), hide_index=True, width="stretch")
     with st.expander("What each variant did (compression records, INT8 format, calibration, warnings)"):
         variant_notes(df)
-    if env:
-        with st.expander("Environment of these measurements"):
+    for machine, env in envs.items():
+        with st.expander("Environment of these measurements" + (f": {machine}" if len(envs) > 1 else "")):
             environment_lines(env)
             st.json(env, expanded=False)
 

@@ -7,6 +7,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from app_pages.explain_ui import runtime_widgets
+from app_pages.machines import executor_settings
 from app_pages.shared import HELP, data_choice, kept, link, save, say, session
 
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -113,6 +114,7 @@ def sweep_form(model: dict):
     with c2:
         where = where_column(backend_status())
         sizes = batch_sizes()
+        machines = executor_settings()  # this machine or a Ray cluster (app_pages/machines.py)
     with c3:
         st.markdown("**Data and timing**")
         data = data_choice("run")
@@ -126,11 +128,15 @@ def sweep_form(model: dict):
     if isinstance(sizes, str):
         st.error(f"{sizes} - type a whole number, or remove it from Batch sizes.")
         return None
+    if machines is None:  # Ray chosen but not installed: the column says how to install it
+        return None
     try:
         return SweepConfig(
             model=model["source"], batch_sizes=sizes, data=data, inputs=tuple(model.get("inputs") or ()),
+            batch_axis=tuple(model.get("batch_axis") or ()),
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
-            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where, **runtime,
+            trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where, **machines,
+            **runtime,
         )
     except BenchmarkError as exc:
         st.error(f"{say(exc)} - change the selection above.")
@@ -245,8 +251,9 @@ if cfg is not None:
     from benchmark.sweep import sweep_config_to_dict
 
     n_variants, n_runs, est_s = plan(sweep_config_to_dict(cfg))
+    per_target = " per target machine" if cfg.executor == "ray" else ""
     extra = n_runs - n_variants * len(cfg.backends) * len(cfg.batch_sizes)
-    st.info(f"{plural(n_runs, 'run')}: {plural(n_variants, 'variant')} x {plural(len(cfg.backends), 'backend')} x "
+    st.info(f"{plural(n_runs, 'run')}{per_target}: {plural(n_variants, 'variant')} x {plural(len(cfg.backends), 'backend')} x "
             f"{plural(len(cfg.batch_sizes), 'batch size')}"
             + (f", plus {plural(extra, 'run')} for the runtime settings" if extra > 0 else "")
             + f"; estimated {est_s / 60:.1f} min ({est_s:.0f} s), not counting time queued behind other sweeps.")

@@ -28,7 +28,7 @@ def run_job(label: str, fn, spec: dict, **kwargs) -> dict:
 
     try:
         return fn(spec["source"], tuple(spec.get("inputs") or ()), spec.get("arch"), bool(spec.get("trust_pickle")),
-                  on_progress=progress, on_wait=waiting, **kwargs)
+                  on_progress=progress, on_wait=waiting, batch_axes=list(spec.get("batch_axis") or ()), **kwargs)
     finally:
         bar.empty()
 
@@ -49,7 +49,7 @@ try:
 except BenchmarkError as exc:
     st.error(f"{say(exc)} - choose the model again on the Model page.")
     st.stop()
-key = (spec["source"], tuple(spec.get("inputs") or ()), spec.get("arch"), data)
+key = (spec["source"], tuple(spec.get("inputs") or ()), spec.get("arch"), data, tuple(spec.get("batch_axis") or ()))
 
 left, right = st.columns(2)
 with left:

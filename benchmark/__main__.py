@@ -14,6 +14,7 @@ import json
 import sys
 import traceback
 
+from .cli_run import add_batch_axis_arg
 from .errors import BenchmarkError, memory_error
 from .inspection import inspect_isolated
 
@@ -30,13 +31,15 @@ def _human(n: float | int | None, unit: str = "") -> str:
 
 
 def _cmd_info(args) -> int:
-    info = inspect_isolated(args.model, args.input, args.arch, args.trust_pickle, batch_size=args.batch_size)
+    info = inspect_isolated(args.model, args.input, args.arch, args.trust_pickle, batch_size=args.batch_size,
+                            batch_axes=args.batch_axis, data=args.data)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"model        {info['model']}  ({info['format']})")
     for s in info["inputs"]:
-        print(f"input        {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}")
+        axis = "no batch axis: fed as given" if s["batch_axis"] is None else f"batch axis {s['batch_axis']}"
+        print(f"input        {s['name']}: {'x'.join(map(str, s['shape'])) or 'scalar'} {s['dtype']}  ({axis})")
     for s in info["outputs"]:
         print(f"output       {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}")
     print(f"params       {info['params']:,} ({_human(info['params'])})")
@@ -92,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="inputs, outputs, params, MACs/FLOPs, size and sparsity of a model")
     p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
-                   help="override an input's shape/dtype (repeat for several inputs)")
+                   help="override an input's shape/dtype (repeat for several inputs; a bare 1x3x32x32 for a "
+                        "single-input model)")
+    add_batch_axis_arg(p)
+    p.add_argument("--data", metavar="NAME|PATH.npz",
+                   help="a dataset or .npz of model inputs: its first feed fills the dims the model leaves open")
     p.add_argument("--arch", help="built-in architecture for a state_dict file")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled nn.Module (runs code from the file: only for files you trust)")

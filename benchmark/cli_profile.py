@@ -108,8 +108,8 @@ def cmd_profile(args) -> int:
         res = profile_isolated(cfg.model, compression, backend=backend, device=cfg.device, batch_size=batch,
                                threads=cfg.threads, inputs=list(cfg.inputs), arch=cfg.arch,
                                trust_pickle=cfg.trust_pickle, data=cfg.data, runs=runs, timing=timing,
-                               sensitivity=_sensitivity_rows(args.sensitivity), runtime=runtime,
-                               on_progress=bar, on_wait=on_wait,
+                               batch_axes=list(cfg.batch_axis), runtime=runtime,
+                               sensitivity=_sensitivity_rows(args.sensitivity), on_progress=bar, on_wait=on_wait,
                                timeout_s=job_timeout(args.timeout))
     finally:
         bar.close()

@@ -15,9 +15,12 @@ A TOML file (``--config sweep.toml``) may hold the same settings as the flags (f
     backend = ["pytorch", "onnxruntime"]
     batch_size = [1, 32]
     min_duration_s = 0.5
+    executor = "ray"                         # optional: run on a Ray cluster
+    targets = ["resource=lab_t4", "all"]     # with executor ray (default all)
 
-Exit status: 0 when every run is ok or skipped, 1 when some run failed, 2 on bad input (one line
-on stderr, nothing stored), 130 when interrupted (finished rows are kept; ``--resume ID``).
+Exit status: 0 when every run is ok or skipped, 1 when some run failed (or was lost with its
+machine), 2 on bad input (one line on stderr, nothing stored), 130 when interrupted (finished rows
+are kept; ``--resume ID``).
 
 ``slimbench sensitivity MODEL [--method int8|prune] [--max-layers N]`` prints the per-layer
 sensitivity table (the Sensitivity page's analysis); ``slimbench search MODEL --budget POINTS``
@@ -136,10 +139,17 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def add_batch_axis_arg(p) -> None:
+    """``--batch-axis NAME:AXIS|NAME:none``, repeatable, into ``args.batch_axis`` (help from SweepConfig)."""
+    p.add_argument("--batch-axis", dest="batch_axis", action="append", metavar="NAME:AXIS|NAME:none",
+                   help=help_text(SweepConfig, "batch_axis") + "; repeat for several inputs")
+
+
 def add_model_args(p) -> None:
     p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
+    add_batch_axis_arg(p)
     p.add_argument("--arch", metavar="NAME", help="built-in architecture of a state_dict file")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled nn.Module (runs code from the file; loaded only inside the job)")
@@ -307,7 +317,8 @@ def _fmt(value, spec: str) -> str:
 def format_table(results) -> str:
     """A plain-text table of results, units in the headers."""
     headers = ["variant", "backend", "batch", "status", "p50 (ms)", "p95 (ms)", "mean (ms)", "cv",
-               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "size (KiB)", "MACs (M)", "note"]
+               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "rel err (%)", "size (KiB)", "MACs (M)",
+               "note"]
     rows = []
     for r in results:
         lat = r.latency_ms or {}
@@ -323,10 +334,25 @@ def format_table(results) -> str:
             _fmt(None if acc.get("top1") is None else 100 * acc["top1"], ".2f"),
             _fmt(None if fid.get("top1_agreement") is None else 100 * fid["top1_agreement"], ".2f"),
             _fmt(fid.get("cosine"), ".5f"),
+            _fmt(None if fid.get("rel_error") is None else 100 * fid["rel_error"], ".3f"),
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, ".1f"),
             _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
         ])
-    return text_table(headers, rows, right={2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
+    right = {2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+    if any(r.target for r in results):  # a sweep across machines: say where each row ran
+        headers.insert(3, "target")
+        for row, r in zip(rows, results):
+            row.insert(3, target_label(r))
+        right = {i + 1 if i >= 3 else i for i in right}
+    return text_table(headers, rows, right=right)
+
+
+def target_label(result) -> str:
+    """Where a row ran, for people: the Ray node's label (host and node id) or the target itself."""
+    node = (result.env or {}).get("ray_node") or {}
+    if node.get("label") and result.target.startswith("resource="):
+        return f"{result.target} @ {node['label']}"
+    return node.get("label") or result.target or "local"
 
 
 def print_explanations(results) -> None:
@@ -435,7 +461,7 @@ def cmd_run(args) -> int:
     print_explanations(results)
     if extra.get("json"):
         _write_json(extra["json"], results)
-    return EXIT_FAILED_RUNS if any(r.status == "failed" for r in results) else 0
+    return EXIT_FAILED_RUNS if any(r.status in ("failed", "interrupted") for r in results) else 0
 
 
 def cmd_results(args) -> int:
@@ -495,7 +521,7 @@ def cmd_sweeps(args) -> int:
     print(f"{'id':>4}  {'created (UTC)':19}  {'status':11}  {'ok':>4} {'fail':>4} {'skip':>4} {'left':>4}  model / progress")
     for s in sweeps:
         c = s.counts
-        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled"))
+        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled", "interrupted"))
         extra = f"  {s.progress}" if s.active and s.progress else ""
         if s.error and s.status in ("failed", "interrupted"):
             extra = f"  {s.error}"
@@ -618,7 +644,7 @@ def cmd_sensitivity(args) -> int:
     try:
         res = sensitivity_isolated(args.model, args.input, args.arch, args.trust_pickle, method=args.method,
                                    data=args.data, max_layers=max_layers, on_progress=bar, on_wait=on_wait,
-                                   timeout_s=timeout)
+                                   timeout_s=timeout, batch_axes=args.batch_axis)
     finally:
         bar.close()
     print(json.dumps(res, indent=2, allow_nan=False) if args.json else format_sensitivity(res))
@@ -639,7 +665,8 @@ def cmd_search(args) -> int:
     bar, on_wait = job_callbacks(args)
     try:
         res = search_isolated(args.model, args.input, args.arch, args.trust_pickle, budget_points=budget,
-                              max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout)
+                              max_trials=trials, data=args.data, on_progress=bar, on_wait=on_wait, timeout_s=timeout,
+                              batch_axes=args.batch_axis)
     finally:
         bar.close()
     if save is not None and res["chosen"] is not None:

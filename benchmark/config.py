@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
+from .executors.base import EXECUTORS, parse_target
 from .registry import one_of
 
 #: Input dtypes Slimbench can feed (numpy names).
@@ -140,13 +141,26 @@ CALIB_SAMPLES = Bounds(1, MAX_SAMPLES, integer=True)
 EPOCHS = Bounds(0, MAX_EPOCHS, integer=True)
 
 
+#: The name a shape override without an input name is parsed with (``--input 1x3x224x224``): it
+#: applies to the model's only input.
+UNNAMED_INPUT = "<input>"
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input: its name, shape (ints, or strings for symbolic dims) and numpy dtype."""
+    """One model input: its name, shape (ints, or strings for symbolic dims), numpy dtype and batch axis.
+
+    ``batch_axis`` is the dim that holds the samples of a batch (``concrete(batch_size)`` writes
+    the batch size there), or None for an input without one (a scalar sample rate, a fixed
+    state): such an input is fed as given whatever the batch size. It is dim 0 unless the model's
+    loader finds another (a state ``[2, batch, 128]`` has batch axis 1) or the user gives one
+    (``--batch-axis state:1``); a scalar has none.
+    """
 
     name: str = _help("input name as the model declares it")
     shape: tuple[Dim, ...] = _help("shape; strings or -1 mark dynamic dims", default=())
     dtype: str = _help("numpy dtype name", default="float32")
+    batch_axis: int | None = _help("the dim holding the batch (None: fed as given)", default=0)
 
     def __post_init__(self):
         if not self.name:
@@ -157,6 +171,17 @@ class InputSpec:
         )
         object.__setattr__(self, "shape", shape)
         one_of(f"dtype of input {self.name!r}", self.dtype, DTYPES)
+        axis = self.batch_axis
+        if not shape:
+            axis = None  # a scalar has no batch axis
+        elif axis is not None:
+            if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+                raise ConfigError(f"batch axis of input {self.name!r} must be a dim number or none; got {axis!r}")
+            if not -len(shape) <= int(axis) < len(shape):
+                raise ConfigError(f"batch axis of input {self.name!r} must be a dim of its shape "
+                                  f"{'x'.join(map(str, shape))} (0..{len(shape) - 1}) or none; got {axis}")
+            axis = int(axis) % len(shape)
+        object.__setattr__(self, "batch_axis", axis)
 
     @property
     def is_static(self) -> bool:
@@ -166,38 +191,61 @@ class InputSpec:
     def dynamic_dims(self) -> list[int]:
         return [i for i, d in enumerate(self.shape) if not isinstance(d, int)]
 
+    @property
+    def batch_dim(self) -> Dim | None:
+        """The dim at the batch axis (a number when the model fixes it), None without a batch axis."""
+        return None if self.batch_axis is None else self.shape[self.batch_axis]
+
     def concrete(self, batch_size: int | None = None) -> tuple[int, ...]:
-        """Concrete shape; dim 0 becomes ``batch_size`` when given. Other dynamic dims are an error."""
+        """Concrete shape; the batch axis becomes ``batch_size`` when given (an input without a batch
+        axis keeps its shape). Other dynamic dims are an error."""
         shape = list(self.shape)
-        if batch_size is not None and shape:
-            shape[0] = int(batch_size)
+        if batch_size is not None and self.batch_axis is not None:
+            shape[self.batch_axis] = int(batch_size)
         missing = [i for i, d in enumerate(shape) if not isinstance(d, int)]
         if missing:
             dims = ", ".join(f"dim {i} ({shape[i]})" for i in missing)
+            example = "x".join(str(d) if isinstance(d, int) else "N" if i == self.batch_axis else f"<{d}>"
+                               for i, d in enumerate(self.shape))
             raise ConfigError(
                 f"input {self.name!r} has dynamic {dims} without a value; give one with "
-                f"--input {self.name}:{'x'.join(str(d) if isinstance(d, int) else 'N' for d in shape)}"
+                f"--input {self.name}:{example} (a number for each <dim>)"
             )
         return tuple(int(d) for d in shape)
 
     def with_shape(self, shape, dtype: str | None = None) -> "InputSpec":
-        return InputSpec(self.name, tuple(shape), dtype or self.dtype)
+        """A copy with another shape (and dtype); the batch axis stays where the rank allows."""
+        shape = tuple(shape)
+        axis = self.batch_axis if len(shape) == len(self.shape) else (0 if shape else None)
+        return InputSpec(self.name, shape, dtype or self.dtype, axis)
+
+    def with_batch_axis(self, axis: int | None) -> "InputSpec":
+        return InputSpec(self.name, self.shape, self.dtype, axis)
 
     def describe(self) -> str:
-        return f"{self.name}: {'x'.join(str(d) for d in self.shape) or 'scalar'} {self.dtype}"
+        text = f"{self.name}: {'x'.join(str(d) for d in self.shape) or 'scalar'} {self.dtype}"
+        if self.shape and self.batch_axis != 0:
+            text += " (no batch axis)" if self.batch_axis is None else f" (batch axis {self.batch_axis})"
+        return text
 
     _SHAPE = re.compile(r"^[0-9A-Za-z_?,-]+(x[0-9A-Za-z_?,-]+)*$|^$")
+    _NAMELESS = re.compile(r"^[0-9]+(x[0-9]+)*$")
+    _DTYPE = re.compile(r"^(u?int|float|bfloat|bool|complex|double|half)\d*$")
 
     @classmethod
     def parse(cls, text: str) -> "InputSpec":
         """Parse ``name:1x3x32x32[:float32]`` (``N``/``?`` or a word for a dynamic dim).
 
-        Parsed from the right, so names that contain ``:`` (``input:0``) work.
+        Parsed from the right, so names that contain ``:`` (``input:0``) work. A shape of numbers
+        without a name (``1x3x224x224[:float32]``) is named :data:`UNNAMED_INPUT`: it applies to a
+        single-input model's input.
         """
         parts = text.strip().split(":")
+        if cls._NAMELESS.match(parts[0]) and (len(parts) == 1 or (len(parts) == 2 and cls._DTYPE.match(parts[1]))):
+            dims = tuple(int(t) for t in parts[0].split("x"))
+            return cls(UNNAMED_INPUT, dims, parts[1] if len(parts) == 2 else "float32")
         dtype = "float32"
-        looks_like_dtype = re.match(r"^(u?int|float|bfloat|bool|complex|double|half)\d*$", parts[-1])
-        if len(parts) >= 3 and (looks_like_dtype or not cls._SHAPE.match(parts[-1])):
+        if len(parts) >= 3 and (cls._DTYPE.match(parts[-1]) or not cls._SHAPE.match(parts[-1])):
             dtype = parts.pop()
         if len(parts) < 2 or not parts[0] or not cls._SHAPE.match(parts[-1]):
             raise ConfigError(f"input override {text!r} is not of the form name:1x3x32x32[:float32]")
@@ -207,6 +255,19 @@ class InputSpec:
         for tok in filter(None, re.split(r"[x,]", raw)):
             dims.append(int(tok) if tok.lstrip("-").isdigit() else tok)
         return cls(name, tuple(dims), dtype)
+
+
+def parse_batch_axis(text: str) -> tuple[str, int | None]:
+    """Parse a batch-axis setting ``NAME:AXIS`` or ``NAME:none`` (``AXIS`` / ``none`` alone for a
+    single-input model: the name is then :data:`UNNAMED_INPUT`). Returns (name, axis or None)."""
+    raw = str(text).strip()
+    name, sep, value = raw.rpartition(":")
+    if not sep:
+        name = UNNAMED_INPUT
+    value = value.strip().lower()
+    if not name or not (value.isdigit() or value in ("none", "-")):
+        raise ConfigError(f"batch axis {text!r} is not of the form NAME:AXIS or NAME:none (e.g. state:1, sr:none)")
+    return name, (None if value in ("none", "-") else int(value))
 
 
 @dataclass(frozen=True)
@@ -355,7 +416,8 @@ class SweepConfig:
                               flag="--calib-method", metavar="METHOD", default="minmax")
     calib_samples: int = _help("INT8 static calibration samples", label="calibration samples",
                                bounds=CALIB_SAMPLES, flag="--calib-samples", default=128)
-    inputs: tuple[str, ...] = _help("input shape/dtype overrides, NAME:1x3x32x32[:float32]", label="input",
+    inputs: tuple[str, ...] = _help("input shape/dtype overrides, NAME:1x3x32x32[:float32] (a bare 1x3x32x32 for a "
+                                    "single-input model)", label="input",
                                     flag="--input", metavar="NAME:1x3x32x32[:float32]", repeat=True, default=())
     threads: int = _help("intra-op threads (0 = all cores)", label="threads", bounds=THREADS, flag="--threads",
                          default=0)
@@ -372,6 +434,21 @@ class SweepConfig:
     cuda_graph: bool = _help("PyTorch on cuda: capture each batch size <= 16 into a CUDA graph and time its replay "
                              "(cuts launch overhead; recorded per row)", label="cuda graph", flag="--cuda-graph",
                              default=False)
+    # Batch axes (stateful, sequence and scalar-input models)
+    batch_axis: tuple[str, ...] = _help("the batch axis of an input, NAME:AXIS, or NAME:none for an input fed as given "
+                                        "(default: found from the model's symbolic dims, else dim 0)",
+                                        label="batch axis", flag="--batch-axis", metavar="NAME:AXIS|NAME:none",
+                                        repeat=True, default=())
+    # Many machines (Ray executor): where the jobs run
+    executor: str = _help("where jobs run: local (this machine) or ray (the nodes of a Ray cluster)",
+                          flag="--executor", metavar="local|ray", default="local")
+    ray_address: str | None = _help("Ray cluster to use with executor ray: HOST:PORT of its head, or auto (the "
+                                    "cluster this machine belongs to, or $RAY_ADDRESS)", label="Ray address",
+                                    flag="--ray-address", metavar="ADDRESS|auto", default=None)
+    targets: tuple[str, ...] = _help("with executor ray: run every variant on every node (all, the default), on a "
+                                     "node with a Ray resource (resource=NAME) or on one node (node=ID, a unique "
+                                     "prefix of its id)", label="target", flag="--target",
+                                     metavar="all|resource=NAME|node=ID", repeat=True, default=())
     # --- explain the numbers: runtime settings, the INT8 format choice, this CPU's peaks -----------------
     ort_opt_levels: tuple[str, ...] = _help(
         "ONNX Runtime graph optimization levels: " + ", ".join(ORT_OPT_LEVELS) + " (several: each is a variant "
@@ -417,11 +494,25 @@ class SweepConfig:
             raise ConfigError("choose at least one backend")
         if not self.batch_sizes:
             raise ConfigError("choose at least one batch size")
-        for name in ("precisions", "prune_ratios", "backends", "batch_sizes", "inputs"):
+        for name in ("precisions", "prune_ratios", "backends", "batch_sizes", "inputs", "batch_axis"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for spec in self.inputs:
             InputSpec.parse(spec)
+        for text in self.batch_axis:
+            parse_batch_axis(text)
         check_bounds(self)
+        self._check_executor()
+
+    def _check_executor(self) -> None:
+        """Many machines: a known executor, targets normalised, Ray settings only with executor ray."""
+        one_of("executor", self.executor, EXECUTORS)
+        address = None if self.ray_address is None else str(self.ray_address).strip() or None
+        if address is not None and any(c.isspace() for c in address):
+            raise ConfigError(f"Ray address must be HOST:PORT or auto; got {self.ray_address!r}")
+        object.__setattr__(self, "ray_address", address)
+        object.__setattr__(self, "targets", tuple(dict.fromkeys(parse_target(t) for t in self.targets)))
+        if self.executor != "ray" and (self.targets or self.ray_address):
+            raise ConfigError("targets and a Ray address need executor ray; add --executor ray")
 
     def _check_runtime_settings(self) -> None:
         """Runtime settings (lists, each value once) and the INT8 format."""

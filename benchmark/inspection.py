@@ -24,28 +24,42 @@ _COUNT_KEYS = ("params", "macs", "flops", "size_bytes", "sparsity", "unsupported
 
 
 def model_info(source: str, inputs: list[str] | tuple[str, ...] | None = None, arch: str | None = None,
-               trust_pickle: bool = False, batch_size: int = 1, *, strict: bool = True) -> dict[str, Any]:
+               trust_pickle: bool = False, batch_size: int = 1, *, strict: bool = True,
+               batch_axes: list[str] | tuple[str, ...] | None = None, data: str | None = None) -> dict[str, Any]:
     """Load ``source`` (a file or ``sample:NAME``) in this process and count it at ``batch_size``.
 
-    ``inputs``: overrides ``name:1x3x32x32[:float32]``. Returns ``model, format, framework, inputs,
-    outputs`` (shapes as lists), ``dataset, num_classes, batch_size, params, macs, flops,
-    size_bytes, sparsity, unsupported_ops, counter, by_module`` (per-layer rows ``{name, op_type,
-    macs, params}``), ``by_operator`` and ``notes``. A load failure raises; a counting failure
-    raises too unless ``strict=False``, which returns the load facts with ``count_error`` (the
-    message) and the counts set to None; inputs too large for the available memory always raise
-    :class:`~benchmark.errors.ResourceError`.
+    ``inputs``: overrides ``name:1x3x32x32[:float32]`` (a bare ``1x3x32x32`` for a single-input
+    model); ``batch_axes``: ``NAME:AXIS`` / ``NAME:none``; ``data``: a dataset name or ``.npz``
+    file whose first feed fills the dynamic dims the overrides leave open. Returns ``model,
+    format, framework, inputs`` (shapes as lists, each with its ``batch_axis``), ``outputs,
+    dataset, num_classes, batch_size, params, macs, flops, size_bytes, sparsity, unsupported_ops,
+    counter, by_module`` (per-layer rows ``{name, op_type, macs, params}``), ``by_operator`` and
+    ``notes``. A load failure raises; a counting failure raises too unless ``strict=False``,
+    which returns the load facts with ``count_error`` (the message) and the counts set to None;
+    inputs too large for the available memory always raise :class:`~benchmark.errors.ResourceError`.
     """
     from .config import InputSpec
     from .measure.flops import count_model
     from .models import describe_io, load_model
 
     overrides = [InputSpec.parse(t) for t in (inputs or [])]
-    model = describe_io(load_model(source, inputs=overrides, arch=arch, trust_pickle=trust_pickle))
+    model = load_model(source, inputs=overrides, arch=arch, trust_pickle=trust_pickle, batch_axes=batch_axes)
+    values = None
+    if data:
+        from .data import resolve_dataset
+        from .models.batch_axes import fit_to_data
+
+        dataset = resolve_dataset(data, model, "test")
+        model, filled = fit_to_data(model, dataset)
+        model.notes.extend(filled)
+        values = dataset.first_feed() if dataset is not None else None
+    model = describe_io(model)
     info: dict[str, Any] = {
         "model": model.name,
         "format": model.format,
         "framework": model.framework,
-        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.inputs],
+        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "batch_axis": s.batch_axis}
+                   for s in model.inputs],
         "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.outputs],
         "dataset": model.dataset,
         "num_classes": model.num_classes,
@@ -53,7 +67,7 @@ def model_info(source: str, inputs: list[str] | tuple[str, ...] | None = None, a
         "notes": list(model.notes),
     }
     try:
-        report = count_model(model, batch_size=batch_size)
+        report = count_model(model, batch_size=batch_size, values=values)
     except BenchmarkError as exc:
         if strict or isinstance(exc, ResourceError):  # inputs too large for memory: an error, not a gap
             raise
@@ -77,12 +91,14 @@ def _inspect_job(payload: dict, emit) -> dict:
     """Child entry of :func:`inspect_isolated`."""
     emit({"type": "step", "message": f"inspecting {payload['label']}"})
     return model_info(payload["source"], payload["inputs"], payload["arch"], payload["trust_pickle"],
-                      payload["batch_size"], strict=payload["strict"])
+                      payload["batch_size"], strict=payload["strict"], batch_axes=payload.get("batch_axis"),
+                      data=payload.get("data"))
 
 
 def inspect_isolated(source: str, inputs: list[str] | tuple[str, ...] | None = None, arch: str | None = None,
                      trust_pickle: bool = False, timeout_s: float = DEFAULT_INSPECT_TIMEOUT_S, *,
-                     batch_size: int = 1, strict: bool = True) -> dict[str, Any]:
+                     batch_size: int = 1, strict: bool = True, batch_axes: list[str] | tuple[str, ...] | None = None,
+                     data: str | None = None) -> dict[str, Any]:
     """:func:`model_info` in a spawned child process; returns the same dict.
 
     The caller never unpickles or parses the file. Bad input comes back as the child's error class
@@ -98,7 +114,8 @@ def inspect_isolated(source: str, inputs: list[str] | tuple[str, ...] | None = N
 
     label = str(source) if str(source).startswith("sample:") else Path(source).name
     payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
-               "batch_size": int(batch_size), "strict": bool(strict), "label": label}
+               "batch_size": int(batch_size), "strict": bool(strict), "label": label,
+               "batch_axis": list(batch_axes or ()), "data": None if data is None else str(data)}
     fd, log_path = tempfile.mkstemp(prefix="inspect-", suffix=".log", dir=work_root())
     os.close(fd)
     try:

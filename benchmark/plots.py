@@ -4,8 +4,11 @@ The frames are those of :meth:`benchmark.store.Store.results_frame` (one ``RunRe
 per row). Conventions shown on the axes:
 
 - Latency is the median (p50) wall time of one inference on one batch, in milliseconds, in every
-  figure and table; ``speedup_vs_fp32`` = FP32 p50 / variant p50 on the same backend, device and
-  batch size (:mod:`benchmark.measure.derived`).
+  figure and table; ``speedup_vs_fp32`` = FP32 p50 / variant p50 on the same machine, backend,
+  device and batch size (:mod:`benchmark.measure.derived`).
+- Machines: a row's machine is its ``target`` (a sweep across the nodes of a Ray cluster), else its
+  GPU or CPU model (:func:`machine_of`). A figure never joins or compares rows of two machines in
+  one line, bar or speedup; ``color_by="machine"`` gives each machine its own colour.
 - Throughput is ``batch_size / mean latency`` in samples per second: total work over total time,
   so it is the one number built on the mean, and its axis and column say so.
 - Quality is one metric for the whole frame (:mod:`benchmark.measure.quality`): the metric the
@@ -65,7 +68,7 @@ _OTHER_SYMBOLS = ("cross", "x", "star", "pentagon", "triangle-down", "hourglass"
 #: The marker legend: how every figure draws a row. New features add their mark here (and to
 #: :func:`marker_style`) instead of inventing their own; the Results page shows it as is.
 MARKER_LEGEND: tuple[tuple[str, str], ...] = (
-    ("colour", "precision (History & compare: one colour per sweep)"),
+    ("colour", "precision (History & compare: one colour per sweep; 'colour by machine': one colour per machine)"),
     ("shape", "backend: circle PyTorch, square ONNX Runtime, triangle-up ONNX Runtime + TensorRT provider, "
               "diamond TensorRT, hexagon Torch-TensorRT"),
     ("hollow marker", "pruned or low-rank variant"),
@@ -74,7 +77,7 @@ MARKER_LEGEND: tuple[tuple[str, str], ...] = (
     ("dark outline", "measured on another machine than the first one in the frame (its name is in the legend "
                      "entry, after @)"),
     ("ringed points on a dotted line", "Pareto front: no other variant is both faster and better (one front per "
-                                       "sweep when sweeps are compared)"),
+                                       "sweep when sweeps are compared, per machine when coloured by machine)"),
     ("gold star", "the pick: the recommended variant where there is one, else the best quality within the latency "
                   "budget (one mark when both exist)"),
 )
@@ -167,18 +170,47 @@ def quality_metric(df: pd.DataFrame, metric: str | None = None) -> tuple[str | N
     return ("quality_value", m.title, m.scale) if m else (None, "", 1.0)
 
 
+def _text(row: Any, key: str) -> str:
+    value = row.get(key) if hasattr(row, "get") else None
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def machine_of(row: Any) -> str | None:
-    """The machine a row ran on: its ``target`` where rows carry one, else its GPU or CPU model."""
-    for key in ("target", "env_gpu", "env_cpu"):
-        value = row.get(key) if hasattr(row, "get") else None
-        if value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value):
-            return str(value)
+    """The machine a row ran on, for people: its ``target`` where rows carry one (a Ray node as
+    ``host (node 1a2b3c4d)``, a resource as ``resource NAME``), else its GPU or CPU model."""
+    target = _text(row, "target")
+    if target:
+        kind, _, name = target.partition("=")
+        if kind == "node":
+            return f"{_text(row, 'env_host') or 'node'} (node {name[:8]})"
+        return f"{kind} {name}" if name else target
+    for key in ("env_gpu", "env_cpu"):
+        if _text(row, key):
+            return _text(row, key)
     return None
 
 
 def machines(df: pd.DataFrame) -> list[str]:
     """The machines of ``df``'s rows, in order of first appearance."""
     return list(dict.fromkeys(m for m in (machine_of(r) for _, r in df.iterrows()) if m)) if len(df) else []
+
+
+def with_machines(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """A copy of ``df`` with a ``_machine`` column (``""`` when unknown), and its machines in order."""
+    out = df.copy()
+    out["_machine"] = [machine_of(r) or "" for _, r in out.iterrows()] if len(out) else []
+    return out, machines(out)
+
+
+def machine_color(machine_list: list[str], machine: Any) -> str:
+    """The colour of ``machine`` when figures colour by machine (stable within one frame)."""
+    return color_for(None, machine_list.index(machine) if machine in machine_list else 0)
+
+
+def _bar_outline(machine_list: list[str], machine: Any) -> dict:
+    """Bars of the 2nd, 3rd, ... machine get the dark outline of :data:`MARKER_LEGEND`."""
+    index = machine_list.index(machine) if machine in machine_list else 0
+    return dict(width=3, color=MACHINE_OUTLINES[(index - 1) % len(MACHINE_OUTLINES)]) if index > 0 else dict(width=0)
 
 
 def is_unstable(row: Any) -> bool:
@@ -362,19 +394,28 @@ def _sweep_color(sweeps: list, sweep_id: Any) -> str:
     return color_for(None, sweeps.index(sweep_id) if sweep_id in sweeps else 0)
 
 
-def _front_traces(fig: go.Figure, sel: pd.DataFrame, higher: bool, color_by: str, sweeps: list) -> int:
-    """Pareto front line(s) over the stable rows: one per sweep when colouring by sweep, so a line
-    never joins points of different sweeps. Returns how many unstable rows were left out."""
+def _front_groups(stable: pd.DataFrame, color_by: str, sweeps: list, machine_list: list[str]):
+    """(name suffix, colour, rows) of each Pareto front: one per sweep when colouring by sweep, one
+    per machine when colouring by machine, else one."""
+    if color_by == "sweep" and "sweep_id" in stable and len(sweeps) > 1:
+        return [(f" #{int(k)}", _sweep_color(sweeps, k), part) for k, part in stable.groupby("sweep_id", sort=True)]
+    if color_by == "machine" and len(machine_list) > 1:
+        return [(f" @ {k}", machine_color(machine_list, k), part) for k, part in stable.groupby("_machine", sort=False)]
+    return [("", "#222222", stable)]
+
+
+def _front_traces(fig: go.Figure, sel: pd.DataFrame, higher: bool, color_by: str, sweeps: list,
+                  machine_list: list[str]) -> int:
+    """Pareto front line(s) over the stable rows (see :func:`_front_groups`), so a line never joins
+    points of different sweeps, or machines when coloured by machine. Returns how many unstable
+    rows were left out."""
     stable = sel[[not is_unstable(r) for _, r in sel.iterrows()]]
-    groups = stable.groupby("sweep_id", sort=True) if color_by == "sweep" and "sweep_id" in stable and len(sweeps) > 1 \
-        else [(None, stable)]
-    for sweep_id, part in groups:
+    for suffix, color, part in _front_groups(stable, color_by, sweeps, machine_list):
         front = pareto_front(part, "_x", "_y", maximize_y=higher)
         if front.empty:
             continue
-        color = "#222222" if sweep_id is None else _sweep_color(sweeps, sweep_id)
         fig.add_trace(go.Scatter(
-            x=front["_x"], y=front["_y"], name="Pareto front" if sweep_id is None else f"Pareto front #{int(sweep_id)}",
+            x=front["_x"], y=front["_y"], name="Pareto front" + suffix,
             mode="lines+markers+text", text=[f"{v} · {b}" for v, b in zip(front["variant"], front["backend"])],
             textposition="top right" if higher else "bottom right", textfont=dict(size=FONT_SIZE - 3, color=color),
             cliponaxis=False, line=dict(color=color, width=2, dash="dot", shape="hv"),
@@ -425,7 +466,8 @@ def tradeoff_figure(
     With ``latency_budget_ms`` a vertical line marks the budget and a star the *sweet spot*: the
     best-quality variant whose latency is within the budget; ``recommended`` (variant, backend)
     takes the star instead. ``color_by="sweep"`` colours points by sweep (for overlaying several
-    sweeps, each with its own front); otherwise colours follow :data:`PALETTE` by precision.
+    sweeps, each with its own front), ``color_by="machine"`` by machine (one front per machine: to
+    compare variants across machines); otherwise colours follow :data:`PALETTE` by precision.
     Markers follow :data:`MARKER_LEGEND`. The latency axis is logarithmic when latencies span more
     than 20x (``log_x`` forces it either way).
     """
@@ -448,8 +490,7 @@ def tradeoff_figure(
     group_cols = [c for c in group_cols if c in sel]
     sweeps = sorted(sel["sweep_id"].dropna().unique()) if "sweep_id" in sel else []
     backends = sorted(sel["backend"].dropna().unique()) if "backend" in sel else []
-    machine_list = machines(sel)
-    sel["_machine"] = [machine_of(r) or "" for _, r in sel.iterrows()]
+    sel, machine_list = with_machines(sel)
     for keys, part in sel.groupby(group_cols + ["_machine"], sort=False, dropna=False):
         info = dict(zip(group_cols, keys))
         first = part.iloc[0]
@@ -458,7 +499,8 @@ def tradeoff_figure(
             color = _sweep_color(sweeps, info.get("sweep_id"))
             name = f"#{int(info['sweep_id'])} {info.get('variant', '')} · {backend}"
         else:
-            color = color_for(first.get("precision"))
+            color = (machine_color(machine_list, keys[-1]) if color_by == "machine"
+                     else color_for(first.get("precision")))
             name = f"{info.get('variant', '')} · {backend}"
         symbol = symbol_for(backend, backends.index(backend) if backend in backends else 0)
         custom, template = _hover_frame(part)
@@ -466,7 +508,7 @@ def tradeoff_figure(
             x=part["_x"], y=part["_y"], name=name + _machine_suffix(first, machine_list), mode="markers",
             marker=_trace_marker(part, color, symbol, machine_list), customdata=custom, hovertemplate=template,
         ))
-    left_out = _front_traces(fig, sel, m.higher_is_better, color_by, sweeps)
+    left_out = _front_traces(fig, sel, m.higher_is_better, color_by, sweeps, machine_list)
     if left_out:
         fig.add_annotation(text=f"{left_out} unstable run(s) (faded) left out of the front", x=0.01, y=0.02,
                            xref="paper", yref="paper", xanchor="left", showarrow=False,
@@ -490,13 +532,11 @@ def tradeoff_figure(
 def throughput_figure(df: pd.DataFrame, title: str | None = None, color_by: str = "precision") -> go.Figure:
     """Throughput (samples/s = batch / mean latency) against batch size, one line per variant x
     backend (x sweep, x machine: a line never joins points of different sweeps or machines).
-    ``color_by="sweep"`` colours lines by sweep."""
+    ``color_by="sweep"`` colours lines by sweep, ``color_by="machine"`` by machine."""
     ok = ok_rows(df)
     if ok.empty or _num(ok, "throughput_sps").notna().sum() == 0:
         return empty_figure("No throughput measured yet.", title)
-    ok = ok[_num(ok, "throughput_sps").notna()].copy()
-    machine_list = machines(ok)
-    ok["_machine"] = [machine_of(r) or "" for _, r in ok.iterrows()]
+    ok, machine_list = with_machines(ok[_num(ok, "throughput_sps").notna()])
     sweeps = sorted(ok["sweep_id"].dropna().unique()) if "sweep_id" in ok else []
     several = len(sweeps) > 1
     keys = (["sweep_id"] if several else []) + ["variant", "backend", "_machine"]
@@ -506,7 +546,9 @@ def throughput_figure(df: pd.DataFrame, title: str | None = None, color_by: str 
         part = part.sort_values("batch_size")
         first = part.iloc[0]
         backend = info["backend"]
-        color = _sweep_color(sweeps, info["sweep_id"]) if color_by == "sweep" and several else color_for(first.get("precision"))
+        color = (_sweep_color(sweeps, info["sweep_id"]) if color_by == "sweep" and several
+                 else machine_color(machine_list, info["_machine"]) if color_by == "machine"
+                 else color_for(first.get("precision")))
         name = (f"#{int(info['sweep_id'])} " if several else "") + f"{info['variant']} · {backend}"
         custom, template = _hover_frame(part)
         fig.add_trace(go.Scatter(
@@ -535,20 +577,19 @@ def size_macs_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
     sel, m = quality_axis(sel, metric)
     if m is None:
         return empty_figure("No accuracy or fidelity was measured, so size and MACs have nothing to be plotted against.", title)
-    sel = sel[_num(sel, "quality_value").notna()]
+    sel, machine_list = with_machines(sel[_num(sel, "quality_value").notna()])
     mac_div, mac_title = _scale(_num(sel, "macs"), "MACs per sample")
-    machine_list = machines(sel)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
-    for (variant, backend), part in sel.groupby(["variant", "backend"], sort=False):
+    for (variant, backend, machine), part in sel.groupby(["variant", "backend", "_machine"], sort=False):
         first = part.iloc[0]
         color = color_for(first.get("precision"))
         custom, template = _hover_frame(part)
         y = _num(part, "quality_value") * m.scale
+        name = f"{variant} · {backend}" + _machine_suffix(first, machine_list)
         common = dict(mode="markers", marker=_trace_marker(part, color, symbol_for(backend), machine_list),
-                      customdata=custom, hovertemplate=template, legendgroup=f"{variant}{backend}")
-        fig.add_trace(go.Scatter(x=_num(part, "size_bytes") / 1e6, y=y, name=f"{variant} · {backend}", **common), 1, 1)
-        fig.add_trace(go.Scatter(x=_num(part, "macs") / mac_div, y=y, name=f"{variant} · {backend}",
-                                 showlegend=False, **common), 1, 2)
+                      customdata=custom, hovertemplate=template, legendgroup=f"{variant}{backend}{machine}")
+        fig.add_trace(go.Scatter(x=_num(part, "size_bytes") / 1e6, y=y, name=name, **common), 1, 1)
+        fig.add_trace(go.Scatter(x=_num(part, "macs") / mac_div, y=y, name=name, showlegend=False, **common), 1, 2)
     fig.update_xaxes(title_text="model size (MB, 10^6 bytes)", row=1, col=1)
     fig.update_xaxes(title_text=mac_title, row=1, col=2)
     fig.update_yaxes(title_text=m.title, row=1, col=1)
@@ -556,31 +597,39 @@ def size_macs_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
 
 
 def latency_samples_frame(results: Iterable[Any]) -> pd.DataFrame:
-    """A long frame (variant, backend, precision, batch_size, sweep_id, latency_ms) of every timed
-    iteration, from :class:`~benchmark.results.RunResult` objects (or their ``to_json()`` dicts)."""
+    """A long frame (variant, backend, precision, batch_size, sweep_id, machine, latency_ms) of every
+    timed iteration, from :class:`~benchmark.results.RunResult` objects (or their ``to_json()`` dicts);
+    ``machine`` is :func:`machine_of` the row."""
     rows = []
     for r in results:
         data = r if isinstance(r, dict) else r.to_json()
         if data.get("status") != "ok":
             continue
+        env = data.get("env") or {}
+        machine = machine_of({"target": data.get("target"), "env_host": env.get("hostname"),
+                              "env_gpu": env.get("gpu_name"), "env_cpu": env.get("cpu_model")})
         for v in data.get("latency_samples_ms") or []:
             if v is not None:
                 rows.append({"variant": data["variant"], "backend": data["backend"], "precision": data.get("precision"),
                              "batch_size": int(data["batch_size"]), "sweep_id": data.get("sweep_id"),
-                             "latency_ms": float(v)})
-    return pd.DataFrame(rows, columns=["variant", "backend", "precision", "batch_size", "sweep_id", "latency_ms"])
+                             "machine": machine or "", "latency_ms": float(v)})
+    return pd.DataFrame(rows, columns=["variant", "backend", "precision", "batch_size", "sweep_id", "machine",
+                                       "latency_ms"])
 
 
 def latency_distribution_figure(samples: pd.DataFrame, batch_size: int | None = None, kind: str = "box",
                                 title: str | None = None) -> go.Figure:
-    """Distribution of per-iteration latency (ms) per variant x backend (box or violin plot)."""
+    """Distribution of per-iteration latency (ms) per variant x backend (x machine where the samples
+    come from several; box or violin plot)."""
     if samples is None or samples.empty or "latency_ms" not in samples:
         return empty_figure("No per-iteration latency samples stored for these runs.", title)
     sel, bs = pick_batch(samples, batch_size)
+    sel = sel.assign(machine=sel["machine"].fillna("")) if "machine" in sel else sel.assign(machine="")
+    several = sel["machine"].nunique() > 1
     fig = go.Figure()
-    for (variant, backend), part in sel.groupby(["variant", "backend"], sort=False):
+    for (variant, backend, machine), part in sel.groupby(["variant", "backend", "machine"], sort=False):
         color = color_for(part.iloc[0].get("precision"))
-        label = f"{variant} · {backend}"
+        label = f"{variant} · {backend}" + (f" @ {machine}" if several and machine else "")
         common = dict(y=part["latency_ms"], name=label, marker=dict(color=color), line=dict(color=color),
                       hovertemplate=f"<b>{label}</b><br>%{{y:.4g}} ms<extra></extra>")
         if kind == "violin":
@@ -597,13 +646,14 @@ def latency_distribution_figure(samples: pd.DataFrame, batch_size: int | None = 
 
 def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None) -> go.Figure:
     """Theoretical speedup (FP32 MACs / variant MACs) next to the measured ``speedup_vs_fp32``
-    (FP32 p50 latency / variant p50 latency, same backend, device and batch) for every variant.
-    Bars of unstable timings are faded, as in :data:`MARKER_LEGEND`."""
+    (FP32 p50 latency / variant p50 latency, same machine, backend, device and batch) for every
+    variant: one series per backend and machine. Bars of unstable timings are faded and a second
+    machine's bars outlined, as in :data:`MARKER_LEGEND`."""
     ok = ok_rows(df)
     if ok.empty:
         return empty_figure("No successful runs to plot yet.", title)
     sel, bs = pick_batch(ok, batch_size)
-    sel = derived.add_speedup(sel)
+    sel, machine_list = with_machines(derived.add_speedup(sel))
     rows = sel.to_dict("records")
     refs = derived.reference_index(rows)
     if not refs:
@@ -620,7 +670,7 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
         theo.append(ref_macs / macs if macs and not pd.isna(macs) and not pd.isna(ref_macs) else None)
     fig.add_trace(go.Bar(x=variants, y=theo, name="theoretical (MACs ratio)", marker_color="#BBBBBB",
                          hovertemplate="%{x}<br>theoretical %{y:.3g}x<extra></extra>"))
-    for backend, part in sel.groupby("backend", sort=False):
+    for (backend, machine), part in sel.groupby(["backend", "_machine"], sort=False):
         ys, fade, notes = [], [], []
         for v in variants:
             hit = part[(part["variant"] == v) & _num(part, "speedup_vs_fp32").notna()]
@@ -630,9 +680,10 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
             notes.append(f"<br>unstable timing: {hit.iloc[0].get('stability_reason') or ''}" if unstable else "")
         if all(y is None for y in ys):
             continue
-        fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {backend}", marker_color=color_for(backend),
-                             marker_opacity=fade, customdata=notes,
-                             hovertemplate=f"%{{x}}<br>measured on {backend}: %{{y:.3g}}x (p50 ratio)%{{customdata}}"
+        where = f"{backend}" + _machine_suffix(part.iloc[0], machine_list)
+        fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {where}", marker_color=color_for(backend),
+                             marker_opacity=fade, marker_line=_bar_outline(machine_list, machine), customdata=notes,
+                             hovertemplate=f"%{{x}}<br>measured on {where}: %{{y:.3g}}x (p50 ratio)%{{customdata}}"
                                            "<extra></extra>"))
     fig.add_hline(y=1.0, line=dict(color="#222222", width=1, dash="dash"))
     fig.update_layout(barmode="group")
@@ -647,7 +698,8 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
     and, where the rows carry it, the cross-backend output check: the worst absolute error of each
     variant's first output on each backend against the first backend's on the same samples, labelled
     ``pass``/``FAIL`` with the row's tolerances beside it (``atol``/``rtol``, see
-    :data:`benchmark.results.CROSS_BACKEND_TOLERANCES`)."""
+    :data:`benchmark.results.CROSS_BACKEND_TOLERANCES`). Rows of several machines give one series
+    per backend and machine (a second machine's bars outlined, as in :data:`MARKER_LEGEND`)."""
     ok = ok_rows(df)
     if ok.empty:
         return empty_figure("No successful runs to plot yet.", title)
@@ -656,6 +708,8 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
     if len(backends) < 2:
         return empty_figure("Only one backend ran: choose two or more to compare them.", title)
     sel, m = quality_axis(sel, metric)
+    sel, machine_list = with_machines(sel)
+    series = list(dict.fromkeys(zip(sel["backend"], sel["_machine"])))  # (backend, machine), in order
     ycol, ytitle, yscale = ("quality_value", m.title, m.scale) if m else (None, "", 1.0)
     variants = list(dict.fromkeys(sel["variant"]))
     checked = sel[sel["cross_backend_passed"].notna()] if "cross_backend_passed" in sel else sel.iloc[0:0]
@@ -663,8 +717,9 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
     cross_title = f"worst abs error vs {' / '.join(refs)} (first output)" if refs else ""
     titles = (ytitle or "quality (not measured)", LATENCY_TITLE) + ((cross_title,) if refs else ())
     fig = make_subplots(rows=1, cols=len(titles), horizontal_spacing=0.08 if refs else 0.1, subplot_titles=titles)
-    for backend in backends:
-        part = sel[sel["backend"] == backend]
+    for backend, machine in series:
+        part = sel[(sel["backend"] == backend) & (sel["_machine"] == machine)]
+        name = backend + _machine_suffix(part.iloc[0], machine_list)
         q, lat = [], []
         for v in variants:
             rows = part[part["variant"] == v]
@@ -672,17 +727,19 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
             lv = _num(rows, "latency_p50_ms").dropna()
             q.append(float(qv.iloc[0]) * yscale if len(qv) else None)
             lat.append(float(lv.iloc[0]) if len(lv) else None)
-        color = color_for(backend)
-        fig.add_trace(go.Bar(x=variants, y=q, name=backend, marker_color=color, legendgroup=backend,
-                             hovertemplate=f"%{{x}} on {backend}<br>%{{y:.4g}}<extra></extra>"), 1, 1)
-        fig.add_trace(go.Bar(x=variants, y=lat, name=backend, marker_color=color, legendgroup=backend, showlegend=False,
-                             hovertemplate=f"%{{x}} on {backend}<br>%{{y:.4g}} ms<extra></extra>"), 1, 2)
+        style = dict(marker_color=color_for(backend), marker_line=_bar_outline(machine_list, machine), legendgroup=name)
+        fig.add_trace(go.Bar(x=variants, y=q, name=name, hovertemplate=f"%{{x}} on {name}<br>%{{y:.4g}}<extra></extra>",
+                             **style), 1, 1)
+        fig.add_trace(go.Bar(x=variants, y=lat, name=name, showlegend=False,
+                             hovertemplate=f"%{{x}} on {name}<br>%{{y:.4g}} ms<extra></extra>", **style), 1, 2)
     all_errors: list[float] = []
     if refs:
-        for backend in backends:
-            part = checked[checked["backend"] == backend]
+        checked = sel[sel["cross_backend_passed"].notna()]
+        for backend, machine in series:
+            part = checked[(checked["backend"] == backend) & (checked["_machine"] == machine)]
             if part.empty:
                 continue  # the reference backend, or never compared
+            name = backend + _machine_suffix(part.iloc[0], machine_list)
             err, text, custom = [], [], []
             for v in variants:
                 rows = part[part["variant"] == v]
@@ -701,9 +758,9 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
                 custom.append([str(r.get("cross_backend_reference") or ""), _fmt(r.get("cross_backend_worst_max_rel_err")),
                                _fmt(r.get("cross_backend_atol")), _fmt(r.get("cross_backend_rtol"))])
             fig.add_trace(go.Bar(
-                x=variants, y=err, name=backend, marker_color=color_for(backend), legendgroup=backend, showlegend=False,
-                text=text, textposition="outside", customdata=custom,
-                hovertemplate=(f"%{{x}} on {backend} vs %{{customdata[0]}}: %{{text}}<br>worst abs err %{{y:.3g}}, "
+                x=variants, y=err, name=name, marker_color=color_for(backend), legendgroup=name, showlegend=False,
+                marker_line=_bar_outline(machine_list, machine), text=text, textposition="outside", customdata=custom,
+                hovertemplate=(f"%{{x}} on {name} vs %{{customdata[0]}}: %{{text}}<br>worst abs err %{{y:.3g}}, "
                                "worst rel err %{customdata[1]}<br>atol %{customdata[2]}, rtol %{customdata[3]}"
                                "<extra></extra>")), 1, 3)
     fig.update_layout(barmode="group")
@@ -960,7 +1017,8 @@ def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | 
 
 
 def failures_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that did not succeed (failed, skipped, cancelled, pending, running) with their reason."""
+    """Rows that did not succeed (failed, skipped, interrupted, cancelled, pending, running) with their
+    reason, and the machine of each where the sweep ran on several (its rows carry a ``target``)."""
     cols = ["variant", "backend", "batch_size", "status", "error"]
     if df is None or df.empty or "status" not in df:
         return pd.DataFrame(columns=["variant", "backend", "batch (samples)", "status", "reason"])
@@ -968,12 +1026,14 @@ def failures_table(df: pd.DataFrame) -> pd.DataFrame:
     out = bad[[c for c in cols if c in bad]].copy()
     if "error" in out:
         out["error"] = out["error"].fillna("")
+    if "target" in bad and bad["target"].fillna("").astype(str).ne("").any():
+        out.insert(2, "machine", [machine_of(r) or "local" for _, r in bad.iterrows()])
     return out.rename(columns={"batch_size": "batch (samples)", "error": "reason"}).reset_index(drop=True)
 
 
 __all__ = [
     "PALETTE", "FONT_SIZE", "BACKEND_SYMBOLS", "MARKER_LEGEND", "TABLE_COLUMNS", "legend_markdown", "quality_axis",
-    "marker_style", "machine_of", "machines", "is_unstable",
+    "marker_style", "machine_of", "machines", "with_machines", "machine_color", "is_unstable",
     "color_for", "symbol_for", "wide_range", "empty_figure", "is_empty_figure", "ok_rows", "quality_metric", "pick_batch",
     "pareto_front", "sweet_spot", "tradeoff_figure", "throughput_figure", "size_macs_figure",
     "latency_samples_frame", "latency_distribution_figure", "speedup_figure", "agreement_figure",

@@ -142,9 +142,9 @@ def _add_sensitivity(layers: list[dict], sensitivity: list[dict]) -> None:
 # the isolated job
 # --------------------------------------------------------------------------------------------
 def _first_feeds(dataset, model, batch_size: int) -> tuple[dict, str]:
-    per_feed = dataset is not None and any(dataset.feed_axis.get(k, False) for k in dataset.arrays)
-    if dataset is not None and (per_feed or len(dataset) >= batch_size):
-        return next(iter(dataset.batches(batch_size)))[0], f"the first batch of {dataset.name}"
+    first = dataset.head(batch_size) if dataset is not None else None
+    if first is not None:
+        return first, f"the first batch of {dataset.name}"
     return model.example_inputs(batch_size), "random inputs"
 
 
@@ -156,6 +156,7 @@ def _profile_job(payload: dict, emit) -> dict:
     from .config import InputSpec
     from .data import resolve_dataset
     from .models import load_model
+    from .models.batch_axes import fit_to_data
 
     def progress(message: str, fraction: float | None = None) -> None:
         emit({"type": "step", "message": message, "fraction": fraction})
@@ -164,9 +165,11 @@ def _profile_job(payload: dict, emit) -> dict:
     comp = CompressionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["compression"].items()})
     progress(f"loading {payload['label']}", 0.0)
     model = load_model(payload["source"], inputs=[InputSpec.parse(t) for t in payload["inputs"]],
-                       arch=payload["arch"], trust_pickle=payload["trust_pickle"])
+                       arch=payload["arch"], trust_pickle=payload["trust_pickle"], batch_axes=payload.get("batch_axis"))
     notes: list[str] = []
     evaluation = resolve_dataset(payload["data"], model, "test", warnings=notes)
+    model, filled = fit_to_data(model, evaluation)
+    notes.extend(filled)
     calib = train = None
     if comp.precision in ("int8-static", "mixed"):
         calib = resolve_dataset(payload["data"], model, "calib", warnings=notes)
@@ -179,7 +182,7 @@ def _profile_job(payload: dict, emit) -> dict:
     variant = build_variant(model, comp, ctx)
     batch = int(payload["batch_size"])
     feeds, feeds_note = _first_feeds(evaluation, model, batch)
-    fed = feeds_batch(feeds)
+    fed = feeds_batch(feeds, model.inputs)
     if fed is not None and fed != batch:  # per-feed data: each feed is run as given
         notes.append(f"the data's feeds hold batch {fed}, not {batch}: profiled at batch {fed}")
         batch = fed
@@ -202,6 +205,7 @@ def profile_isolated(source: str, compression: CompressionConfig, *, backend: st
                      device: str = "cpu", batch_size: int = 1, threads: int = 0,
                      inputs: list[str] | tuple[str, ...] | None = None, arch: str | None = None,
                      trust_pickle: bool = False, data: str | None = None, runs: int | None = None,
+                     batch_axes: list[str] | tuple[str, ...] | None = None,
                      timing: dict | None = None, sensitivity: list[dict] | None = None,
                      runtime: dict | None = None, on_progress: Progress | None = None, on_wait=None,
                      timeout_s: float | None = DEFAULT_TIMEOUT_S, queue: bool = True) -> dict[str, Any]:
@@ -221,6 +225,7 @@ def profile_isolated(source: str, compression: CompressionConfig, *, backend: st
     work = work_root() / f"profile-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True, exist_ok=True)
     payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
+               "batch_axis": list(batch_axes or ()),
                "data": None if data is None else str(data), "compression": dataclasses.asdict(compression),
                "backend": backend, "device": device, "batch_size": int(batch_size), "threads": int(threads),
                "runs": runs, "timing": dict(timing or {}), "sensitivity": sensitivity, "workdir": str(work),

@@ -179,7 +179,8 @@ def check_allocation(n_bytes: int, what: str, device: str = "cpu") -> None:
 
 
 def input_bytes_per_sample(specs) -> int:
-    """Bytes of one sample of every input (dim 0 is the batch axis)."""
+    """Bytes of one sample of every input (each at batch 1 on its batch axis; an input without a
+    batch axis, fed whole with every batch, counts its whole size)."""
     return sum(array_bytes(spec.concrete(1), spec.dtype) for spec in specs)
 
 

@@ -57,6 +57,10 @@ Conventions (also shown in the dashboard):
   built at the asked precision from the FP32 graph are not flagged for a no-op precision step).
   None when unknown.
 - ``started_at`` / ``finished_at``: the timed interval (ISO 8601, UTC).
+- ``target``: where the row ran when a sweep spans machines (``--executor ray``): ``node=<Ray node
+  id>`` or ``resource=<Ray resource>``, part of the row's key, so the same variant on two machines
+  is two rows; ``""`` for rows measured on the machine that ran the sweep. The machine itself is in
+  ``env`` (``hostname``, CPU, GPU, versions; ``ray_node`` with the Ray node's id and address).
 - ``achieved_gmacs_per_s`` = ``macs`` (per sample) x batch size / p50 latency, in GMAC/s;
   ``peak_fraction``: that over this device's GEMM peak of the row's precision
   (:mod:`benchmark.measure.roofline`, ``env.peaks``; above 1 is possible: the peak is one GEMM shape).
@@ -78,8 +82,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-#: Row statuses. ``pending``/``running`` rows are not finished; ``cancelled`` ones never will be.
-STATUSES = ("ok", "failed", "skipped", "pending", "running", "cancelled")
+#: Row statuses. ``pending``/``running`` rows are not finished; ``cancelled`` ones never will be;
+#: ``interrupted`` rows were lost with the machine that ran them (a resumed sweep runs them again).
+STATUSES = ("ok", "failed", "skipped", "pending", "running", "cancelled", "interrupted")
 #: Statuses of rows that need no further work (a resumed sweep does not rerun them).
 FINISHED_STATUSES = ("ok", "failed", "skipped")
 
@@ -125,9 +130,11 @@ def parse_iso(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def run_key(variant: str, backend: str, batch_size: int) -> str:
-    """The identity of a row inside its sweep (used to resume a sweep)."""
-    return f"{variant}|{backend}|{int(batch_size)}"
+def run_key(variant: str, backend: str, batch_size: int, target: str = "") -> str:
+    """The identity of a row inside its sweep (used to resume a sweep); ``target`` (where the row
+    runs, ``""`` on the sweep's own machine) is appended when set."""
+    key = f"{variant}|{backend}|{int(batch_size)}"
+    return f"{key}|{target}" if target else key
 
 
 def jsonable(value: Any) -> Any:
@@ -204,6 +211,8 @@ class RunResult:
     created_at: str | None = None
     id: int | None = None
     sweep_id: int | None = None
+    # many machines (Ray executor): where the row ran, part of its key
+    target: str = ""
     # --- explain the numbers: roofline fraction, measured explanations, runtime settings ---
     achieved_gmacs_per_s: float | None = None
     peak_fraction: float | None = None
@@ -222,7 +231,7 @@ class RunResult:
     # --- identity ---------------------------------------------------------------------------
     @property
     def key(self) -> str:
-        return run_key(self.variant, self.backend, self.batch_size)
+        return run_key(self.variant, self.backend, self.batch_size, self.target)
 
     @property
     def finished(self) -> bool:
@@ -295,6 +304,9 @@ class RunResult:
                             ("env_git_revision", "git_revision")):
             value = env.get(key)
             row[column] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        # many machines: where the row ran (its target) and the machine's host name
+        row["target"] = data["target"]
+        row["env_host"] = env.get("hostname")
         row.update(explain_columns(data))
         return row
 

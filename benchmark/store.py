@@ -74,6 +74,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_status ON runs(sweep_id, status);
     CREATE INDEX sweeps_status ON sweeps(status);
     """,
+    # 2: where a row ran ("" on the sweep's own machine; node=ID / resource=NAME on a Ray cluster)
+    """
+    ALTER TABLE runs ADD COLUMN target TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -353,14 +357,15 @@ class Store:
             conn.execute(f"UPDATE sweeps SET {', '.join(sets)} WHERE {where}", args)
 
     def reopen_sweep(self, sweep_id: int) -> None:
-        """Make a finished/interrupted/cancelled sweep ``pending`` again (to resume it)."""
+        """Make a finished/interrupted/cancelled sweep ``pending`` again (to resume it); its
+        ``cancelled`` and ``interrupted`` rows become ``pending``."""
         with self._conn(write=True) as conn:
             conn.execute(
                 "UPDATE sweeps SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ?, "
                 "heartbeat = ? WHERE id = ?", (now_iso(), time.time(), int(sweep_id)),
             )
-            for row in conn.execute("SELECT id, data FROM runs WHERE sweep_id = ? AND status = 'cancelled'",
-                                    (int(sweep_id),)).fetchall():
+            for row in conn.execute("SELECT id, data FROM runs WHERE sweep_id = ? AND status IN "
+                                    "('cancelled', 'interrupted')", (int(sweep_id),)).fetchall():
                 data = json.loads(row["data"])
                 data["status"], data["error"] = "pending", None
                 conn.execute("UPDATE runs SET status = 'pending', data = ? WHERE id = ?", (json.dumps(data), row["id"]))
@@ -399,6 +404,12 @@ class Store:
                 "UPDATE sweeps SET pid = ?, pid_started = ?, host = ?, heartbeat = ?, updated_at = ? WHERE id = ?",
                 (pid, process_start_time(pid), socket.gethostname(), time.time(), now_iso(), int(sweep_id)),
             )
+
+    def set_sweep_config(self, sweep_id: int, config: dict[str, Any]) -> None:
+        """Replace a sweep's stored config (its runner records what it resolved, e.g. its targets)."""
+        with self._conn(write=True) as conn:
+            conn.execute("UPDATE sweeps SET config = ?, updated_at = ? WHERE id = ?",
+                         (json.dumps(config), now_iso(), int(sweep_id)))
 
     def set_sweep_total(self, sweep_id: int, total_runs: int) -> None:
         with self._conn(write=True) as conn:
@@ -490,18 +501,18 @@ class Store:
                 row = conn.execute("SELECT id FROM runs WHERE sweep_id = ? AND key = ?",
                                    (result.sweep_id, result.key)).fetchone()
             cols = (result.model, result.variant, result.backend, result.device, result.batch_size,
-                    result.status, result.created_at, result.started_at, result.finished_at, data)
+                    result.status, result.created_at, result.started_at, result.finished_at, result.target, data)
             if row is None:
                 cur = conn.execute(
                     "INSERT INTO runs (sweep_id, key, model, variant, backend, device, batch_size, status, "
-                    "created_at, started_at, finished_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, started_at, finished_at, target, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (result.sweep_id, result.key, *cols),
                 )
                 result.id = int(cur.lastrowid)
             else:
                 conn.execute(
                     "UPDATE runs SET model = ?, variant = ?, backend = ?, device = ?, batch_size = ?, "
-                    "status = ?, created_at = ?, started_at = ?, finished_at = ?, data = ? WHERE id = ?",
+                    "status = ?, created_at = ?, started_at = ?, finished_at = ?, target = ?, data = ? WHERE id = ?",
                     (*cols, row[0]),
                 )
                 result.id = int(row[0])
@@ -519,9 +530,9 @@ class Store:
                     continue
                 conn.execute(
                     "INSERT INTO runs (sweep_id, key, model, variant, backend, device, batch_size, status, "
-                    "created_at, started_at, finished_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, started_at, finished_at, target, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (r.sweep_id, r.key, r.model, r.variant, r.backend, r.device, r.batch_size, r.status,
-                     r.created_at, r.started_at, r.finished_at, r.dumps()),
+                     r.created_at, r.started_at, r.finished_at, r.target, r.dumps()),
                 )
                 n += 1
         return n
@@ -594,7 +605,7 @@ class Store:
         return out
 
     def missing_runs(self, sweep_id: int) -> list[str]:
-        """Keys (``variant|backend|batch``) of the sweep's rows that are not finished."""
+        """Keys (``variant|backend|batch[|target]``) of the sweep's rows that are not finished."""
         with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT key FROM runs WHERE sweep_id = ? AND status NOT IN "

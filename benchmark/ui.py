@@ -76,6 +76,8 @@ _WORDS: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"choose its architecture with --arch"), "choose its Architecture on the Model page"),
     (re.compile(r"--arch\b"), "Architecture on the Model page"),
     (re.compile(r"run `slimbench run` first or pass --db PATH"), "run a sweep first"),
+    (re.compile(r"pass --ray-address HOST:PORT"), "give the Ray address on Compress & run"),
+    (re.compile(r"add --executor ray"), "choose Run on: Ray cluster on Compress & run"),
     (re.compile(r"resume with `slimbench run --resume (\d+)`"), r"resume it with `slimbench run --resume \1` from a terminal"),
 )
 

@@ -465,6 +465,24 @@ BUILDERS: dict[str, Callable[[Path], LookAlike]] = {
 SMALL = ("resnet-small", "mobilenetv2-small", "bert", "silero-vad", "sequence-lstm", "paddle-convnet")
 
 
+def per_feed_npz(la: LookAlike, path: str | Path, feeds: int = 12, noise: float = 0.05, seed: int = SEED) -> Path:
+    """Write ``feeds`` whole feeds of ``la`` to a ``.npz`` (each array one rank above its input:
+    ``arr[i]`` is feed i): float inputs are the look-alike's verification feed plus seeded noise,
+    other inputs (a sample rate) repeat it. The way a recorded stream of a stateful model is saved."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, value in la.feeds.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "f":
+            arrays[name] = np.stack([value + noise * rng.standard_normal(value.shape).astype(value.dtype)
+                                     for _ in range(feeds)])
+        else:
+            arrays[name] = np.stack([value] * feeds)
+    path = Path(path)
+    np.savez(path, **arrays)
+    return path
+
+
 def build_lookalike(name: str, folder: str | Path) -> LookAlike:
     """Build look-alike ``name`` (one of :data:`BUILDERS`) and export it into ``folder``."""
     if name not in BUILDERS:
@@ -473,4 +491,4 @@ def build_lookalike(name: str, folder: str | Path) -> LookAlike:
     return BUILDERS[name](Path(folder))
 
 
-__all__ = ["BUILDERS", "SMALL", "LookAlike", "build_lookalike", "constants_from_initializers", "export"]
+__all__ = ["BUILDERS", "SMALL", "LookAlike", "build_lookalike", "constants_from_initializers", "export", "per_feed_npz"]

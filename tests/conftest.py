@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 
 import pytest
+
+# Ray reads its authentication mode once per process, when it is first imported, so the test
+# process settles it here, before any test can import ray: token authentication with a token of
+# this test session only (nothing is written to ~/.ray); the local clusters the `ray` tests start
+# inherit it. No usage statistics are sent.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
 def _cuda_available() -> bool:

@@ -169,7 +169,7 @@ def test_npz_missing_and_unknown_arrays(tmp_path):
 
 
 def test_npz_sample_count_mismatch_and_bad_labels(tmp_path):
-    with pytest.raises(DataError, match="leading sample count"):
+    with pytest.raises(DataError, match="share the sample count"):
         load_npz(_save(tmp_path, image=np.zeros((3, 1, 8, 8), np.float32), labels=np.zeros(4, np.int64)), [IMAGE])
     with pytest.raises(DataError, match="integer array"):
         load_npz(_save(tmp_path, "f.npz", image=np.zeros((3, 1, 8, 8), np.float32), labels=np.zeros(3)), [IMAGE])

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from benchmark.config import InputSpec
 from benchmark.errors import ConfigError, MeasurementError
 from benchmark.measure.flops import (
+    recurrent_macs, recurrent_module_macs,
     FlopReport,
     conv_output_spatial,
     count_model,
@@ -355,21 +356,38 @@ def test_conv_output_formula():
     assert einsum_macs("bij,bkj->bik", [[2, 3, 4], [2, 5, 4]]) == 2 * 3 * 4 * 5
 
 
-def test_if_subgraph_ops_are_listed():
+def _if_model():
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-    then_graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [],
-                                   [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
+    then_graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Erf", ["t"], ["u"])],
+                                   "then", [], [helper.make_tensor_value_info("u", TensorProto.FLOAT, [1, 4])])
     else_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
                                    [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])])
     nodes = [helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_graph, else_branch=else_graph)]
-    model = _model(nodes, [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-                           helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
-    report = count_onnx(model)
-    assert report.unsupported_ops["If"] == 1
-    assert report.unsupported_ops["MatMul (inside If)"] == 1
-    assert report.params == 16
-    assert any("'branch'" in w and "1 MatMul" in w for w in report.warnings)
+    return _model(nodes, [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                          helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+
+
+def test_if_costs_the_branch_its_condition_takes():
+    taken = count_onnx(_if_model(), values={"cond": np.array(True)})
+    assert taken.macs == 1 * 4 * 4 and taken.by_operator == {"MatMul": 16}
+    assert taken.unsupported_ops == {"Erf": 1}  # the taken branch is costed like the main graph; If is not listed
+    assert any("'branch'" in w and "then_branch" in w and "given values of cond" in w for w in taken.warnings)
+    assert taken.params == 16
+    other = count_onnx(_if_model(), values={"cond": np.array(False)})
+    assert other.macs == 0 and any("else_branch" in w for w in other.warnings)
+    zeros = count_onnx(_if_model())  # no values: the probe feeds zeros (False)
+    assert zeros.macs == 0 and any("zero inputs" in w and "else_branch" in w for w in zeros.warnings)
+
+
+def test_if_with_unknown_condition_costs_the_larger_branch(monkeypatch):
+    from benchmark.measure.flops import onnx_counter
+
+    monkeypatch.setattr(onnx_counter, "_probe_with_ort", lambda *args, **kwargs: None)
+    report = count_onnx(_if_model())
+    assert report.macs == 16 and report.by_operator == {"MatMul": 16}
+    assert report.unsupported_ops == {"Erf (inside If)": 1}
+    assert any("condition is unknown" in w and "then_branch" in w for w in report.warnings)
 
 
 def test_dynamic_quantization_keeps_params_and_macs(tmp_path):
@@ -526,3 +544,91 @@ def test_model_proto_without_external_values_still_counts_params(tmp_path):
     report = count_onnx(onnx.load(str(path), load_external_data=False))
     assert report.params == 64 and report.macs == 64
     assert any("sparsity" in w for w in report.warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent layers: per step, batch element and direction LSTM 4H(I+H), GRU 3H(I+H), RNN H(I+H)
+
+# nn.LSTM(10, 20) over 7 steps, batch 3: 7 * 3 * 4 * 20 * (10 + 20)
+LSTM_MACS = 7 * 3 * 4 * 20 * 30
+# 2 layers, bidirectional, I = 16, H = 32, 5 steps, batch 2: layer 1 sees the 2 x 32 concatenated outputs
+DEEP_MACS = {g: 5 * 2 * (2 * g * 32 * (16 + 32) + 2 * g * 32 * (64 + 32)) for g in (4, 3, 1)}
+
+
+class _Recurrent(torch.nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def test_recurrent_formulas_by_hand():
+    assert recurrent_macs([7, 3, 10], [[80, 10], [80, 20]]) == LSTM_MACS == 50400
+    assert recurrent_macs([7, 10], [[80, 10], [80, 20], [80]]) == 7 * 2400  # unbatched input; biases not counted
+    assert recurrent_module_macs("LSTM", [7, 3, 10], 10, 20) == LSTM_MACS
+    for mode, gates in (("LSTM", 4), ("GRU", 3), ("RNN_TANH", 1)):
+        assert recurrent_module_macs(mode, [5, 2, 16], 16, 32, num_layers=2, bidirectional=True) == DEEP_MACS[gates]
+    # proj_size P: the state fed back is P wide, and each step projects H -> P
+    assert recurrent_module_macs("LSTM", [7, 3, 10], 10, 20, proj_size=5) == 7 * 3 * (80 * 10 + 80 * 5 + 5 * 20)
+
+
+@pytest.mark.parametrize("cls, gates", [(torch.nn.LSTM, 4), (torch.nn.GRU, 3), (torch.nn.RNN, 1)])
+def test_recurrent_layers_counted_alike_by_fvcore_flop_counter_and_onnx(cls, gates, tmp_path):
+    model = _Recurrent(cls(16, 32, num_layers=2, bidirectional=True)).eval()
+    x = torch.randn(5, 2, 16)
+    eager = count_torch(model, (x,))
+    assert eager.counter == "fvcore" and eager.macs == DEEP_MACS[gates] and not eager.unsupported_ops
+    scripted = count_torch(torch.jit.script(model), (x,))
+    assert scripted.counter == "torch.utils.flop_counter" and scripted.macs == DEEP_MACS[gates]
+    exported = count_onnx(export_ts(model, (x,), tmp_path / "rnn.onnx"))
+    assert exported.macs == DEEP_MACS[gates]
+    assert exported.by_operator == {cls.__name__: DEEP_MACS[gates]}
+    assert not exported.unsupported_ops
+
+
+def test_lstm_batch_first_and_projection():
+    x = torch.randn(3, 7, 10)
+    first = count_torch(_Recurrent(torch.nn.LSTM(10, 20, batch_first=True)), (x,))
+    assert first.macs == LSTM_MACS
+    scripted = count_torch(torch.jit.script(_Recurrent(torch.nn.LSTM(10, 20, batch_first=True))), (x,))
+    assert scripted.counter == "torch.utils.flop_counter" and scripted.macs == LSTM_MACS
+    proj = _Recurrent(torch.nn.LSTM(10, 20, proj_size=5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert count_torch(proj, (torch.randn(7, 3, 10),)).macs == 7 * 3 * (80 * 10 + 80 * 5 + 5 * 20)
+
+
+def test_quantized_lstms_keep_their_macs(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = _Recurrent(torch.nn.LSTM(10, 20)).eval()
+    x = torch.randn(7, 3, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM}, dtype=torch.qint8)
+    torch_q = count_torch(qmodel, (x,))
+    assert torch_q.macs == LSTM_MACS and torch_q.by_operator == {"quantized_lstm": LSTM_MACS}
+    fp32 = export_ts(model, (x,), tmp_path / "lstm.onnx", input_names=["x"], dynamic_axes={"x": {0: "T", 1: "B"}})
+    int8 = tmp_path / "lstm-int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    report = count_onnx(int8, {"x": (7, 3, 10)})
+    assert report.by_operator == {"com.microsoft.DynamicQuantizeLSTM": LSTM_MACS}
+
+
+@pytest.mark.parametrize("name, macs", [
+    # front-end conv (the 16 kHz If branch) 63 x 64 x 16, encoder conv 31 x 128 x 64 x 3, LSTM 4 x 128 x 256, decoder 128
+    ("silero-vad", 63 * 64 * 16 + 31 * 128 * 64 * 3 + 4 * 128 * 256 + 128),
+    ("sequence-lstm", 40 * (40 * 64 + 4 * 128 * (64 + 128) + 128)),  # 40 frames: Linear, LSTM, Linear
+])
+def test_detector_lookalikes_torch_and_onnx_counts_match_the_hand_count(name, macs, tmp_path):
+    from sample_models.lookalikes import build_lookalike
+
+    la = build_lookalike(name, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch_report = count_torch(la.module, tuple(torch.from_numpy(v) for v in la.feeds.values()))
+    onnx_report = count_onnx(la.path, {k: v.shape for k, v in la.feeds.items()}, values=la.feeds)
+    assert torch_report.macs == onnx_report.macs == macs
+    assert not any("LSTM" in k for k in onnx_report.unsupported_ops)

@@ -210,7 +210,7 @@ def test_trusted_pickle_runs_only_in_the_inspection_child(tmp_path):
     info = inspect_isolated(str(model), ["input:1x4"], trust_pickle=True)
     assert int(marker.read_text()) != os.getpid()  # the code ran in the child only
     assert info["format"] == "pickle" and info["params"] == 10 and info["macs"] == 8 and info["flops"] == 16
-    assert info["inputs"] == [{"name": "input", "shape": [1, 4], "dtype": "float32"}]
+    assert info["inputs"] == [{"name": "input", "shape": [1, 4], "dtype": "float32", "batch_axis": 0}]
     assert sum(r["macs"] or 0 for r in info["by_module"]) == 8
 
 

@@ -1,6 +1,8 @@
 """Dashboard pages driven by streamlit.testing.v1.AppTest against the real engine and store."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import time
@@ -540,3 +542,94 @@ def test_results_page_documents_the_marker_legend():
     stored_sweep()
     at = page("results").run()
     assert any(m.value == plots.legend_markdown() for m in at.markdown)
+
+
+# --- where a sweep runs: this machine or a Ray cluster ---------------------------------------------
+def _run_on(at: AppTest, executor: str) -> AppTest:
+    next(r for r in at.radio if r.label == "Run on").set_value(executor).run()
+    return at
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray: pip install 'slimbench[ray]'")
+def test_run_page_shows_ray_settings_only_with_ray_and_checks_targets():
+    at = page("run").run()
+    run_on = next(r for r in at.radio if r.label == "Run on")
+    assert run_on.value == "local" and run_on.options == ["this machine", "Ray cluster"]
+    assert any("Ray settings (cluster address, target machines) appear with Ray cluster" in c.value for c in at.caption)
+    assert not any(t.label == "Ray address" for t in at.text_input)
+    _run_on(at, "ray")
+    assert not at.exception and not at.error
+    assert next(t for t in at.text_input if t.label == "Ray address").value == "auto"
+    targets = next(w for w in at.multiselect if w.label == "Target machines")
+    assert targets.value == ["all"]
+    assert any(i.value.startswith("8 runs per target machine: 2 variants") for i in at.info)
+    assert any(b.label == "Run sweep" for b in at.button)
+    targets.set_value(["all", "resource=lab_t4"]).run()  # typed, as accept_new_options gives it
+    assert not at.error and at.session_state["run.targets"] == ["all", "resource=lab_t4"]
+    next(w for w in at.multiselect if w.label == "Target machines").set_value(["gpu-box"]).run()
+    assert any("target must be all, resource=NAME or node=ID; got 'gpu-box'" in e.value for e in at.error)
+    assert not any(b.label == "Run sweep" for b in at.button)
+    next(t for t in at.text_input if t.label == "Ray address").set_value("127.0.0.1:9").run()
+    next(b for b in at.button if b.label == "List the cluster's machines").click().run()
+    assert any("cannot connect to a Ray cluster at '127.0.0.1:9': nothing answers there" in e.value for e in at.error)
+    token = at.query_params["s"]
+    reloaded = _with_token("run", token)  # the choice of Ray and its settings survive a reload
+    assert next(r for r in reloaded.radio if r.label == "Run on").value == "ray"
+    assert next(t for t in reloaded.text_input if t.label == "Ray address").value == "127.0.0.1:9"
+
+
+def test_run_page_without_ray_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    at = _run_on(page("run").run(), "ray")
+    assert not at.exception
+    assert any("Ray is not installed here" in w.value and "pip install 'slimbench[ray]'" in w.value for w in at.warning)
+    assert not any(b.label == "Run sweep" for b in at.button)
+    _run_on(at, "local")
+    assert any(b.label == "Run sweep" for b in at.button)
+
+
+def _machine_sweep() -> int:
+    """A stored sweep of two variants on two Ray nodes, one row lost with the second node."""
+    store = Store()
+    sid = store.create_sweep("sample:digits-cnn", {"sweep": {"precisions": ["fp32", "int8-static"],
+                                                             "backends": ["onnxruntime"]}}, status="interrupted")
+    for node, host, fp32_p50, int8_p50, int8_status in (("a" * 56, "vnni-box", 2.0, 1.0, "ok"),
+                                                        ("b" * 56, "avx2-box", 1.0, None, "interrupted")):
+        for variant, precision, p50, status in (("fp32", "fp32", fp32_p50, "ok"),
+                                                ("int8-static[minmax]", "int8-static", int8_p50, int8_status)):
+            store.add_result(RunResult(
+                model="sample:digits-cnn", variant=variant, backend="onnxruntime", batch_size=1, precision=precision,
+                status=status, error=None if status == "ok" else f"lost with {host} (node {node[:8]})", sweep_id=sid,
+                target=f"node={node}", env={"hostname": host, "cpu_model": "same CPU"},
+                latency_ms={"p50": p50, "mean": p50} if p50 else None, throughput_sps=1000 / p50 if p50 else None,
+                accuracy={"top1": 0.95, "n": 360} if p50 else None, macs=7_000_000, size_bytes=700_000))
+    return sid
+
+
+def test_results_page_groups_and_colours_by_machine():
+    sid = _machine_sweep()
+    at = page("results").run()
+    assert not at.exception and not at.error
+    assert any("Measured on 2 machines: vnni-box (node aaaaaaaa); avx2-box (node bbbbbbbb)" in c.value for c in at.caption)
+    assert any("1 run(s) were lost with the machine" in w.value and f"--resume {sid}" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert list(table["machine"]) == ["vnni-box (node aaaaaaaa)", "vnni-box (node aaaaaaaa)", "avx2-box (node bbbbbbbb)"]
+    assert table["speedup vs FP32 (x, p50)"].tolist() == pytest.approx([1.0, 2.0, 1.0])  # within one machine
+    lost = at.dataframe[1].value
+    assert list(lost["machine"]) == ["avx2-box (node bbbbbbbb)"] and list(lost["status"]) == ["interrupted"]
+    assert len(at.expander) >= 2 and any(e.label.endswith("avx2-box (node bbbbbbbb)") for e in at.expander)
+    next(r for r in at.radio if r.label == "Colour by").set_value("machine").run()
+    assert not at.exception and at.session_state["results.color_by"] == "machine"
+    across = next(s for s in at.selectbox if s.label == "Compare one variant across machines")
+    assert across.options == ["every variant", "fp32", "int8-static[minmax]"]
+    across.set_value("fp32").run()
+    assert not at.exception and not at.error
+    assert at.session_state["results.across"] == "fp32"
+    tradeoff = json.loads(at.get("plotly_chart")[0].proto.spec)
+    points = {t["name"]: t["marker"]["color"] for t in tradeoff["data"] if not t["name"].startswith("Pareto")}
+    assert set(points) == {"fp32 · onnxruntime @ vnni-box (node aaaaaaaa)", "fp32 · onnxruntime @ avx2-box (node bbbbbbbb)"}
+    assert len(set(points.values())) == 2  # one colour per machine
+    assert tradeoff["layout"]["title"]["text"] == "fp32 across machines (batch 1)"

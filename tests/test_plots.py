@@ -361,3 +361,74 @@ def test_table_puts_quality_speedup_and_size_first():
     assert pd.isna(calib[0]) and calib[1] == "6 / 128 (few)"
     assert table["INT8 format"].tolist()[1] == "u8s8"
     assert "throughput (samples/s, batch / mean latency)" in table.columns
+
+
+# --- one sweep across machines (Ray targets) ------------------------------------------------------
+A_NODE, B_NODE = "a" * 56, "b" * 56
+
+
+def _on(row: RunResult, node: str, host: str, **kw) -> RunResult:
+    row.target, row.env = f"node={node}", {"hostname": host, "cpu_model": "same CPU model"}
+    for key, value in kw.items():
+        setattr(row, key, value)
+    return row
+
+
+def _two_machines() -> list[RunResult]:
+    """The same sweep on two nodes: INT8 pays off 2x on the first and not at all on the second."""
+    return [_on(_row("fp32", p50=2.0, acc=0.95, samples=[2.0, 2.1]), A_NODE, "vnni-box"),
+            _on(_row("int8-static[minmax]", precision="int8-static", p50=1.0, acc=0.94, samples=[1.0]), A_NODE, "vnni-box"),
+            _on(_row("fp32", p50=1.0, acc=0.95, samples=[1.0]), B_NODE, "avx2-box"),
+            _on(_row("int8-static[minmax]", precision="int8-static", p50=1.0, acc=0.93, samples=[1.0]), B_NODE, "avx2-box"),
+            _on(_row("fp32", backend="pytorch", p50=4.0, acc=0.95), A_NODE, "vnni-box"),
+            _on(_row("fp32", backend="pytorch", p50=3.0, acc=0.95), B_NODE, "avx2-box")]
+
+
+def test_machine_of_names_ray_targets_for_people():
+    assert plots.machine_of({"target": f"node={A_NODE}", "env_host": "vnni-box"}) == "vnni-box (node aaaaaaaa)"
+    assert plots.machine_of({"target": "resource=lab_t4", "env_host": "whichever"}) == "resource lab_t4"
+    assert plots.machine_of({"target": "", "env_cpu": "CPU A"}) == "CPU A"  # local rows: the CPU model, as before
+
+
+def test_speedups_and_bars_compare_within_one_machine():
+    df = results_to_frame(_two_machines())
+    fig = plots.speedup_figure(df)
+    bars = {t.name: dict(zip(t.x, t.y)) for t in fig.data if t.name.startswith("measured on onnxruntime")}
+    assert bars == {"measured on onnxruntime @ vnni-box (node aaaaaaaa)": {"fp32": 1.0, "int8-static[minmax]": 2.0},
+                    "measured on onnxruntime @ avx2-box (node bbbbbbbb)": {"fp32": 1.0, "int8-static[minmax]": 1.0}}
+    second = next(t for t in fig.data if t.name.endswith("avx2-box (node bbbbbbbb)") and "onnxruntime" in t.name)
+    assert second.marker.line.color == plots.MACHINE_OUTLINES[0]  # the second machine's bars are outlined
+    agree = plots.agreement_figure(df)
+    latency = {t.name: dict(zip(t.x, t.y)) for t in agree.data if t.xaxis == "x2"}
+    assert latency["pytorch @ avx2-box (node bbbbbbbb)"] == {"fp32": 3.0, "int8-static[minmax]": None}
+    assert latency["onnxruntime @ vnni-box (node aaaaaaaa)"]["int8-static[minmax]"] == 1.0
+    table = plots.display_table(df)
+    assert table["speedup vs FP32 (x, p50)"].tolist() == pytest.approx([1.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    assert set(table["machine"]) == {"vnni-box (node aaaaaaaa)", "avx2-box (node bbbbbbbb)"}
+
+
+def test_tradeoff_coloured_by_machine_has_one_colour_and_front_per_machine():
+    df = results_to_frame(_two_machines())
+    int8 = df[df["variant"] == "int8-static[minmax]"]  # one variant compared across machines
+    fig = plots.tradeoff_figure(int8, color_by="machine")
+    points = {t.name: t for t in fig.data if t.mode == "markers" and not t.name.startswith("Pareto")}
+    a, b = points["int8-static[minmax] · onnxruntime @ vnni-box (node aaaaaaaa)"], \
+        points["int8-static[minmax] · onnxruntime @ avx2-box (node bbbbbbbb)"]
+    assert a.marker.color == plots.machine_color(plots.machines(int8), "vnni-box (node aaaaaaaa)") != b.marker.color
+    fronts = sorted(t.name for t in fig.data if t.name.startswith("Pareto front"))
+    assert fronts == ["Pareto front @ avx2-box (node bbbbbbbb)", "Pareto front @ vnni-box (node aaaaaaaa)"]
+    thr = plots.throughput_figure(df, color_by="machine")
+    colours = {t.name.split(" @ ")[1]: t.line.color for t in thr.data}
+    assert len(set(colours.values())) == 2
+
+
+def test_latency_samples_and_failures_say_which_machine():
+    rows = _two_machines()
+    lost = _on(_row("fp16", precision="fp16", status="interrupted", acc=None, error="lost with avx2-box"), B_NODE, "avx2-box")
+    samples = plots.latency_samples_frame(rows + [lost])
+    assert set(samples["machine"]) == {"vnni-box (node aaaaaaaa)", "avx2-box (node bbbbbbbb)"}
+    fig = plots.latency_distribution_figure(samples)
+    assert "fp32 · onnxruntime @ avx2-box (node bbbbbbbb)" in {t.name for t in fig.data}
+    failures = plots.failures_table(results_to_frame(rows + [lost]))
+    assert failures.to_dict("records") == [{"variant": "fp16", "backend": "onnxruntime", "machine": "avx2-box (node bbbbbbbb)",
+                                            "batch (samples)": 1, "status": "interrupted", "reason": "lost with avx2-box"}]

@@ -431,6 +431,24 @@ def test_int8_dynamic_attention_net_quantizes_linear_layers(attention, ctx, digi
     assert cosine(torch_logits(v, x), torch_logits(attention, x)) > 0.99
 
 
+def test_int8_dynamic_quantizes_recurrent_layers_on_both_sides(tmp_path):
+    """The sequence-lstm look-alike as an eager model: PyTorch's LSTM and ORT's LSTM both become INT8."""
+    from sample_models.lookalikes import build_lookalike
+
+    la = build_lookalike("sequence-lstm", tmp_path)
+    specs = [InputSpec("x", (40, 1, 40), batch_axis=None), InputSpec("h0", (1, 1, 128)), InputSpec("c0", (1, 1, 128))]
+    model = LoadedModel("seq", "pickle", "torch", specs, torch_module=la.module)
+    v = _apply("int8-dynamic", reference_variant(model), CompressContext(workdir=tmp_path / "w"))
+    rec = v.records[-1]
+    assert rec.details["torch"]["recurrent_quantized"] == rec.details["torch"]["recurrent_modules"] == 1
+    assert "1/1 LSTM/GRU" in rec.summary and v.torch_precision == "int8"
+    assert rec.details["onnx"]["quantized_ops"].get("DynamicQuantizeLSTM") == 1
+    args = tuple(torch.from_numpy(a) for a in la.feeds.values())
+    with torch.no_grad():
+        ref, got = la.module(*args)[0], v.torch_module(*args)[0]
+    assert 0 < float((ref - got).abs().max()) < 0.05  # really INT8, still close
+
+
 # ---------------------------------------------------------------------------------------------
 # mixed
 

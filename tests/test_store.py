@@ -109,6 +109,34 @@ def test_new_migration_applies_once_and_keeps_rows(tmp_path, monkeypatch):
     Store(path)  # a second open does not re-run the migration (ALTER would fail: duplicate column)
 
 
+def test_target_migration_keeps_old_keys_and_adds_target_rows(tmp_path, monkeypatch):
+    path = tmp_path / "r.db"
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:1])  # a database written before targets
+    old = Store(path)
+    sid = old.create_sweep("tiny", {})
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO runs (sweep_id, key, model, variant, backend, device, batch_size, status, "
+                     "created_at, data) VALUES (?, 'fp32|onnxruntime|1', 'tiny', 'fp32', 'onnxruntime', 'cpu', 1, "
+                     "'ok', '2026-01-01', ?)", (sid, _row(sid).dumps()))
+    monkeypatch.undo()
+    store = Store(path)
+    assert store.user_version == len(store_mod.MIGRATIONS)
+    [row] = store.get_results(sid)
+    assert row.target == "" and row.key == "fp32|onnxruntime|1"
+    store.add_result(_row(sid, target="node=abc"))  # the same variant on another machine: a second row
+    keys = sorted(r.key for r in store.get_results(sid))
+    assert keys == ["fp32|onnxruntime|1", "fp32|onnxruntime|1|node=abc"]
+    with sqlite3.connect(path) as conn:
+        assert sorted(r[0] for r in conn.execute("SELECT target FROM runs")) == ["", "node=abc"]
+    store.set_run_status(sid, ["fp32|onnxruntime|1|node=abc"], "interrupted")  # finished rows do not change
+    store.add_result(_row(sid, target="node=abc", status="interrupted", error="lost with its node"))
+    assert store.missing_runs(sid) == ["fp32|onnxruntime|1|node=abc"]  # a resume runs it again
+    store.reopen_sweep(sid)
+    assert {r.key: r.status for r in store.get_results(sid)}["fp32|onnxruntime|1|node=abc"] == "pending"
+    store.set_sweep_config(sid, {"runner": {"targets": [{"key": "node=abc", "label": "box"}]}})
+    assert store.get_sweep(sid).config["runner"]["targets"] == [{"key": "node=abc", "label": "box"}]
+
+
 def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "r.db"
     Store(path)

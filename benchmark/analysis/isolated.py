@@ -72,7 +72,7 @@ def _job_model(payload: dict, emit) -> "LoadedModel":
 
     emit({"type": "step", "message": f"loading {payload['label']}", "fraction": 0.0})
     return load_model(payload["source"], inputs=[InputSpec.parse(t) for t in payload["inputs"]],
-                      arch=payload["arch"], trust_pickle=payload["trust_pickle"])
+                      arch=payload["arch"], trust_pickle=payload["trust_pickle"], batch_axes=payload.get("batch_axis"))
 
 
 def _job_progress(emit) -> Progress:
@@ -147,6 +147,7 @@ def sensitivity_isolated(
     on_wait: WaitCallback | None = None,
     timeout_s: float | None = DEFAULT_JOB_TIMEOUT_S,
     queue: bool = True,
+    batch_axes: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """:func:`layer_sensitivity` of ``source`` (a file or ``sample:NAME``) in a spawned child.
 
@@ -154,6 +155,7 @@ def sensitivity_isolated(
     while it runs (``on_wait(n_ahead)`` while queued; ``queue=False`` skips the queue) and reports
     ``on_progress(message, fraction)``. ``data``: dataset name or ``.npz`` path (default: the
     model's own, else random inputs, see :func:`sensitivity_data`). ``timeout_s`` applies per layer.
+    ``batch_axes``: ``NAME:AXIS`` / ``NAME:none`` settings of the inputs' batch axes.
 
     Returns ``{"model", "method", "data_note", "columns", "table", "attrs"}``: ``table`` holds
     the rows of :func:`layer_sensitivity` as dicts (most sensitive first; a layer whose outputs
@@ -165,6 +167,7 @@ def sensitivity_isolated(
     if max_layers is not None and int(max_layers) < 1:
         raise ConfigError(f"max_layers must be >= 1; got {max_layers}")
     payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
+               "batch_axis": list(batch_axes or ()),
                "data": None if data is None else str(data), "method": method,
                "max_layers": None if max_layers is None else int(max_layers), "label": source_label(source)}
     return run_queued_job("benchmark.analysis.isolated:_sensitivity_job", payload, f"{method} sensitivity analysis",
@@ -186,6 +189,7 @@ def search_isolated(
     on_wait: WaitCallback | None = None,
     timeout_s: float | None = DEFAULT_JOB_TIMEOUT_S,
     queue: bool = True,
+    batch_axes: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """:func:`accuracy_aware_search` of ``source`` in a spawned child (queue, progress and errors as
     :func:`sensitivity_isolated`; ``timeout_s`` applies per trial).
@@ -215,6 +219,7 @@ def search_isolated(
     work = Path(workdir) if workdir is not None else work_root() / f"search-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True, exist_ok=True)
     payload = {"source": str(source), "inputs": list(inputs or ()), "arch": arch, "trust_pickle": bool(trust_pickle),
+               "batch_axis": list(batch_axes or ()),
                "data": None if data is None else str(data), "budget_points": budget, "max_trials": int(max_trials),
                "sensitivity": _records(sensitivity), "workdir": str(work),
                "label": source_label(source)}

@@ -156,15 +156,14 @@ def latency_p50_ms(path: Path, prep: PreparedGraph, data: Dataset, model: "Loade
     (``LATENCY_THREADS`` intra-op thread) and :func:`benchmark.measure.latency.measure_latency`
     with :data:`LATENCY_SETTINGS`, holding the CPU device lock while it times.
     """
-    import numpy as np
-
     from ..backends import get_backend
     from ..config import RunConfig
     from ..measure.latency import measure_latency
     from ..models.base import Variant
 
     batch = prep.batch or min(LATENCY_BATCH, len(data))
-    feeds = {n: np.ascontiguousarray(data.arrays[n][:batch]) for n in prep.inputs}
+    first = data.head(batch) or {}
+    feeds = {n: first[n] for n in prep.inputs if n in first}
     cfg = RunConfig(backend="onnxruntime", device="cpu", batch_size=batch, threads=LATENCY_THREADS, **LATENCY_SETTINGS)
     variant = Variant(name=path.stem, model=model, precision=precision, onnx_path=path)
     session = get_backend("onnxruntime").prepare(variant, "cpu", threads=cfg.threads)

@@ -140,8 +140,14 @@ class Backend:
         raise NotImplementedError
 
 
-def feeds_batch(feeds: dict[str, np.ndarray]) -> int | None:
-    """The batch size of ``feeds``: dim 0 of the first input that has dimensions (None: all scalars)."""
+def feeds_batch(feeds: dict[str, np.ndarray], specs=None) -> int | None:
+    """The batch size of ``feeds``: with input ``specs``, the size at the batch axis of the first
+    input that has one (None when none has); without, dim 0 of the first input that has dimensions
+    (None: all scalars)."""
+    if specs is not None:
+        from ..data.base import batch_of
+
+        return batch_of(feeds, specs)
     for arr in feeds.values():
         if np.ndim(arr):
             return int(np.shape(arr)[0])

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.base import contiguous
 from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, runtime_failure
 
@@ -207,7 +208,7 @@ class OrtSession(Session):
                 np.issubdtype(arr.dtype, np.floating) == np.issubdtype(dtype, np.floating)
             ):
                 arr = arr.astype(dtype)
-            out[name] = np.ascontiguousarray(arr)
+            out[name] = contiguous(arr)
         return out
 
     @staticmethod

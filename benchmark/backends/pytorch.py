@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.base import contiguous
 from ..errors import BackendUnavailableError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, runtime_failure
 
@@ -145,7 +146,7 @@ class TorchSession(Session):
 
         tensors = []
         for arr in self._ordered(feeds):
-            t = torch.from_numpy(np.ascontiguousarray(arr))
+            t = torch.from_numpy(contiguous(arr))
             if t.is_floating_point() and self._float_dtype is not None:
                 t = t.to(self._float_dtype)
             tensors.append(t.to(self.device) if self.device != "cpu" else t)

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.base import contiguous
 from ..errors import BackendUnavailableError, ConfigError, DataError, MeasurementError, one_line
 from .base import Backend, Session, SessionInfo, feeds_batch
 from . import trt_build, trt_engine as te
@@ -156,7 +157,7 @@ class _EngineFactory:
         return extra
 
     def _calib_cache_path(self) -> Path:
-        batch = int(next(iter(self.calib_batches[0].values())).shape[0])
+        batch = feeds_batch(self.calib_batches[0], self.specs) or 1
         key = te.calibration_cache_key(self.model_sha256, self.calib_sha256 or "", batch, self.trt_version)
         if self.cache is not None:
             root = self.cache.root
@@ -229,7 +230,7 @@ class _EngineFactory:
         if mem is None:
             mem = getattr(engine, "device_memory_size", None)
         record["engine_device_memory_bytes"] = int(mem) if mem is not None else None
-        dynamic = any(spec.shape and not isinstance(spec.shape[0], int) for spec in self.specs)
+        dynamic = any(spec.batch_axis is not None and not isinstance(spec.batch_dim, int) for spec in self.specs)
         return _Engine(engine, context, profile, max(record["batch_sizes"]) if dynamic else None,
                        inputs, outputs, record)
 
@@ -293,7 +294,7 @@ class TrtSession(Session):
                 f"tensorrt: input shape outside the engine's optimization profile: {'; '.join(bad)}")
         tensors: dict[str, Any] = {}
         for name, dtype in eng.inputs:
-            arr = np.ascontiguousarray(ordered[name])
+            arr = contiguous(ordered[name])
             t = torch.from_numpy(arr)
             t = t.to(device="cuda", dtype=dtype) if t.dtype != dtype else t.to("cuda")
             tensors[name] = t.contiguous()
@@ -339,7 +340,7 @@ class TrtSession(Session):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        eng = self._engine(feeds_batch(feeds), exact=False)
+        eng = self._engine(feeds_batch(feeds, self.factory.specs), exact=False)
         io = self._io(eng, feeds)
         self._execute(eng)
         torch.cuda.current_stream().synchronize()
@@ -353,7 +354,7 @@ class TrtSession(Session):
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
         import torch
 
-        eng = self._engine(feeds_batch(feeds), exact=True)
+        eng = self._engine(feeds_batch(feeds, self.factory.specs), exact=True)
         self._bound = (eng, self._io(eng, feeds))
         torch.cuda.synchronize()
 

@@ -131,8 +131,8 @@ class TorchTensorRTSession(TorchSession):
         self.compiled: dict[int, tuple[Any, float]] = {}  # max batch -> (module, compile seconds)
         self._bound_batch: int | None = None
         # a model whose batch dimension is a fixed number has one shape: one module serves every call
-        dims = [spec.shape[0] for spec in input_specs if spec.shape]
-        self.fixed_batch = dims[0] if dims and all(isinstance(d, int) for d in dims) else None
+        dims = [spec.batch_dim for spec in input_specs if spec.batch_axis is not None]
+        self.fixed_batch = dims[0] if dims and all(isinstance(d, int) for d in dims) else (None if dims else 1)
 
     def _example_dtype(self, spec):
         import torch
@@ -177,11 +177,11 @@ class TorchTensorRTSession(TorchSession):
         return self._compile(batch)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        self.module = self._module_for(feeds_batch(feeds) or 1, exact=False)
+        self.module = self._module_for(feeds_batch(feeds, self.input_specs) or 1, exact=False)
         return super().run(feeds)
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
-        self._bound_batch = self.fixed_batch or feeds_batch(feeds) or 1
+        self._bound_batch = self.fixed_batch or feeds_batch(feeds, self.input_specs) or 1
         self.module = self._module_for(self._bound_batch, exact=True)
         super().bind(feeds)
 

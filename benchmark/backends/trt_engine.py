@@ -194,11 +194,12 @@ def _batches(batch_sizes: Iterable[int]) -> list[int]:
 
 def profile_shapes(input_specs: Sequence, batch_sizes: Iterable[int],
                    opt_batch: int | None = None) -> dict[str, tuple[Shape, Shape, Shape]]:
-    """``{input name: (min, opt, max)}`` covering ``batch_sizes`` (dim 0 is the batch axis).
+    """``{input name: (min, opt, max)}`` covering ``batch_sizes`` on each input's batch axis.
 
     ``min`` uses batch 1, ``opt`` the largest batch size unless ``opt_batch`` is given (it must
-    lie in [1, max]), ``max`` the largest. Inputs whose dim 0 is a fixed number keep their shape
-    in all three. Other dynamic dims raise ``ConfigError`` (fix them with an input override).
+    lie in [1, max]), ``max`` the largest. Inputs whose batch dim is a fixed number, and inputs
+    without a batch axis, keep their shape in all three. Other dynamic dims raise ``ConfigError``
+    (fix them with an input override).
     """
     sizes = _batches(batch_sizes)
     largest = sizes[-1]
@@ -210,7 +211,7 @@ def profile_shapes(input_specs: Sequence, batch_sizes: Iterable[int],
         if not spec.shape:
             out[spec.name] = ((), (), ())
             continue
-        if isinstance(spec.shape[0], int):
+        if spec.batch_axis is None or isinstance(spec.batch_dim, int):
             fixed = spec.concrete()
             out[spec.name] = (fixed, fixed, fixed)
             continue

@@ -42,11 +42,9 @@ def _tensors(model_inputs, dataset: Dataset, idx=None) -> list:
     import torch
 
     out = []
+    arrays = dataset.arrays if idx is None else dataset.select(idx)
     for spec in model_inputs:
-        arr = dataset.arrays[spec.name]
-        if idx is not None:
-            arr = arr[idx]
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arrays[spec.name])
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         out.append(torch.from_numpy(arr))
@@ -214,12 +212,7 @@ def _split(train: Dataset) -> tuple[Dataset, Dataset | None]:
     order = np.random.default_rng(SEED).permutation(n)
     k = max(1, int(round(HOLDOUT_SHARE * n)))
     hold, keep = np.sort(order[:k]), np.sort(order[k:])
-
-    def take(idx):
-        return Dataset(train.name, {name: arr[idx] for name, arr in train.arrays.items()},
-                       None if train.labels is None else train.labels[idx], dict(train.feed_axis), train.description)
-
-    return take(keep), take(hold)
+    return train.take(keep), train.take(hold)
 
 
 @register_compression("distill")

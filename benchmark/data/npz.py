@@ -2,11 +2,16 @@
 
 Rules for a user ``.npz`` file:
 
-- one array per model input, named after it, all with the same leading sample count N, plus an
+- one array per model input, named after it, all holding the same number of samples N, plus an
   optional ``labels`` array [N] of integers (class ids);
-- where an array's rank equals the input's rank, its leading axis is the batch axis (batches are
-  slices ``arr[i:i+B]``); where it is one higher, ``arr[i]`` is one whole feed, given as is;
-- static dims of the input other than the batch dim (dim 0, for batch-axis arrays) must match;
+- where an array's rank equals the input's rank, it holds the samples along the input's batch
+  axis (dim 0 unless the model or ``--batch-axis`` says otherwise: a state ``[2, N, 128]`` along
+  dim 1; batches are slices along it); where it is one higher, ``arr[i]`` is one whole feed, given
+  as is; for an input without a batch axis (a scalar sample rate) an array of its own rank is one
+  value fed with every batch;
+- where an array of the input's rank counts a different N along its batch axis than every other
+  array (which agree), the input's only other open dim holding their N is taken as its batch axis;
+- static dims of the input other than the batch axis (of arrays holding samples along it) must match;
 - the array's dtype must convert to the input's without changing kind (float64 -> float32 is
   accepted, float -> int is not; integer narrowing is accepted only when every value fits);
 - files are read with ``allow_pickle=False``: object arrays are refused, since unpickling them
@@ -130,33 +135,16 @@ def check_arrays(
         )
     out: dict[str, np.ndarray] = {}
     feed_axis: dict[str, bool] = {}
-    counts: dict[str, int] = {}
+    batch_axis: dict[str, int | None] = {}
     for spec in inputs:
         arr = np.asarray(arrays[spec.name])
-        rank = len(spec.shape)
-        if arr.ndim == rank and rank > 0:
-            per_feed = False
-            check_dims = range(1, rank)
-        elif arr.ndim == rank + 1:
-            per_feed = True
-            check_dims = range(rank)
-        else:
-            raise DataError(
-                f"{where}: array {spec.name!r} has shape {_fmt_shape(arr.shape)} {arr.dtype}; input "
-                f"{spec.name!r} expects {_expected(spec)}"
-            )
-        feed_shape = arr.shape[1:] if per_feed else arr.shape
-        for d in check_dims:
-            want = spec.shape[d]
-            if isinstance(want, int) and feed_shape[d] != want:
-                raise DataError(
-                    f"{where}: array {spec.name!r} has shape {_fmt_shape(arr.shape)} {arr.dtype}; input "
-                    f"{spec.name!r} expects {_expected(spec)} (dim {d} must be {want})"
-                )
+        per_feed, axis = _array_kind(spec, arr, where)
         out[spec.name] = _cast(spec.name, arr, spec, where)
         check_finite_array(spec.name, out[spec.name], where)
         feed_axis[spec.name] = per_feed
-        counts[spec.name] = len(arr)
+        batch_axis[spec.name] = axis
+    _rehome_batch_axes(out, inputs, feed_axis, batch_axis)
+    counts = _sample_counts(out, feed_axis, batch_axis)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.dtype.kind not in "iu" or labels.ndim == 0:
@@ -174,10 +162,63 @@ def check_arrays(
         check_labels(labels, None, where)
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        raise DataError(f"{where}: arrays must share the leading sample count N; got {detail}")
-    if next(iter(counts.values()), 0) == 0:
+        raise DataError(f"{where}: arrays must share the sample count N (along each input's batch axis, or the "
+                        f"leading axis of per-feed arrays); got {detail}; where an input's batch axis is not the one "
+                        "counted, give it with --batch-axis NAME:AXIS")
+    if counts and next(iter(counts.values()), 0) == 0:
         raise DataError(f"{where}: the arrays hold 0 samples")
-    return Dataset(name=name, arrays=out, labels=labels, feed_axis=feed_axis, description=f"user data {where}")
+    return Dataset(name=name, arrays=out, labels=labels, feed_axis=feed_axis, description=f"user data {where}",
+                   batch_axis=batch_axis)
+
+
+def _array_kind(spec: InputSpec, arr: np.ndarray, where: str) -> tuple[bool, int | None]:
+    """(per-feed, batch axis) of the array given for ``spec``; DataError when its rank or a static dim
+    does not fit. Per-feed arrays are checked on every static dim of a feed (a feed is fed as given);
+    arrays of the input's rank on every static dim but the batch axis; an array of the input's rank
+    for an input without a batch axis is a constant, fed as given with every batch."""
+    rank = len(spec.shape)
+    axis = spec.batch_axis
+    if arr.ndim == rank + 1:
+        per_feed, feed_shape, skip = True, arr.shape[1:], None
+    elif arr.ndim == rank:
+        per_feed, feed_shape, skip = False, arr.shape, axis
+    else:
+        raise DataError(
+            f"{where}: array {spec.name!r} has shape {_fmt_shape(arr.shape)} {arr.dtype}; input "
+            f"{spec.name!r} expects {_expected(spec)}"
+        )
+    for d in range(rank):
+        want = spec.shape[d]
+        if d != skip and isinstance(want, int) and feed_shape[d] != want:
+            raise DataError(
+                f"{where}: array {spec.name!r} has shape {_fmt_shape(arr.shape)} {arr.dtype}; input "
+                f"{spec.name!r} expects {_expected(spec)} (dim {d} must be {want})"
+            )
+    return per_feed, axis
+
+
+def _sample_counts(arrays, feed_axis, batch_axis) -> dict[str, int]:
+    """Samples each array holds: along its batch axis, or its leading axis for per-feed arrays."""
+    return {k: (len(v) if feed_axis[k] else int(v.shape[batch_axis[k]]))
+            for k, v in arrays.items() if feed_axis[k] or batch_axis[k] is not None}
+
+
+def _rehome_batch_axes(arrays: dict[str, np.ndarray], inputs, feed_axis: dict[str, bool],
+                       batch_axis: dict[str, int | None]) -> None:
+    """Where an array of the input's rank counts a different number of samples along its batch
+    axis than every other array (which agree), and exactly one other open dim of the input holds
+    their number, that dim is its batch axis (in place). Per-feed arrays and constants stay."""
+    for spec in inputs:
+        counts = _sample_counts(arrays, feed_axis, batch_axis)
+        name = spec.name
+        others = {v for k, v in counts.items() if k != name}
+        if feed_axis[name] or name not in counts or len(others) != 1 or counts[name] in others:
+            continue
+        common = next(iter(others))
+        fits = [d for d, dim in enumerate(spec.shape)
+                if not isinstance(dim, int) and d != batch_axis[name] and arrays[name].shape[d] == common]
+        if len(fits) == 1:
+            batch_axis[name] = fits[0]
 
 
 def _read_head(source: str | Path | BinaryIO, label: str) -> bytes:
@@ -321,19 +362,19 @@ def random_dataset(
     seed: int = 0,
     name: str = "random",
 ) -> Dataset:
-    """``n`` random samples matching ``inputs`` (batch axis = dim 0), without labels.
+    """``n`` random samples matching ``inputs`` (along each input's batch axis), without labels.
 
     Float inputs are standard normal, integer inputs are 0 or 1 (ones for ``*mask*`` names), bool
-    inputs are True - the same conventions as :meth:`LoadedModel.example_inputs`. Dynamic dims
-    other than dim 0 raise :class:`ConfigError` (give them with an input override).
+    inputs are True - the same conventions as :meth:`LoadedModel.example_inputs`. An input without
+    a batch axis gets one array fed with every batch. Dynamic dims other than the batch axis raise
+    :class:`ConfigError` (give them with an input override).
     """
     if n < 1:
         raise DataError(f"random dataset needs n >= 1; got {n}")
-    shapes = {s.name: (s.concrete(n) if s.shape else (n,)) for s in inputs}
+    shapes = {s.name: s.concrete(n) for s in inputs}
     arrays = random_arrays(inputs, shapes, seed=seed, what=f"{n} random samples of {', '.join(shapes)}")
-    return Dataset(name=name, arrays=arrays, labels=None,
-                   feed_axis={s.name: not s.shape for s in inputs},
-                   description=f"{n} random samples (seed {seed})")
+    return Dataset(name=name, arrays=arrays, labels=None, feed_axis={s.name: False for s in inputs},
+                   description=f"{n} random samples (seed {seed})", batch_axis={s.name: s.batch_axis for s in inputs})
 
 
 __all__ = ["load_npz", "check_npz_headers", "check_arrays", "check_finite_array", "check_labels", "random_dataset", "MAX_NPZ_BYTES",

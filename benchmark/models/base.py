@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import InputSpec, OutputSpec
+from ..config import UNNAMED_INPUT, InputSpec, OutputSpec
 from ..errors import ConfigError
 
 #: Model formats Slimbench reads.
@@ -46,21 +46,30 @@ class LoadedModel:
         raise ConfigError(f"model {self.name!r} has no input {name!r}; inputs: {', '.join(s.name for s in self.inputs)}")
 
     def with_inputs(self, overrides: list[InputSpec] | tuple[InputSpec, ...]) -> "LoadedModel":
-        """A copy whose input specs are replaced by ``overrides`` (matched by name).
-
-        A single unnamed-looking override on a single-input model also applies when its name
-        differs (``x`` vs ``input``)? No: names must match, the error lists them.
+        """A copy whose input specs take the shapes and dtypes of ``overrides`` (matched by name;
+        each input keeps its batch axis where the rank allows). An override without a name
+        (:data:`~benchmark.config.UNNAMED_INPUT`, from ``--input 1x3x224x224``) applies to a
+        single-input model's input; names must otherwise match, the error lists them.
         """
         if not overrides:
             return self
-        by_name = {o.name: o for o in overrides}
-        unknown = [n for n in by_name if n not in {s.name for s in self.inputs}]
+        names = [s.name for s in self.inputs]
+        by_name = {}
+        for o in overrides:
+            if o.name == UNNAMED_INPUT:
+                if len(names) != 1:
+                    raise ConfigError(f"input shape {'x'.join(map(str, o.shape))} names no input, but {self.name!r} has "
+                                      f"{len(names)} inputs ({', '.join(names)}); write NAME:SHAPE")
+                o = InputSpec(names[0], o.shape, o.dtype)
+            by_name[o.name] = o
+        unknown = [n for n in by_name if n not in names]
         if unknown:
             raise ConfigError(
                 f"input override for {', '.join(map(repr, unknown))} does not match any input of "
-                f"{self.name!r}; inputs: {', '.join(s.name for s in self.inputs)}"
+                f"{self.name!r}; inputs: {', '.join(names)}"
             )
-        new_inputs = [by_name.get(s.name, s) for s in self.inputs]
+        new_inputs = [s.with_shape(by_name[s.name].shape, by_name[s.name].dtype) if s.name in by_name else s
+                      for s in self.inputs]
         return dataclasses.replace(self, inputs=new_inputs)
 
     def example_tensors(self, batch_size: int = 1, seed: int = 0) -> tuple:
@@ -68,7 +77,8 @@ class LoadedModel:
         return feeds_to_tensors(self.example_inputs(batch_size, seed), self.inputs)
 
     def example_inputs(self, batch_size: int = 1, seed: int = 0) -> dict[str, Any]:
-        """Random numpy feeds matching the input specs (batch axis = dim 0), each in its input's dtype.
+        """Random numpy feeds matching the input specs (``batch_size`` on each input's batch axis; an
+        input without one as declared), each in its input's dtype.
 
         Integer inputs get values in [0, 2) for masks/ids (``attention_mask``-like names get ones).
         Inputs that would not fit in the available memory raise ``ResourceError`` before anything
@@ -84,12 +94,13 @@ class LoadedModel:
 
 def feeds_to_tensors(feeds: dict[str, Any], inputs) -> tuple:
     """Numpy feeds as a tuple of CPU tensors in input order (bfloat16 inputs cast; integers stay integers)."""
-    import numpy as np
     import torch
+
+    from ..data.base import contiguous
 
     args = []
     for spec in inputs:
-        t = torch.from_numpy(np.ascontiguousarray(feeds[spec.name]))
+        t = torch.from_numpy(contiguous(feeds[spec.name]))
         if spec.dtype == "bfloat16":
             t = t.to(torch.bfloat16)
         args.append(t)

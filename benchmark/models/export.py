@@ -33,10 +33,17 @@ class ExportInfo:
     warnings: list[str] = field(default_factory=list)
 
 
-def _example_args(module, inputs: list[InputSpec], batch_size: int):
+def _open_batch(spec: InputSpec) -> bool:
+    return spec.batch_axis is not None and not isinstance(spec.batch_dim, int)
+
+
+def _example_args(module, inputs: list[InputSpec], batch_size: int | None):
+    """Example tensors: ``batch_size`` on each open batch axis; inputs whose batch dim is a number,
+    or that have no batch axis, as declared."""
     from .base import LoadedModel
 
-    return LoadedModel(name="export", format="sample", framework="torch", inputs=list(inputs)).example_tensors(batch_size)
+    specs = [s if _open_batch(s) else s.with_batch_axis(None) for s in inputs]
+    return LoadedModel(name="export", format="sample", framework="torch", inputs=specs).example_tensors(batch_size)
 
 
 def _set_eval(module) -> None:
@@ -86,8 +93,10 @@ def export_onnx(
 ) -> ExportInfo:
     """Export ``module`` (eager, GraphModule or ScriptModule) to one ONNX file at ``path``.
 
-    Dim 0 of every input is the dynamic ``batch`` axis when ``dynamic_batch`` is set. Integer
-    inputs (token ids, masks) are supported. Returns an :class:`ExportInfo`.
+    Each input's open batch axis (:attr:`InputSpec.batch_axis`, dim 0 unless the model says
+    otherwise) is the dynamic ``batch`` dim when ``dynamic_batch`` is set; inputs whose batch dim
+    is a number, or that have no batch axis, keep their shapes (and with none open the export is
+    static). Integer inputs (token ids, masks) are supported. Returns an :class:`ExportInfo`.
     """
     import torch
 
@@ -95,6 +104,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     _set_eval(module)
     names = [s.name for s in inputs]
+    dynamic_batch = dynamic_batch and any(_open_batch(s) for s in inputs)
     is_script = isinstance(module, torch.jit.ScriptModule)
     # Batch 2 for tracing: torch.export specialises dims of size 0/1.
     args = _example_args(module, inputs, 2 if dynamic_batch else None)
@@ -104,7 +114,7 @@ def export_onnx(
             dyn = None
             if dynamic_batch:
                 batch = torch.export.Dim("batch", min=1, max=65536)
-                dyn = tuple({0: batch} for _ in names)
+                dyn = tuple({s.batch_axis: batch} if _open_batch(s) else None for s in inputs)
             with _quiet():
                 prog = torch.onnx.export(
                     module, args, None, dynamo=True, external_data=False, dynamic_shapes=dyn,
@@ -123,7 +133,7 @@ def export_onnx(
     else:
         errors.append("torch.export refuses ScriptModules")
     try:
-        dynamic_axes = {n: {0: "batch"} for n in names} if dynamic_batch else None
+        dynamic_axes = {s.name: {s.batch_axis: "batch"} for s in inputs if _open_batch(s)} if dynamic_batch else None
         if dynamic_axes and output_names:
             dynamic_axes.update({n: {0: "batch"} for n in output_names})
         with _quiet(), warnings.catch_warnings(record=True) as caught:

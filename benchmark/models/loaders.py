@@ -22,6 +22,7 @@ from ..config import InputSpec, OutputSpec
 from ..errors import TRUST_OPT_IN, BenchmarkError, ConfigError, ModelLoadError, ResourceError, UnsafeModelError, one_line
 from ..registry import Registry
 from .base import LoadedModel
+from .batch_axes import apply_batch_axes, infer_batch_axes
 
 ONNX_EXTS = (".onnx",)
 TORCH_EXTS = (".pt", ".pth", ".ts", ".jit", ".bin", ".ckpt")
@@ -77,11 +78,14 @@ def load_model(
     trust_pickle: bool = False,
     arch: str | None = None,
     name: str | None = None,
+    batch_axes: list[str] | tuple[str, ...] | None = None,
 ) -> LoadedModel:
-    """Load ``source`` (a path or ``sample:NAME``) and apply input overrides.
+    """Load ``source`` (a path or ``sample:NAME``), find each input's batch axis, apply input overrides.
 
     ``arch`` names a built-in architecture for state_dict files. ``trust_pickle`` allows a full
     pickle (which executes code from the file); without it such files raise UnsafeModelError.
+    Batch axes are found from the model's symbolic dims (:mod:`benchmark.models.batch_axes`);
+    ``batch_axes`` (``NAME:AXIS`` / ``NAME:none``) overrides them.
     """
     text = str(source)
     if text.startswith("sample:"):
@@ -97,9 +101,12 @@ def load_model(
         model = _load_file(path, arch=arch, trust_pickle=trust_pickle)
     if name:
         model.name = name
+    model.inputs, note = infer_batch_axes(model.inputs, model.outputs)
+    if note:
+        model.notes.append(note)
     if inputs:
         model = model.with_inputs(list(inputs))
-    return model
+    return apply_batch_axes(model, batch_axes or ())
 
 
 def _load_file(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:

@@ -24,11 +24,14 @@ user ``.npz`` file is split: its first 20 % calibrate/train, the rest is evaluat
 
 Row honesty:
 
-- Batch sizes: a model whose own input declares a numeric dim 0 (an ONNX graph input ``[1, 4]``)
-  runs that batch only; other batch sizes are ``skipped`` ("model has a fixed batch of 1 ...").
-  With per-feed data (arrays one rank above the input) each timed iteration runs one feed as
-  given, so the feed's leading dim is the batch (throughput = that / mean latency) and other batch
-  sizes are ``skipped`` with the reason.
+- Batch sizes: each input's batch axis is found from the model's symbolic dims, the data or
+  ``--batch-axis`` (:mod:`benchmark.models.batch_axes`; a state ``[2, batch, 128]`` has axis 1, a
+  scalar sample rate none and is fed as given). A model whose own input declares a number on its
+  batch axis (an ONNX graph input ``[1, 4]``), or none of whose inputs has a batch axis, runs that
+  batch only; other batch sizes are ``skipped`` ("model has a fixed batch of 1 ..."). With
+  per-feed data (arrays one rank above the input) each timed iteration runs one feed as given, so
+  the size of the feed's batch axis is the batch (1 without one; throughput = that / mean latency)
+  and other batch sizes are ``skipped`` with the reason.
 - A compression step the config asks for that changed nothing (its record says ``changed=False``)
   keeps the requested config on the row, sets ``compressed_as_asked=False`` and adds a warning
   ("int8-dynamic quantized nothing: this row is the unquantized model").

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import CompressionConfig, RunConfig, SweepConfig
+from ..errors import ConfigError
 from ..results import run_key
 
 DEFAULT_JOB_TIMEOUT_S = 300.0
@@ -23,15 +24,21 @@ class PlannedRun:
     variant: str
     backend: str
     batch_size: int
+    target: str = ""  # where it runs (executors.Target.key); "" = this machine
     runtime: tuple[tuple[str, Any], ...] = ()  # the runtime settings its backend honours (sweep.runtime)
 
     @property
     def key(self) -> str:
+        return run_key(self.variant, self.backend, self.batch_size, self.target)
+
+    @property
+    def job_key(self) -> str:
+        """The key the job's child uses (it does not know the target)."""
         return run_key(self.variant, self.backend, self.batch_size)
 
     def to_payload(self) -> dict[str, Any]:
         """What the job's child needs of this run."""
-        return {"key": self.key, "variant": self.variant, "backend": self.backend, "batch_size": self.batch_size,
+        return {"key": self.job_key, "variant": self.variant, "backend": self.backend, "batch_size": self.batch_size,
                 "runtime": dict(self.runtime)}
 
 
@@ -70,7 +77,7 @@ def plan_sweep(cfg: SweepConfig) -> list[Job]:
         for b in cfg.backends:
             for runtime, suffix in combos_of[b]:
                 by_process.setdefault(process_key(runtime) or first, []).extend(
-                    PlannedRun(comp.name + suffix, b, int(bs), tuple(runtime.items())) for bs in cfg.batch_sizes)
+                    PlannedRun(comp.name + suffix, b, int(bs), runtime=tuple(runtime.items())) for bs in cfg.batch_sizes)
         jobs += [Job(comp, runs) for runs in by_process.values()]
     jobs.sort(key=lambda j: 0 if j.is_reference else 1)  # stable: otherwise the config's order
     return jobs
@@ -78,6 +85,12 @@ def plan_sweep(cfg: SweepConfig) -> list[Job]:
 
 def plan_size(plan: list[Job]) -> int:
     return sum(len(j.runs) for j in plan)
+
+
+def plan_for_targets(plan: list[Job], targets) -> list[tuple[Any, list[Job]]]:
+    """The plan once per target (``executors.Target``): each run gets the target's key."""
+    return [(t, [Job(j.compression, [dataclasses.replace(r, target=t.key) for r in j.runs]) for j in plan])
+            for t in targets]
 
 
 #: Rough costs (seconds, on a 2-core CPU) behind :func:`estimate_duration_s`.
@@ -153,13 +166,17 @@ def absolute_paths(cfg: SweepConfig) -> SweepConfig:
 
 def validate_sweep(cfg: SweepConfig, plugins: list[str] | None = None) -> None:
     """Checks the parent can make without loading the model, beyond the config's own: backends
-    exist (plugins loaded), the architecture is a built-in one, the resource environment variables
-    are numbers."""
+    exist (plugins loaded), the executor is installed, the architecture is a built-in one, the
+    resource environment variables are numbers."""
     from ..backends import get_backend
+    from ..executors import executor_unavailable
     from ..jobs import load_plugins
     from ..resources import check_environment
 
     load_plugins(plugins)
+    reason = executor_unavailable(cfg.executor)
+    if reason:
+        raise ConfigError(reason)
     for name in cfg.backends:
         get_backend(name)
     if getattr(cfg, "arch", None):

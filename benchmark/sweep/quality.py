@@ -162,7 +162,7 @@ def row_quality(report, is_reference: bool, backend: str, reference_note: str | 
         fid = dict(fidelity(report.logits, report.logits), reference="self", n=report.n_samples)
     elif report.cosine is not None or report.top1_agreement is not None:
         fid = {"top1_agreement": report.top1_agreement, "cosine": report.cosine,
-               "max_abs_err": report.max_abs_err, "mean_abs_err": report.mean_abs_err,
+               "max_abs_err": report.max_abs_err, "mean_abs_err": report.mean_abs_err, "rel_error": report.rel_error,
                "reference": f"fp32 on {backend}", "n": report.n_samples}
     elif reference_note:
         notes.append(reference_note)

@@ -11,8 +11,9 @@ from ..results import MAX_STORED_SAMPLES, RunResult
 
 #: Facts about a variant for ONE sample that every row of the variant repeats.
 SIZE_KEYS = ("params", "macs", "flops", "size_bytes", "sparsity")
-#: Statuses the factory makes (``running`` / ``cancelled`` are set by the store).
-ROW_STATUSES = ("ok", "failed", "skipped", "pending")
+#: Statuses the factory makes (``running`` / ``cancelled`` are set by the store; ``interrupted``: lost
+#: with the machine that ran it).
+ROW_STATUSES = ("ok", "failed", "skipped", "pending", "interrupted")
 #: Precision steps a backend may apply itself (see ``Session.applies_precision``).
 PRECISION_STEPS = ("fp16", "bf16", "int8-dynamic", "int8-static", "mixed")
 

@@ -19,13 +19,14 @@ from typing import Any, Callable
 from .. import errors as _errors
 from ..config import SweepConfig
 from ..errors import BenchmarkError, ConfigError, StoreError
+from ..executors import LOCAL, LOST, LocalExecutor, Target, make_executor, run_per_target
 from ..results import RunResult
 from ..store import Store
 from .child import JOB_TARGET
 from .explained import explain_sweep
 from .plan import (
-    DEFAULT_JOB_TIMEOUT_S, Job, PlannedRun, absolute_paths, plan_size, plan_sweep, run_settings, sweep_config_from_dict,
-    sweep_config_to_dict, validate_sweep,
+    DEFAULT_JOB_TIMEOUT_S, Job, PlannedRun, absolute_paths, plan_for_targets, plan_size, plan_sweep, run_settings,
+    sweep_config_from_dict, sweep_config_to_dict, validate_sweep,
 )
 from .rows import RowFactory
 
@@ -71,13 +72,15 @@ def _workdir_for(store: Store) -> Path:
 
 
 class _JobEvents:
-    """What one job's child reports, applied to the runner and the store as it arrives."""
+    """What one job's child reports, applied to the runner and the store as it arrives. The child
+    does not know its target: its keys are :attr:`PlannedRun.job_key`; its rows get the target here."""
 
-    def __init__(self, runner: "_Runner", job: Job, runs: list[PlannedRun]):
+    def __init__(self, runner: "_Runner", job: Job, runs: list[PlannedRun], target: Target):
         self.runner = runner
         self.job = job
         self.runs = runs
-        self.by_key = {r.key: r for r in runs}
+        self.target = target
+        self.by_key = {r.job_key: r for r in runs}
         self.reported: set[str] = set()
         self.current: list[str] = []  # the runs a crash now would fail
         self.sub = 0.0  # progress inside the current run
@@ -87,7 +90,7 @@ class _JobEvents:
         if kind == "checked":
             self.on_checked(event)
         elif kind == "variant":
-            self.runner.variant_info[self.job.variant] = dict(event.get("info") or {})
+            self.runner.variant_info[(self.target.key, self.job.variant)] = dict(event.get("info") or {})
         elif kind == "run_started":
             self.current[:] = list(event.get("keys") or [])
             self.sub = 0.0
@@ -101,34 +104,45 @@ class _JobEvents:
 
     def on_checked(self, event: dict) -> None:
         runner = self.runner
-        runner.model_name = event.get("model")
-        if not runner.checked:
-            runner.ensure_sweep(runner.model_name)
-            runner.store.set_run_status(runner.sweep_id, [r.key for r in self.runs], "running")
-            runner.checked = True
+        with runner.lock:  # targets run in threads: the first job to load the model creates the sweep
+            runner.model_name = event.get("model")
+            if not runner.checked:
+                runner.ensure_sweep(runner.model_name)
+                runner.checked = True
+        runner.store.set_run_status(runner.sweep_id, [r.key for r in self.runs], "running")
 
     def on_result(self, row: RunResult) -> None:
         runner = self.runner
         row.sweep_id = runner.sweep_id
-        if row.key not in self.by_key:
+        child_key = row.key  # the child's rows carry no target
+        if child_key not in self.by_key:
             return
+        row.target = self.target.key
         if runner.sweep_id is None:  # cannot happen: results come after "checked"
             runner.ensure_sweep(row.model)
         runner.store.add_result(row)
-        self.reported.add(row.key)
-        if row.key in self.current:
-            self.current.remove(row.key)
-        runner.done += 1
+        self.reported.add(child_key)
+        if child_key in self.current:
+            self.current.remove(child_key)
+        with runner.lock:
+            runner.done += 1
         self.sub = 0.0
         note = f" ({row.error})" if row.status == "failed" and row.error else ""
-        runner.report(f"{row.variant} on {row.backend} batch {row.batch_size}: {row.status}{note}", force=True)
+        runner.report(f"{row.variant} on {row.backend} batch {row.batch_size}{_where(self.target)}: {row.status}{note}",
+                      force=True)
+
+
+def _where(target: Target) -> str:
+    """`` [label]`` for a row on another machine, nothing on this one."""
+    return f" [{target.label}]" if target.key else ""
 
 
 class _Runner:
-    """State of one ``run_sweep`` call."""
+    """State of one ``run_sweep`` call. Jobs run through ``executor`` on each of its targets (the
+    targets at once, each in a thread of its own; each target's jobs in plan order)."""
 
     def __init__(self, cfg: SweepConfig, store: Store, progress: Progress | None, job_timeout_s: float,
-                 plugins: list[str], sweep_id: int | None, resume: bool):
+                 plugins: list[str], sweep_id: int | None, resume: bool, executor=None):
         self.cfg = cfg
         self.store = store
         self.progress_cb = progress
@@ -136,71 +150,86 @@ class _Runner:
         self.plugins = plugins
         self.sweep_id = sweep_id
         self.resume = resume
+        self.executor = executor or LocalExecutor()
         self.settings = run_settings(cfg)
-        self.plan = plan_sweep(cfg)
-        self.total = plan_size(self.plan)
+        self.by_target = plan_for_targets(plan_sweep(cfg), self.executor.targets())
+        self.total = sum(plan_size(jobs) for _, jobs in self.by_target)
+        self.targets = {t.key: t for t, _ in self.by_target}
         self.done = 0
         self.todo = 0
         # False: the model has not loaded yet (bad input raises); True: it has; None: resumed (it did before)
         self.checked: bool | None = False
         self.model_name: str | None = None
-        self.variant_info: dict[str, dict] = {}  # what a job's child reported about its variant
+        self.variant_info: dict[tuple[str, str], dict] = {}  # (target, variant) -> what its job's child reported
         self.last_store_progress = 0.0
         self.pending_progress: tuple[str, float | None] | None = None
         self.workdir = _workdir_for(store)
+        self.lock = threading.RLock()  # targets run in threads of their own
+        self.stop = threading.Event()  # Ctrl-C (or an error) while targets run
 
     # --- progress ---------------------------------------------------------------------------
     def report(self, message: str, sub: float | None = None, force: bool = False) -> None:
-        frac = None
-        if self.todo:
-            frac = min(1.0, (self.done + (sub or 0.0)) / self.todo)
-        text = f"[{self.done}/{self.todo}] {message}" if self.todo else message
-        if self.progress_cb:
-            self.progress_cb(text, frac)
-        self.pending_progress = (text, frac)
-        if force or time.monotonic() - self.last_store_progress > 0.5:
-            self.flush_progress()
+        with self.lock:
+            frac = None
+            if self.todo:
+                frac = min(1.0, (self.done + (sub or 0.0)) / self.todo)
+            text = f"[{self.done}/{self.todo}] {message}" if self.todo else message
+            if self.progress_cb:
+                self.progress_cb(text, frac)
+            self.pending_progress = (text, frac)
+            if force or time.monotonic() - self.last_store_progress > 0.5:
+                self.flush_progress()
 
     def flush_progress(self) -> None:
         """Write the latest progress line to the store (also the heartbeat); called at least once a second."""
         if self.sweep_id is None:
             return
-        self.last_store_progress = time.monotonic()
-        if self.pending_progress is not None:
-            text, frac = self.pending_progress
-            self.pending_progress = None
-            self.store.update_progress(self.sweep_id, text, frac)
+        with self.lock:
+            self.last_store_progress = time.monotonic()
+            pending, self.pending_progress = self.pending_progress, None
+        if pending is not None:
+            self.store.update_progress(self.sweep_id, *pending)
         else:
             self.store.heartbeat(self.sweep_id)
 
     # --- sweep row + placeholders -----------------------------------------------------------
     def config_record(self) -> dict[str, Any]:
         return {"sweep": sweep_config_to_dict(self.cfg),
-                "runner": {"job_timeout_s": self.job_timeout_s, "plugins": self.plugins, "settings": self.settings}}
+                "runner": {"job_timeout_s": self.job_timeout_s, "plugins": self.plugins, "settings": self.settings,
+                           "targets": [t.to_dict() for t, _ in self.by_target]}}
 
     def ensure_sweep(self, model_name: str | None) -> None:
-        if self.sweep_id is None:
-            self.sweep_id = self.store.create_sweep(self.cfg.model, self.config_record(), device=self.cfg.device,
-                                                    status="running", total_runs=self.total, pid=os.getpid())
-        placeholders = []
-        for job in self.plan:
-            rows = RowFactory(model_name or self.cfg.model, job.compression, self.cfg.device)
-            placeholders += [rows.row(run.backend, run.batch_size, "pending", variant=run.variant) for run in job.runs]
-        self.store.add_pending(self.sweep_id, placeholders)
+        with self.lock:
+            if self.sweep_id is None:
+                self.sweep_id = self.store.create_sweep(self.cfg.model, self.config_record(), device=self.cfg.device,
+                                                        status="running", total_runs=self.total, pid=os.getpid())
+            placeholders = []
+            for _, jobs in self.by_target:
+                for job in jobs:
+                    rows = RowFactory(model_name or self.cfg.model, job.compression, self.cfg.device)
+                    placeholders += [rows.row(run.backend, run.batch_size, "pending", target=run.target,
+                                              variant=run.variant) for run in job.runs]
+            self.store.add_pending(self.sweep_id, placeholders)
 
     def cancel_check(self) -> bool:
-        return self.sweep_id is not None and self.store.cancel_requested(self.sweep_id)
+        return self.stop.is_set() or (self.sweep_id is not None and self.store.cancel_requested(self.sweep_id))
 
-    def on_wait(self, ahead: int) -> None:
+    def on_wait(self, ahead: int, target: Target) -> None:
         text = (f"queued behind {ahead} sweep{'s' if ahead != 1 else ''} on {self.cfg.device}"
                 if ahead else f"waiting for device {self.cfg.device}")
         if self.sweep_id is not None:
             self.store.update_sweep_status(self.sweep_id, "queued")
-        self.report(text, force=True)
+        self.report(text + (f" of {target.label}" if target.key else ""), force=True)
+
+    def on_start(self, runs: list[PlannedRun]) -> None:
+        """The job holds its device: the sweep and the job's rows are running."""
+        if self.sweep_id is not None:
+            self.store.update_sweep_status(self.sweep_id, "running")
+            self.store.set_run_status(self.sweep_id, [r.key for r in runs], "running")
 
     # --- main loop --------------------------------------------------------------------------
-    def jobs_to_run(self) -> list[Job]:
-        """The plan's jobs with only the runs still to do (on resume: the missing rows)."""
+    def work_to_run(self) -> list[tuple[Target, list[Job]]]:
+        """Per target, the plan's jobs with only the runs still to do (on resume: the missing rows)."""
         missing = None
         if self.sweep_id is not None:
             self.store.set_sweep_owner(self.sweep_id)
@@ -210,42 +239,63 @@ class _Runner:
                 self.ensure_sweep(None)
                 self.checked = None  # the model was loaded before: errors are job failures
                 missing = set(self.store.missing_runs(self.sweep_id))
-        jobs = []
-        for job in self.plan:
-            runs = [r for r in job.runs if missing is None or r.key in missing]
-            if runs:
-                jobs.append(Job(job.compression, runs))
-        return jobs
+            else:  # created beforehand: record the targets resolved now (a resume reuses them)
+                self.store.set_sweep_config(self.sweep_id, self.config_record())
+        work = []
+        for target, plan in self.by_target:
+            jobs = [Job(job.compression, [r for r in job.runs if missing is None or r.key in missing]) for job in plan]
+            jobs = [j for j in jobs if j.runs]
+            if jobs:
+                work.append((target, jobs))
+        return work
 
     def run(self) -> int:
-        from ..jobs import DeviceQueue, JobCancelled
+        work = self.work_to_run()
+        self.todo = sum(plan_size(jobs) for _, jobs in work)
+        run_per_target(work, self.run_target, self.stop)
+        if self.sweep_id is not None and self.store.cancel_requested(self.sweep_id):
+            return self.finish_cancelled()
+        explain_sweep(self.store, self.sweep_id)  # speedups, fractions of peak, measured explanations
+        counts = self.store.get_sweep(self.sweep_id).counts if self.sweep_id is not None else {}
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
+        if counts.get("interrupted"):
+            self.store.update_sweep_status(
+                self.sweep_id, "interrupted", progress=f"interrupted: {summary}",
+                error=f"{counts['interrupted']} rows were lost with their machine; resume with "
+                      f"`slimbench run --resume {self.sweep_id}` once it (or another node with its resource) is back")
+        else:
+            self.store.update_sweep_status(self.sweep_id, "done", progress=f"done: {summary}", fraction=1.0)
+        if self.progress_cb:
+            self.progress_cb(f"done: {summary}", 1.0)
+        return self.sweep_id
 
-        jobs = self.jobs_to_run()
-        self.todo = sum(len(j.runs) for j in jobs)
-        queue = DeviceQueue(self.cfg.device)
+    def run_target(self, target: Target, jobs: list[Job]) -> None:
+        """Run ``jobs`` one after another on ``target``; a lost target interrupts its other rows."""
         for index, job in enumerate(jobs):
             remaining = list(job.runs)
             attempt = 0
             while remaining:
                 attempt += 1
-                try:
-                    with queue.slot(sweep_id=self.sweep_id, db=self.store.path, label=f"{self.cfg.model} {job.variant}",
-                                    on_wait=self.on_wait, cancel_check=self.cancel_check):
-                        if self.sweep_id is not None:
-                            self.store.update_sweep_status(self.sweep_id, "running")
-                            self.store.set_run_status(self.sweep_id, [r.key for r in remaining], "running")
-                        remaining = self.run_job(job, remaining, attempt, index)
-                except JobCancelled:
-                    return self.finish_cancelled()
-                if self.sweep_id is not None and self.store.cancel_requested(self.sweep_id):
-                    return self.finish_cancelled()
-        explain_sweep(self.store, self.sweep_id)  # speedups, fractions of peak, measured explanations
-        counts = self.store.get_sweep(self.sweep_id).counts if self.sweep_id is not None else {}
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
-        self.store.update_sweep_status(self.sweep_id, "done", progress=f"done: {summary}", fraction=1.0)
-        if self.progress_cb:
-            self.progress_cb(f"done: {summary}", 1.0)
-        return self.sweep_id
+                if self.cancel_check():
+                    return
+                reason = self.executor.unavailable(target)
+                if reason:
+                    self.interrupt_rest(jobs[index:], remaining, f"not run: {reason}")
+                    return
+                remaining, lost = self.run_job(job, remaining, attempt, index, target)
+                if lost:
+                    self.interrupt_rest(jobs[index + 1:], [], lost)
+                    return
+
+    def interrupt_rest(self, jobs: list[Job], runs: list[PlannedRun], error: str) -> None:
+        """Rows that will not run because their target is gone become ``interrupted``."""
+        if self.sweep_id is None:
+            self.ensure_sweep(self.model_name)
+        keys = [r.key for r in runs] + [r.key for j in jobs for r in j.runs]
+        self.store.set_run_status(self.sweep_id, keys, "interrupted", error=error)
+        with self.lock:
+            self.done += len(keys)
+        self.report(f"{len(keys)} runs interrupted: {error}", force=True)
 
     def finish_cancelled(self) -> int:
         if self.sweep_id is not None:
@@ -258,7 +308,8 @@ class _Runner:
     def job_payload(self, job: Job, runs: list[PlannedRun]) -> dict[str, Any]:
         cfg = self.cfg
         return {
-            "model": cfg.model, "inputs": list(cfg.inputs), "trust_pickle": bool(cfg.trust_pickle),
+            "model": cfg.model, "inputs": list(cfg.inputs), "batch_axis": list(cfg.batch_axis),
+            "trust_pickle": bool(cfg.trust_pickle),
             "arch": getattr(cfg, "arch", None), "data": cfg.data, "device": cfg.device, "settings": self.settings,
             "skip_peaks": bool(getattr(cfg, "skip_peaks", False)),
             "compression": dataclasses.asdict(job.compression),
@@ -266,44 +317,60 @@ class _Runner:
             "runs": [r.to_payload() for r in runs],
         }
 
-    def run_job(self, job: Job, runs: list[PlannedRun], attempt: int, index: int) -> list[PlannedRun]:
-        """Run one child for ``runs`` of ``job``; store what it reports. Returns the runs to retry."""
-        from ..jobs import run_isolated
+    def run_job(self, job: Job, runs: list[PlannedRun], attempt: int, index: int,
+                target: Target = LOCAL) -> tuple[list[PlannedRun], str | None]:
+        """Run one child for ``runs`` of ``job`` on ``target`` (through the executor, which waits for
+        the target's device first); store what it reports. Returns (runs to retry, why the target
+        was lost or None)."""
+        events = _JobEvents(self, job, runs, target)
+        tag = f"{index}-{attempt}" + (f"-{hashlib.sha1(target.key.encode()).hexdigest()[:6]}" if target.key else "")
+        self.report(f"{job.variant}: starting job" + (f" on {target.label}" if target.key else ""), force=True)
+        outcome = self.executor.execute(
+            target, JOB_TARGET, self.job_payload(job, runs), on_event=events,
+            on_wait=lambda ahead: self.on_wait(ahead, target), on_start=lambda: self.on_start(runs),
+            cancel_check=self.cancel_check, timeout_s=self.job_timeout_s, plugins=self.plugins,
+            log_path=self.workdir / f"job-{tag}.log", on_tick=self.flush_progress,
+            ticket={"sweep_id": self.sweep_id, "db": self.store.path, "label": f"{self.cfg.model} {job.variant}"})
+        return self.after_job(job, runs, outcome, events)
 
-        events = _JobEvents(self, job, runs)
-        self.report(f"{job.variant}: starting job", force=True)
-        outcome = run_isolated(
-            JOB_TARGET, self.job_payload(job, runs), on_event=events, timeout_s=self.job_timeout_s,
-            cancel_check=self.cancel_check, plugins=self.plugins, log_path=self.workdir / f"job-{index}-{attempt}.log",
-            on_tick=self.flush_progress,
-        )
+    def after_job(self, job: Job, runs: list[PlannedRun], outcome,
+                  events: _JobEvents) -> tuple[list[PlannedRun], str | None]:
+        """Fail, interrupt or retry the runs a job did not report. Returns (runs to retry, lost reason)."""
         if outcome.error_type == "cancelled":
-            return []
-        left = [r for r in runs if r.key not in events.reported]
+            return [], None
+        left = [r for r in runs if r.job_key not in events.reported]
         if outcome.ok:
             for r in left:
                 self.fail(job, r, "the job ended without a result for this run", outcome)
-            return []
-        if self.checked is False and outcome.is_bad_input:
-            # The model or data could not be used at all: bad input, nothing stored for it.
-            raise _error_class(outcome.error_type)(outcome.error)
-        if self.checked is False:
-            self.ensure_sweep(self.model_name)
-            self.checked = True
+            return [], None
+        if outcome.error_type == LOST:
+            for r in left:
+                self.fail(job, r, outcome.error, outcome, status="interrupted")
+            return [], outcome.error or "lost"
+        with self.lock:
+            if self.checked is False and outcome.is_bad_input:
+                # The model or data could not be used at all: bad input, nothing stored for it.
+                raise _error_class(outcome.error_type)(outcome.error)
+            if self.checked is False:
+                self.ensure_sweep(self.model_name)
+                self.checked = True
         crashed = [k for k in events.current if k in events.by_key and k not in events.reported]
         if crashed and outcome.error_type in ("signal", "timeout", "exit"):
             # A crash during a run fails that run only; the job's other runs get a fresh child.
             for key in crashed:
                 self.fail(job, events.by_key[key], outcome.error, outcome)
-            return [r for r in left if r.key not in crashed]
+            return [r for r in left if r.job_key not in crashed], None
         for r in left:
             self.fail(job, r, outcome.error, outcome)
-        return []
+        return [], None
 
-    def fail(self, job: Job, run: PlannedRun, error: str | None, outcome) -> None:
+    def fail(self, job: Job, run: PlannedRun, error: str | None, outcome, status: str = "failed") -> None:
+        """Store ``run`` as a ``failed`` (or ``interrupted``) row with what its job reported."""
         from ..paths import logs_dir
 
-        info = self.variant_info.get(job.variant, {})
+        if self.sweep_id is None:
+            self.ensure_sweep(self.model_name)
+        info = self.variant_info.get((run.target, job.variant), {})
         warnings = list(info.get("warnings") or [])
         if outcome.log_path and Path(outcome.log_path).exists() and Path(outcome.log_path).stat().st_size:
             with contextlib.suppress(OSError, StoreError):
@@ -314,10 +381,12 @@ class _Runner:
             warnings.append("traceback: " + outcome.traceback.strip().splitlines()[-1])
         rows = RowFactory.from_info(self.model_name or self.cfg.model, job.compression, self.cfg.device, info,
                                     sweep_id=self.sweep_id)
-        self.store.add_result(rows.row(run.backend, run.batch_size, "failed", error=error, warnings=warnings,
-                                       peak_rss_mb=outcome.peak_rss_mb, variant=run.variant))
-        self.done += 1
-        self.report(f"{run.variant} on {run.backend} batch {run.batch_size}: failed ({error})", force=True)
+        self.store.add_result(rows.row(run.backend, run.batch_size, status, error=error or status, warnings=warnings,
+                                       peak_rss_mb=outcome.peak_rss_mb, target=run.target, variant=run.variant))
+        with self.lock:
+            self.done += 1
+        where = _where(self.targets.get(run.target, LOCAL))
+        self.report(f"{run.variant} on {run.backend} batch {run.batch_size}{where}: {status} ({error})", force=True)
 
 
 def _resume_settings(store: Store, sweep_id: int, plugins, job_timeout_s):
@@ -368,7 +437,8 @@ def run_sweep(
     - ``progress(message, fraction)`` gets progress lines (fraction of the runs to do).
     - ``job_timeout_s``: per step of a job (building a variant, one backend x batch run).
     - ``resume_sweep_id``: continue that sweep with its stored config (``cfg`` is ignored and may be
-      None): only its missing rows run (``pending``/``running``/``cancelled``; failed rows stay).
+      None): only its missing rows run (``pending``/``running``/``cancelled``/``interrupted``; failed
+      rows stay), on the targets stored with it.
     - ``sweep_id``: run a sweep row created beforehand (by :func:`start_sweep_background`).
 
     Bad input (unknown backend, unreadable model, data that does not match the model) raises a
@@ -389,13 +459,16 @@ def run_sweep(
     cfg = absolute_paths(cfg)
     try:
         validate_sweep(cfg, plugins)
+        # a resumed sweep runs on the targets it resolved when it started
+        stored = (claimed.config.get("runner") or {}).get("targets") if claimed and cfg.executor != "local" else None
+        executor = make_executor(cfg.executor, ray_address=cfg.ray_address, targets=cfg.targets, stored_targets=stored)
     except BenchmarkError as exc:
         if claimed is not None:
             store.release_sweep(claimed)
         else:
             _mark_failed(store, sweep_id, exc)
         raise
-    runner = _Runner(cfg, store, progress, float(job_timeout_s or 0) or None, plugins, sweep_id, resume)
+    runner = _Runner(cfg, store, progress, float(job_timeout_s or 0) or None, plugins, sweep_id, resume, executor)
     try:
         with _sigterm_as_interrupt():
             return runner.run()
@@ -403,6 +476,7 @@ def run_sweep(
         _mark_failed(store, runner.sweep_id, exc)
         raise
     finally:
+        executor.close()
         shutil.rmtree(runner.workdir, ignore_errors=True)
 
 

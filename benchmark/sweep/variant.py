@@ -82,18 +82,23 @@ def _load(payload: dict, out: Emitter) -> tuple[Any, list[InputSpec]]:
 
     out.step(f"loading {payload['model']}")
     overrides = [InputSpec.parse(t) for t in payload["inputs"]]
-    model = load_model(payload["model"], inputs=overrides,
-                       trust_pickle=bool(payload["trust_pickle"]), arch=payload.get("arch") or None)
+    model = load_model(payload["model"], inputs=overrides, trust_pickle=bool(payload["trust_pickle"]),
+                       arch=payload.get("arch") or None, batch_axes=payload.get("batch_axis"))
     return model, overrides
 
 
-def _evaluation_data(payload: dict, model, eval_samples: int, fixed, notes: list[str]):
-    """The evaluation split (its first ``eval_samples``), or random inputs with a note saying so
-    (``eval_samples`` of them, at most :data:`RANDOM_EVAL_SAMPLES`);
-    for a fixed-batch model, whole batches only."""
+def _evaluation_data(payload: dict, model, eval_samples: int, overridden: set[str], notes: list[str]):
+    """(model, data, fixed batch): the evaluation split (its first ``eval_samples``), or random
+    inputs with a note saying so (``eval_samples`` of them, at most :data:`RANDOM_EVAL_SAMPLES`);
+    for a fixed-batch model, whole batches only. The model takes the batch axes and the dims its
+    data shows (:func:`benchmark.models.batch_axes.fit_to_data`)."""
     from ..data import random_dataset, resolve_dataset
+    from ..models.batch_axes import fit_to_data
 
     data = resolve_dataset(payload["data"], model, "test")
+    model, filled = fit_to_data(model, data)
+    notes.extend(filled)
+    fixed = fixed_batch(model, overridden)
     if data is None:  # random inputs say little more past a few dozen: at most RANDOM_EVAL_SAMPLES
         n_random = min(int(eval_samples), RANDOM_EVAL_SAMPLES) if eval_samples else RANDOM_EVAL_SAMPLES
         data = random_dataset(model.inputs, n_random, name="random")
@@ -102,7 +107,7 @@ def _evaluation_data(payload: dict, model, eval_samples: int, fixed, notes: list
         data = data.subset(int(eval_samples))
     if fixed is not None and not per_feed(data) and len(data) >= fixed[0] and len(data) % fixed[0]:
         data = data.subset(len(data) - len(data) % fixed[0])
-    return data
+    return model, data, fixed
 
 
 def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, workdir: Path, progress,
@@ -125,13 +130,14 @@ def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, 
                            threads=int(payload["settings"]["threads"]))
 
 
-def _count(variant) -> tuple[dict[str, Any], list[str]]:
-    """(params, MACs, FLOPs, size, sparsity of the variant for one sample, notes)."""
+def _count(variant, eval_data) -> tuple[dict[str, Any], list[str]]:
+    """(params, MACs, FLOPs, size, sparsity of the variant for one sample, notes); the data's first
+    feed decides data-dependent branches."""
     from ..measure.flops import count_model
 
     size: dict[str, Any] = {k: None for k in SIZE_KEYS}
     try:
-        report = count_model(variant, batch_size=1)
+        report = count_model(variant, batch_size=1, values=eval_data.first_feed() if eval_data is not None else None)
     except BenchmarkError as exc:
         return size, [f"FLOPs/params not counted: {exc}"]
     for k in SIZE_KEYS:
@@ -152,8 +158,8 @@ def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
     out = Emitter(emit)
     model, overrides = _load(payload, out)
     notes: list[str] = []
-    fixed = fixed_batch(model, {s.name for s in overrides})
-    eval_data = _evaluation_data(payload, model, settings["eval_samples"], fixed, notes)
+    model, eval_data, fixed = _evaluation_data(payload, model, settings["eval_samples"], {s.name for s in overrides},
+                                               notes)
     out.emit({"type": "checked", "model": model.name, "eval_samples": len(eval_data), "labels": eval_data.has_labels})
 
     cctx = _compress_context(payload, model, comp, eval_data, workdir, out.progress, notes)
@@ -162,7 +168,7 @@ def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
     out.step(f"building {comp.name}")
     variant = build_variant(model, comp, cctx)
     out.step(f"counting FLOPs of {comp.name}")
-    size, flop_notes = _count(variant)
+    size, flop_notes = _count(variant, eval_data)
 
     peaks, peaks_note = sweep_peaks(device, int(settings["threads"]), bool(payload.get("skip_peaks")), out.step)
     env = collect_environment(int(settings["threads"]), peaks=peaks)

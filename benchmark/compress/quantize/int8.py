@@ -68,7 +68,7 @@ def int8_dynamic(variant: Variant, cfg: CompressionConfig, ctx: CompressContext)
 
     ONNX: ``quantize_dynamic`` on MatMul/Gemm/Attention/LSTM with per-channel weights
     (``cfg.per_channel``); Conv is left in FP32 (``ConvInteger`` runs slower than FP32 on x86).
-    PyTorch: ``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear`` (CPU only).
+    PyTorch: ``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear``, ``nn.LSTM`` and ``nn.GRU`` (CPU only).
     """
     details: dict[str, Any] = {}
     ctx.progress("int8-dynamic: quantizing", None)
@@ -80,7 +80,10 @@ def int8_dynamic(variant: Variant, cfg: CompressionConfig, ctx: CompressContext)
         parts.append(f"ONNX {d['nodes_quantized']} nodes INT8 ({', '.join(f'{k} {v}' for k, v in d['quantized_ops'].items())}), "
                      f"{'per-channel' if d['per_channel'] else 'per-tensor'} weights")
     if torch_module is not None:
-        parts.append(f"PyTorch {details['torch']['linear_quantized']}/{details['torch']['linear_modules']} nn.Linear quantized")
+        t = details["torch"]
+        parts.append(f"PyTorch {t['linear_quantized']}/{t['linear_modules']} nn.Linear"
+                     + (f" and {t['recurrent_quantized']}/{t['recurrent_modules']} LSTM/GRU" if t["recurrent_modules"] else "")
+                     + " quantized")
     summary = "int8-dynamic: " + ("; ".join(parts) or "nothing quantized (no Linear/MatMul/Gemm layers)")
     return finish(variant, cfg, "int8-dynamic", summary=summary, details=details, warnings_=warnings_,
                   torch_side=(torch_module, "int8"), onnx_side=onnx_out,
@@ -111,7 +114,8 @@ def static_int8(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, 
 
             ctx.progress(f"{method}: timing and scoring the INT8 formats on the evaluation data", None)
             measure = measure_inputs(variant, ctx.eval_data, getattr(ctx, "threads", 0))
-        details["onnx"], w = quantize_onnx_static(src, out, batches, cfg, exclude_layers, default_exclusions, measure)
+        details["onnx"], w = quantize_onnx_static(src, out, batches, cfg, exclude_layers, default_exclusions,
+                                                  specs=variant.model.inputs, measure=measure)
         warnings_.extend(w)
         details["onnx"].update(validate_onnx(out, batches[0], "INT8 QDQ model"))
         if details["onnx"]["nodes_quantized"] > 0:

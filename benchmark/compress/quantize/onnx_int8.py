@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import CompressionConfig
+from ...data.base import batch_of
 from ...errors import CompressionError, one_line
 from .. import onnx_prep
 from .common import quiet_ort_logging
@@ -102,7 +103,11 @@ def calibration_reader(batches: list[dict]):
     return DatasetReader()
 
 
-def _count(batches: list[dict]) -> int:
+def _count(batches: list[dict], specs=None) -> int:
+    """Samples in ``batches``: along each batch's batch axis with input ``specs`` (1 per batch without
+    one), else the leading dim of its first array."""
+    if specs is not None:
+        return sum(batch_of(b, specs) or 1 for b in batches if b)
     return sum(len(next(iter(b.values()))) for b in batches if b)
 
 
@@ -332,7 +337,8 @@ def _exclusions(model, pre_model, exclude_layers, default_exclusions: bool,
 
 def quantize_onnx_static(src: Path, out: Path, batches: list[dict], cfg: CompressionConfig,
                          exclude_layers: tuple[str, ...] | list[str] = (),
-                         default_exclusions: bool = False, measure=None) -> tuple[dict[str, Any], list[str]]:
+                         default_exclusions: bool = False, specs=None,
+                         measure=None) -> tuple[dict[str, Any], list[str]]:
     """Static QDQ quantization of ``src`` into ``out``; returns (details, warnings).
 
     Steps: constants -> initializers, opset >= 13 (or per-tensor fallback), ``quant_pre_process``,
@@ -388,8 +394,8 @@ def quantize_onnx_static(src: Path, out: Path, batches: list[dict], cfg: Compres
         "recipe": recipe,
         "op_types_to_quantize": op_types or "all supported",
         "prep": prep.to_dict(),
-        "calibration": {"method": cfg.calib_method, "samples": _count(batches),
-                        "batches": len(batches), "batch_size": _count(batches[:1]),
+        "calibration": {"method": cfg.calib_method, "samples": _count(batches, specs),
+                        "batches": len(batches), "batch_size": _count(batches[:1], specs),
                         **({"percentile": float(cfg.calib_percentile)} if cfg.calib_method == "percentile" else {}),
                         "ranges": ranges},
         "excluded_nodes": excluded,
@@ -401,4 +407,8 @@ def quantize_onnx_static(src: Path, out: Path, batches: list[dict], cfg: Compres
     }
     if cfg.per_channel and not per_channel:
         warnings_.append("per-channel weights were asked for but the model's opset could not be upgraded: weights are per-tensor")
+    recurrent = {op: n for op, n in onnx_prep.op_counts(model).items() if op in ("LSTM", "GRU", "RNN")}
+    if recurrent:
+        warnings_.append(f"{', '.join(f'{n} {op}' for op, n in sorted(recurrent.items()))} node(s) stay FP32: ONNX "
+                         "Runtime's static (QDQ) quantization has no INT8 recurrent layers; int8-dynamic quantizes LSTMs")
     return details, warnings_

@@ -146,8 +146,9 @@ def quantize_torch_static(variant: Variant, cfg: CompressionConfig, batches: lis
 
 
 def quantize_torch_dynamic(variant: Variant, ctx: CompressContext) -> tuple[Any, dict[str, Any], list[str]]:
-    """``torch.ao.quantization.quantize_dynamic`` of the variant's ``nn.Linear`` modules (CPU only):
-    ``(module or None, details, warnings)``; None with the reason when nothing usable came out."""
+    """``torch.ao.quantization.quantize_dynamic`` of the variant's ``nn.Linear``, ``nn.LSTM`` and
+    ``nn.GRU`` modules (CPU only): ``(module or None, details, warnings)``; None with the reason when
+    nothing usable came out."""
     import torch
     import torch.nn as nn
 
@@ -158,21 +159,24 @@ def quantize_torch_dynamic(variant: Variant, ctx: CompressContext) -> tuple[Any,
         return None, {"skipped": why}, [f"PyTorch side not quantized: {why}"]
     module = variant.torch_module
     n_linear = sum(isinstance(m, nn.Linear) for m in module.modules())
+    n_rnn = sum(isinstance(m, (nn.LSTM, nn.GRU)) for m in module.modules())
     try:
         with quiet_torch_ao():
-            from torch.ao.nn.quantized.dynamic import Linear as DynLinear
+            from torch.ao.nn.quantized import dynamic as qdyn
             from torch.ao.quantization import quantize_dynamic
 
-            q = quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8)
-            n_q = sum(isinstance(m, DynLinear) for m in q.modules())
+            q = quantize_dynamic(copy.deepcopy(module), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+            n_q = sum(isinstance(m, qdyn.Linear) for m in q.modules())
+            n_rnn_q = sum(isinstance(m, (qdyn.LSTM, qdyn.GRU)) for m in q.modules())
     except (RuntimeError, TypeError, AttributeError, AssertionError, copy.Error) as exc:
         why = f"quantize_dynamic failed: {one_line(exc)}"
         return None, {"skipped": why}, [f"PyTorch side not quantized: {why}"]
     details = {"api": "torch.ao.quantization.quantize_dynamic", "linear_modules": n_linear,
-               "linear_quantized": n_q, "dtype": "qint8", "device": "cpu only"}
-    if n_q == 0:
-        msg = ("no nn.Linear modules to quantize (conv-only network)" if n_linear == 0
-               else f"none of the {n_linear} nn.Linear modules could be quantized")
+               "linear_quantized": n_q, "recurrent_modules": n_rnn, "recurrent_quantized": n_rnn_q,
+               "dtype": "qint8", "device": "cpu only"}
+    if n_q + n_rnn_q == 0:
+        msg = ("no nn.Linear, LSTM or GRU modules to quantize (conv-only network)" if n_linear + n_rnn == 0
+               else f"none of the {n_linear + n_rnn} nn.Linear/LSTM/GRU modules could be quantized")
         details["skipped"] = msg
         return None, details, [f"PyTorch side: {msg}; nothing quantized there"]
     feeds, _ = test_feeds(variant, ctx)

@@ -21,7 +21,10 @@ Conventions (the same for every counter, so that a PyTorch model and its ONNX ex
   resizing count **zero** MACs in every counter; the operators that were skipped are listed
   with their counts in ``FlopReport.unsupported_ops`` (pure data movement such as reshape,
   transpose, concat, slicing, casts and ReLU is not listed, as in fvcore). Recurrent layers
-  (LSTM/GRU) and control flow (ONNX If/Loop/Scan subgraphs) are skipped and listed too.
+  (LSTM, GRU, RNN; also dynamically quantized ones) count their gate products: per step, batch
+  element and direction LSTM ``4H(I+H)``, GRU ``3H(I+H)``, RNN ``H(I+H)`` (times the sequence
+  length and the layers). An ONNX ``If`` costs the branch taken on the probe inputs; ``Loop`` /
+  ``Scan`` bodies are skipped and listed.
 - Per-op formulas: conv MACs = ``prod(output shape) * prod(weight.shape[1:])``; transposed conv
   MACs = ``prod(input shape) * prod(weight.shape[1:])``; matmul MACs = ``prod(broadcast batch) *
   M * K * N``; einsum with two operands = product of the sizes of all its distinct indices.
@@ -50,7 +53,8 @@ Conventions (the same for every counter, so that a PyTorch model and its ONNX ex
 from __future__ import annotations
 
 from .formulas import (
-    conv_macs, conv_output_spatial, conv_transpose_macs, einsum_macs, linear_macs, matmul_macs, mha_macs, sdpa_macs,
+    conv_macs, conv_output_spatial, conv_transpose_macs, einsum_macs, linear_macs, matmul_macs, mha_macs,
+    recurrent_macs, recurrent_module_macs, sdpa_macs,
 )
 from .model import count_model
 from .onnx_counter import count_onnx
@@ -59,5 +63,6 @@ from .torch_counter import count_torch
 
 __all__ = [
     "COUNTERS", "FlopReport", "conv_macs", "conv_output_spatial", "conv_transpose_macs", "count_model", "count_onnx",
-    "count_torch", "einsum_macs", "linear_macs", "matmul_macs", "mha_macs", "sdpa_macs",
+    "count_torch", "einsum_macs", "linear_macs", "matmul_macs", "mha_macs", "recurrent_macs", "recurrent_module_macs",
+    "sdpa_macs",
 ]

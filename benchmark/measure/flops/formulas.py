@@ -60,6 +60,38 @@ def linear_macs(input_shape: Sequence[int], weight_shape: Sequence[int]) -> int:
     return prod(input_shape[:-1]) * prod(weight_shape)
 
 
+#: Gate blocks per recurrent cell: each step multiplies the input by ``GATES x H x I`` weights and
+#: the state by ``GATES x H x H``.
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def recurrent_macs(input_shape: Sequence[int], weight_shapes: Iterable[Sequence[int]]) -> int:
+    """MACs of a recurrent layer (LSTM, GRU, RNN; any number of layers and directions) run over
+    ``input_shape`` ``[..., I]``: every step of every sequence multiplies its input and its state
+    by each of the layer's 2-D weights, so MACs = ``prod(input_shape[:-1])`` (steps x batch) x the
+    elements of those weights. Per step and direction that is LSTM ``4H(I+H)``, GRU ``3H(I+H)``,
+    RNN ``H(I+H)``; a projection (``proj_size`` P) adds its ``P x H``. Biases and the gates'
+    element-wise products are not counted."""
+    return prod(input_shape[:-1]) * sum(prod(w) for w in weight_shapes if len(w) >= 2)
+
+
+def recurrent_module_macs(mode: str, input_shape: Sequence[int], input_size: int, hidden_size: int,
+                          num_layers: int = 1, bidirectional: bool = False, proj_size: int = 0) -> int:
+    """:func:`recurrent_macs` of a ``torch.nn`` LSTM/GRU/RNN described by its attributes (for
+    modules whose weights are packed, e.g. dynamically quantized ones)."""
+    gates = RECURRENT_GATES[str(mode).upper()]
+    dirs = 2 if bidirectional else 1
+    out = proj_size or hidden_size
+    shapes = []
+    for layer in range(int(num_layers)):
+        features = input_size if layer == 0 else dirs * out
+        for _ in range(dirs):
+            shapes += [(gates * hidden_size, features), (gates * hidden_size, out)]
+            if proj_size:
+                shapes.append((proj_size, hidden_size))
+    return recurrent_macs(input_shape, shapes)
+
+
 def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
     """MACs of an einsum: for two operands the product of the sizes of all distinct indices;
     one operand (a reduction or permutation) is 0; more operands follow numpy's optimal path."""

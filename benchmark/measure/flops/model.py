@@ -23,8 +23,11 @@ def _state_dict_bytes(module) -> int:
     return buf.tell()
 
 
-def count_model(model_or_variant, batch_size: int = 1) -> FlopReport:
+def count_model(model_or_variant, batch_size: int = 1, values: dict | None = None) -> FlopReport:
     """Count a ``LoadedModel`` or ``Variant`` at ``batch_size``.
+
+    ``values``: input arrays (e.g. the data's first feed) an ONNX count feeds to its probe run where
+    their shapes fit (:func:`~.onnx_counter.count_onnx`), so data-dependent branches follow the data.
 
     The torch module is counted when there is one (inputs from the model's input specs), else the
     ONNX file. ``size_bytes``: a Variant's ONNX file (+ external data) if it has one, else the
@@ -55,7 +58,7 @@ def count_model(model_or_variant, batch_size: int = 1) -> FlopReport:
         report = count_torch(module, tuple(feeds[s.name] for s in model.inputs), batch_size=batch_size)
     elif onnx_path is not None:
         shapes = {s.name: s.concrete(batch_size) for s in model.inputs}
-        report = count_onnx(Path(onnx_path), shapes)
+        report = count_onnx(Path(onnx_path), shapes, values)
         report.batch_size = int(batch_size)
     else:
         raise ConfigError(f"{label} has neither a torch module nor an ONNX file to count")

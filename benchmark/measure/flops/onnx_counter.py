@@ -1,13 +1,16 @@
 """Counting an ONNX model from its graph (conventions in :mod:`benchmark.measure.flops`).
 
 Shapes come from ``onnx.shape_inference`` after the graph inputs get concrete dims, and from one
-ONNX Runtime run when inference leaves the inputs of a MAC-carrying node unknown. MACs come from
-:data:`MAC_HANDLERS`, a table of operator -> handler in the manner of fvcore's op handles: a
-handler gets the node and a lookup of its input shapes and returns the node's MACs (None when a
-shape it needs is unknown). Every other operator counts zero MACs; those that are not pure data
-movement (:data:`ZERO_COST_OPS`) are listed in ``unsupported_ops``. Control-flow subgraphs are
-not costed: their operators are listed as ``"<op> (inside If)"`` and a warning names the MAC
-operators they hold. Parameters and sparsity: :mod:`.onnx_weights`.
+ONNX Runtime run when inference leaves the inputs of a MAC-carrying node unknown (or the graph
+has ``If`` nodes, whose conditions that run reads). MACs come from :data:`MAC_HANDLERS`, a table
+of operator -> handler in the manner of fvcore's op handles: a handler gets the node and a lookup
+of its input shapes and returns the node's MACs (None when a shape it needs is unknown); recurrent
+layers (LSTM, GRU, RNN) count seq x batch x the elements of their W and R weights. Every other
+operator counts zero MACs; those that are not pure data movement (:data:`ZERO_COST_OPS`) are listed
+in ``unsupported_ops``. An ``If`` node costs the branch its condition took in that run (the larger
+branch, with a warning, when the condition is unknown); ``Loop`` / ``Scan`` bodies are not costed:
+their operators are listed as ``"<op> (inside Loop)"`` and a warning names the MAC operators they
+hold. Parameters and sparsity: :mod:`.onnx_weights`.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ from ...onnx_graph import (
     CONTROL_FLOW_OPS, attr, copy_model, cpu_session, dims_only_copy, fix_input_dims, node_subgraphs, op_name,
     walk_graphs,
 )
-from .formulas import conv_macs, conv_output_spatial, conv_transpose_macs, einsum_macs, matmul_macs, prod
+from .formulas import (
+    conv_macs, conv_output_spatial, conv_transpose_macs, einsum_macs, matmul_macs, prod, recurrent_macs,
+)
 from .onnx_weights import attribute_parameters, count_parameters
 from .report import FlopReport
 
@@ -118,6 +123,17 @@ def _matmul_nbits(node, shape_of: ShapeOf) -> int | None:
     return prod(a[:-1]) * int(k) * int(n)
 
 
+def _recurrent(node, shape_of: ShapeOf) -> int | None:
+    """ONNX ``LSTM`` / ``GRU`` / ``RNN`` (and ORT's ``DynamicQuantizeLSTM``): ``X`` is ``[seq, batch,
+    I]`` (``[batch, seq, I]`` with ``layout=1``), ``W`` and ``R`` hold every direction's gate
+    weights, so MACs = seq x batch x (elements of W + elements of R)
+    (:func:`~.formulas.recurrent_macs`)."""
+    x, w, r = shape_of(0), shape_of(1), shape_of(2)
+    if not (_known(x) and _known(w) and _known(r)) or len(x) != 3:
+        return None
+    return recurrent_macs(x, [w[1:], r[1:]]) * w[0]
+
+
 def _einsum(node, shape_of: ShapeOf) -> int | None:
     shapes = [shape_of(i) for i in range(len(node.input))]
     if not all(_known(s) for s in shapes):
@@ -144,6 +160,10 @@ MAC_HANDLERS: dict[str, Handler] = {
     "com.microsoft.FusedMatMul": _fused_matmul,
     "com.microsoft.MatMulNBits": _matmul_nbits,
     "Einsum": _einsum,
+    "LSTM": _recurrent,
+    "GRU": _recurrent,
+    "RNN": _recurrent,
+    "com.microsoft.DynamicQuantizeLSTM": _recurrent,
 }
 
 
@@ -198,29 +218,52 @@ def _mac_shapes_missing(model, shapes) -> bool:
     return False
 
 
-def _probe_shapes_with_ort(model, base_dir: Path | None, report_warnings: list[str]) -> dict[str, list[int]]:
-    """Shapes of every main-graph value from one ONNX Runtime run on zero inputs of the fixed input shapes.
-
-    Used when static shape inference cannot resolve shapes computed at run time (``Shape`` ->
-    ``Concat`` -> ``Reshape`` chains of unoptimised exports). Needs concrete input dims.
-    """
+def _probe_feeds(model, values: dict | None) -> tuple[dict, list[str]] | None:
+    """(inputs of the probe run, names of those taken from ``values``): ``values`` where they have
+    the graph input's (fixed) shape, else zeros (ones for ``*mask*`` inputs); None when an input's
+    dims are not all known."""
     import numpy as np
     import onnx
 
-    if importlib.util.find_spec("onnxruntime") is None:
-        report_warnings.append("onnxruntime is not installed: shapes left unknown by shape inference stay unknown")
-        return {}
     init = {t.name for t in model.graph.initializer}
-    feeds = {}
+    feeds, given = {}, []
     for inp in model.graph.input:
         if inp.name in init:
             continue
         tt = inp.type.tensor_type
         dims = [d.dim_value if d.WhichOneof("value") == "dim_value" else 0 for d in tt.shape.dim]
         if any(d <= 0 for d in dims):
-            return {}
+            return None
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        feeds[inp.name] = np.ones(dims, dtype=dtype) if "mask" in inp.name.lower() else np.zeros(dims, dtype=dtype)
+        value = (values or {}).get(inp.name)
+        if value is not None and list(np.shape(value)) == dims:
+            feeds[inp.name] = np.asarray(value).astype(dtype, copy=False)
+            given.append(inp.name)
+        else:
+            feeds[inp.name] = np.ones(dims, dtype=dtype) if "mask" in inp.name.lower() else np.zeros(dims, dtype=dtype)
+    return feeds, given
+
+
+def _probe_with_ort(model, base_dir: Path | None, report_warnings: list[str], values: dict | None = None,
+                    keep: frozenset = frozenset()) -> tuple[dict[str, list[int]], dict, str] | None:
+    """(shape of every main-graph value, the values named in ``keep``, what it was fed) from one ONNX
+    Runtime run on ``values`` (see :func:`_probe_feeds`) at the fixed input shapes; None when it
+    cannot run (the reason goes to ``report_warnings``).
+
+    Used when static shape inference cannot resolve shapes computed at run time (``Shape`` ->
+    ``Concat`` -> ``Reshape`` chains of unoptimised exports) and to read ``If`` conditions.
+    Needs concrete input dims.
+    """
+    import numpy as np
+    import onnx
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        report_warnings.append("onnxruntime is not installed: shapes left unknown by shape inference stay unknown")
+        return None
+    prepared = _probe_feeds(model, values)
+    if prepared is None:
+        return None
+    feeds, given = prepared
     probe = copy_model(model)
     if base_dir is not None:
         onnx.load_external_data_for_model(probe, str(base_dir))
@@ -229,21 +272,26 @@ def _probe_shapes_with_ort(model, base_dir: Path | None, report_warnings: list[s
     probe.graph.output.extend([onnx.ValueInfoProto(name=n) for n in names])
     try:
         sess = cpu_session(probe, threads=1, optimize=False)
-        values = sess.run(None, feeds)
+        results = sess.run(None, feeds)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, RuntimeException)
         report_warnings.append(f"shape probe with ONNX Runtime failed ({one_line(exc, 160)})")
-        return {}
+        return None
     out_names = [o.name for o in sess.get_outputs()]
-    report_warnings.append("shapes resolved by one ONNX Runtime run (static shape inference left some unknown)")
-    return {n: list(np.shape(v)) for n, v in zip(out_names, values)}
+    kept = {n: v for n, v in list(feeds.items()) + list(zip(out_names, results)) if n in keep}
+    fed = f"the given values of {', '.join(given)}" if given else "zero inputs"
+    return {n: list(np.shape(v)) for n, v in zip(out_names, results)}, kept, fed
 
 
-def _infer_shapes(model, base_dir: Path | None, report_warnings: list[str]) -> dict[str, list[int | None]]:
-    """Value name -> dims: ONNX shape inference on a dims-only copy, then an ONNX Runtime probe when a
-    MAC-carrying node's inputs are still unknown."""
+def _infer_shapes(model, base_dir: Path | None, report_warnings: list[str],
+                  values: dict | None = None) -> dict[str, list[int | None]]:
+    """Value name -> dims: ONNX shape inference on a dims-only copy, then an ONNX Runtime probe when
+    a MAC-carrying node's inputs are still unknown."""
     import onnx
 
     structure = dims_only_copy(model)
+    for graph, parent in walk_graphs(structure.graph):
+        if parent is not None:  # shapes a tool wrote into a subgraph before the inputs were fixed: infer them again
+            del graph.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(structure, check_type=False, strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
@@ -252,10 +300,46 @@ def _infer_shapes(model, base_dir: Path | None, report_warnings: list[str]) -> d
         inferred = structure
     shapes = _shape_table(inferred)
     if _mac_shapes_missing(model, shapes):
-        for name, shape in _probe_shapes_with_ort(model, base_dir, report_warnings).items():
-            if not _known(shapes.get(name)):
-                shapes[name] = shape
+        probed = _probe_with_ort(model, base_dir, report_warnings, values)
+        if probed is not None:
+            report_warnings.append(f"shapes resolved by one ONNX Runtime run on {probed[2]} (static shape "
+                                   "inference left some unknown)")
+            for name, shape in probed[0].items():
+                if not _known(shapes.get(name)):
+                    shapes[name] = shape
     return shapes
+
+
+def _inline_taken_branches(model, base_dir: Path | None, report_warnings: list[str], values: dict | None) -> None:
+    """Replace each main-graph ``If`` node whose condition one ONNX Runtime run reads (on ``values``,
+    else zeros) by the nodes of the branch it takes (in place), so that branch is costed like the
+    rest of the graph; the other branch never runs on these inputs."""
+    from onnx import helper
+
+    conditions = frozenset(n.input[0] for n in model.graph.node if n.op_type == "If" and n.input)
+    probed = _probe_with_ort(model, base_dir, report_warnings, values, conditions) if conditions else None
+    if probed is None:
+        return
+    import numpy as np
+
+    nodes = []
+    for node in model.graph.node:
+        cond = probed[1].get(node.input[0]) if node.op_type == "If" and node.input else None
+        if cond is None or np.size(cond) != 1:
+            nodes.append(node)
+            continue
+        taken = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
+        branch = next(a.g for a in node.attribute if a.name == taken)
+        label = node.name or (node.output[0] if node.output else "If")
+        nodes.extend(branch.node)
+        nodes.extend(helper.make_node("Identity", [out.name], [name], name=f"{label}/{taken}/output{i}")
+                     for i, (out, name) in enumerate(zip(branch.output, node.output)))
+        model.graph.initializer.extend(branch.initializer)
+        macs = sum(1 for n in branch.node if op_name(n) in MAC_HANDLERS)
+        report_warnings.append(f"If node {label!r}: counted the branch its condition took on {probed[2]} ({taken}, "
+                               f"{macs} MAC operator(s))")
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +385,7 @@ def _count_macs(model, shapes: dict, node_params: dict[int, int], report: FlopRe
                 macs = got
                 report.macs += macs
                 report.by_operator[op] = report.by_operator.get(op, 0) + macs
-        elif op not in ZERO_COST_OPS:
+        elif op not in ZERO_COST_OPS and op != "If":  # If nodes: _cost_if
             unsupported[op] += 1
         params = node_params.get(idx, 0)
         if macs or params:
@@ -313,10 +397,49 @@ def _count_macs(model, shapes: dict, node_params: dict[int, int], report: FlopRe
                                + ", ".join(uncosted[:5]) + (" ..." if len(uncosted) > 5 else ""))
 
 
-def _note_control_flow(model, report: FlopReport) -> None:
-    """List the operators inside control-flow subgraphs as unsupported and say which MAC ops they hold."""
+def _graph_macs(graph, shapes: dict) -> tuple[list[tuple[str, str, int]], Counter]:
+    """((node name, operator, MACs) for the MAC nodes directly in ``graph``, operators not costed):
+    MAC nodes whose shapes are unknown, and operators that are not data movement, by count."""
+    rows, skipped = [], Counter()
+    for node in graph.node:
+        op = op_name(node)
+        if op in MAC_HANDLERS:
+            macs = node_macs(node, shapes)
+            if macs is None:
+                skipped[f"{op} (unknown shape)"] += 1
+            else:
+                rows.append((node.name or (node.output[0] if node.output else op), op, int(macs)))
+        elif op not in ZERO_COST_OPS:
+            skipped[op] += 1
+    return rows, skipped
+
+
+def _cost_if(node, shapes: dict, report: FlopReport) -> None:
+    """Cost an ``If`` node whose condition is unknown (:func:`_inline_taken_branches` inlines the
+    others) by its larger branch, with a warning."""
+    label = node.name or (node.output[0] if node.output else "If")
+    branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
+    costed = {name: _graph_macs(g, shapes) for name, g in branches.items()}
+    chosen = max(costed, key=lambda b: sum(m for _, _, m in costed[b][0]))
+    rows, skipped = costed[chosen]
+    for name, op, macs in rows:
+        report.macs += macs
+        report.by_operator[op] = report.by_operator.get(op, 0) + macs
+        report.by_module.append({"name": f"{label}/{name}", "op_type": op, "macs": macs, "params": 0})
+    for op, count in skipped.items():
+        report.unsupported_ops[f"{op} (inside If)"] = report.unsupported_ops.get(f"{op} (inside If)", 0) + count
+    report.warnings.append(f"If node {label!r}: its condition is unknown; counted the larger branch ({chosen}), "
+                           f"{sum(m for _, _, m in rows):,} MACs")
+
+
+def _cost_control_flow(model, shapes: dict, report: FlopReport) -> None:
+    """Cost the ``If`` nodes left in the main graph (:func:`_cost_if`); list the operators inside
+    ``Loop`` / ``Scan`` bodies as unsupported and say which MAC operators they hold."""
     for node in model.graph.node:
         op = op_name(node)
+        if op == "If":
+            _cost_if(node, shapes, report)
+            continue
         if op not in CONTROL_FLOW_OPS:
             continue
         inner: Counter = Counter()
@@ -331,11 +454,16 @@ def _note_control_flow(model, report: FlopReport) -> None:
         mac_inner = {k: v for k, v in inner.items() if k in MAC_HANDLERS}
         label = node.name or (node.output[0] if node.output else op)
         detail = ", ".join(f"{v} {k}" for k, v in sorted(mac_inner.items())) or "no MAC ops"
-        report.warnings.append(f"{op} node {label!r} holds subgraph(s) with {detail}; control flow is not costed")
+        report.warnings.append(f"{op} node {label!r} holds subgraph(s) with {detail}; loops are not costed")
 
 
-def count_onnx(model_or_path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> FlopReport:
+def count_onnx(model_or_path, input_shapes: dict[str, tuple[int, ...]] | None = None,
+               values: dict | None = None) -> FlopReport:
     """Count an ONNX model from its graph (``onnx.shape_inference`` after fixing dynamic dims).
+
+    ``values``: input name -> array, fed to the ONNX Runtime probe run (when shapes are left
+    unknown, or to read the conditions of ``If`` nodes: a sample rate picks the branch) where
+    its shape is the input's; other inputs are fed zeros.
 
     ``model_or_path``: a path (external data is read from the model's folder after
     :func:`benchmark.safety.check_onnx_external_data`) or an ``onnx.ModelProto``.
@@ -346,9 +474,10 @@ def count_onnx(model_or_path, input_shapes: dict[str, tuple[int, ...]] | None = 
     model, base_dir, size_bytes = _read(model_or_path)
     report_warnings: list[str] = []
     batch = fix_input_dims(model, input_shapes, report_warnings)
-    shapes = _infer_shapes(model, base_dir, report_warnings)
     params = count_parameters(model, base_dir)
     report_warnings.extend(params.warnings)
+    _inline_taken_branches(model, base_dir, report_warnings, values)
+    shapes = _infer_shapes(model, base_dir, report_warnings, values)
     node_params, unattributed = attribute_parameters(model, params.elements)
     report = FlopReport(params=params.total, macs=0, flops=0, size_bytes=size_bytes,
                         sparsity=(params.zeros / params.total if params.total else 0.0), counter="onnx-graph",
@@ -357,7 +486,7 @@ def count_onnx(model_or_path, input_shapes: dict[str, tuple[int, ...]] | None = 
     if unattributed:
         report.by_module.append({"name": "(subgraphs and unattributed weights)", "op_type": "-", "macs": 0,
                                  "params": int(unattributed)})
-    _note_control_flow(model, report)
+    _cost_control_flow(model, shapes, report)
     report.flops = 2 * report.macs
     report.unsupported_ops = dict(sorted(report.unsupported_ops.items()))
     return report

@@ -9,7 +9,11 @@ from collections import Counter
 from typing import Any
 
 from ...errors import ConfigError, MeasurementError, one_line
-from .formulas import conv_macs, conv_transpose_macs, einsum_macs, linear_macs, matmul_macs, mha_macs, sdpa_macs
+from .formulas import (
+    RECURRENT_GATES,
+    conv_macs, conv_transpose_macs, einsum_macs, linear_macs, matmul_macs, mha_macs, recurrent_macs,
+    recurrent_module_macs, sdpa_macs,
+)
 from .report import FlopReport
 
 _MAX_WARNINGS_FROM_TRACE = 5
@@ -65,6 +69,21 @@ def _h_mha(inputs, outputs):
     return Counter({"multi_head_attention": mha_macs(q, k, v, int(_ivalue(inputs[3])))})
 
 
+def _h_recurrent(name: str):
+    """``aten::lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu`` (padded and packed overloads): the
+    weights are the last ``Tensor[]`` among the first four inputs (``hx`` of an LSTM is a list too)."""
+
+    def handle(inputs, outputs):
+        lists = [v for v in list(inputs)[1:4] if str(v.type()).startswith("List[Tensor")]
+        params = [_jit_shape(w) for w in lists[-1].node().inputs()] if lists else []
+        x = _jit_shape(inputs[0])
+        if x is None or any(p is None for p in params):
+            raise ValueError(f"{name}: input or weight shapes unknown")
+        return Counter({name: recurrent_macs(x, params)})
+
+    return handle
+
+
 def _flop_counter_extra() -> dict:
     """FlopCounterMode formulas (in FLOPs = 2 x MACs) for fused ops it does not know."""
     import torch
@@ -75,7 +94,12 @@ def _flop_counter_extra() -> dict:
     def sdpa_flops(query, key, value, *args, out_shape=None, **kwargs):
         return 2 * sdpa_macs(query, key, value)
 
-    extra = {torch.ops.aten._native_multi_head_attention: mha_flops}
+    def rnn_layer_flops(x, w_ih, w_hh, *args, out_shape=None, **kwargs):
+        return 2 * recurrent_macs(x, [w_ih, w_hh])
+
+    # one LSTM layer and direction on CPU (oneDNN); GRU/RNN and LSTMs with projections run as addmm/mm
+    extra = {torch.ops.aten._native_multi_head_attention: mha_flops,
+             torch.ops.aten.mkldnn_rnn_layer: rnn_layer_flops}
     # PyTorch's counter has no formula for the CPU attention kernel (it would count 0).
     for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable"):
         if hasattr(torch.ops.aten, name):
@@ -104,6 +128,10 @@ def _torch_mac_handles() -> dict:
         "aten::einsum": _h_einsum,
         "aten::scaled_dot_product_attention": _h_sdpa,
         "aten::_native_multi_head_attention": _h_mha,
+        "aten::lstm": _h_recurrent("lstm"),
+        "aten::gru": _h_recurrent("gru"),
+        "aten::rnn_tanh": _h_recurrent("rnn_tanh"),
+        "aten::rnn_relu": _h_recurrent("rnn_relu"),
     }
 
 
@@ -172,6 +200,8 @@ def as_torch_inputs(module, example_inputs) -> tuple[tuple, dict]:
     import numpy as np
     import torch
 
+    from ...data.base import contiguous
+
     dtype = None
     device = None
     for p in module.parameters():
@@ -181,7 +211,7 @@ def as_torch_inputs(module, example_inputs) -> tuple[tuple, dict]:
 
     def conv(x):
         if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x))
+            x = torch.from_numpy(contiguous(x))
         if isinstance(x, torch.Tensor):
             if device is not None:
                 x = x.to(device)
@@ -265,14 +295,47 @@ def _count_torch_macs(module, args: tuple, kwargs: dict, quantized: bool) -> Flo
             report = _count_flop_counter(module, args, kwargs, scripted=False)
             report.warnings.insert(0, f"fvcore could not trace the model ({type(exc).__name__}: {one_line(exc, 200)}); "
                                       "counted with torch.utils.flop_counter instead")
+            return report
+        opaque = [k for k in report.unsupported_ops if k in ("prim::CallFunction", "prim::CallMethod")]
+        if opaque:  # scripted functions called from an eager model: fvcore's trace does not look inside them
+            report = _count_flop_counter(module, args, kwargs, scripted=False)
+            report.warnings.insert(0, f"the model calls TorchScript code ({', '.join(opaque)}) that fvcore does not "
+                                      "look into: counted with torch.utils.flop_counter instead")
     return report
 
 
 def _is_quantized_module(mod) -> bool:
-    """A quantized conv/linear module (weights packed, exposed through ``weight()``)."""
+    """A quantized conv/linear module (weights packed, exposed through ``weight()``), or a
+    dynamically quantized LSTM/GRU (weights packed, shapes from its attributes)."""
     kind = type(mod).__module__
-    return (kind.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized"))
-            and "PackedParams" not in type(mod).__name__ and callable(getattr(mod, "weight", None)))
+    if not kind.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized")):
+        return False
+    return _is_quantized_rnn(mod) or ("PackedParams" not in type(mod).__name__ and callable(getattr(mod, "weight", None)))
+
+
+def _is_quantized_rnn(mod) -> bool:
+    return str(getattr(mod, "mode", "")).upper() in RECURRENT_GATES and hasattr(mod, "hidden_size")
+
+
+def _quantized_macs(mod, x, output) -> tuple[str, int] | None:
+    """(kind, MACs) of one call of quantized module ``mod`` on input ``x`` (None when not costable)."""
+    import torch
+
+    if _is_quantized_rnn(mod):
+        x = getattr(x, "data", x)  # a PackedSequence holds its steps in .data
+        if not isinstance(x, torch.Tensor):
+            return None
+        return (f"quantized_{str(mod.mode).lower()}",
+                recurrent_module_macs(mod.mode, x.shape, mod.input_size, mod.hidden_size, mod.num_layers,
+                                      mod.bidirectional, getattr(mod, "proj_size", 0)))
+    w = mod.weight()
+    if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+        return None
+    if w.dim() >= 3:
+        if "ConvTranspose" in type(mod).__name__:
+            return "quantized_conv_transpose", conv_transpose_macs(x.shape, w.shape)
+        return "quantized_conv", conv_macs(output.shape, w.shape)
+    return "quantized_linear", linear_macs(x.shape, w.shape)
 
 
 def _add_quantized_macs(module, args: tuple, kwargs: dict, report: FlopReport) -> None:
@@ -285,17 +348,10 @@ def _add_quantized_macs(module, args: tuple, kwargs: dict, report: FlopReport) -
     hooks = []
 
     def hook(mod, inputs, output):
-        x = inputs[0] if inputs else None
-        w = mod.weight()
-        if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+        costed = _quantized_macs(mod, inputs[0] if inputs else None, output)
+        if costed is None:
             return
-        if w.dim() >= 3:
-            if "ConvTranspose" in type(mod).__name__:
-                kind, macs = "quantized_conv_transpose", conv_transpose_macs(x.shape, w.shape)
-            else:
-                kind, macs = "quantized_conv", conv_macs(output.shape, w.shape)
-        else:
-            kind, macs = "quantized_linear", linear_macs(x.shape, w.shape)
+        kind, macs = costed
         name = names.get(id(mod), "")
         prev = found.get(name, (kind, 0))[1]
         found[name] = (kind, prev + int(macs))
