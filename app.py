@@ -17,6 +17,7 @@ PAGES = [
     st.Page("app_pages/run.py", title="Compress & run", icon=":material/play_circle:", url_path="run"),
     st.Page("app_pages/results.py", title="Results", icon=":material/scatter_plot:", url_path="results"),
     st.Page("app_pages/sensitivity.py", title="Sensitivity", icon=":material/tune:", url_path="sensitivity"),
+    st.Page("app_pages/recommend.py", title="Recommend", icon=":material/auto_awesome:", url_path="recommend"),
     st.Page("app_pages/history.py", title="History & compare", icon=":material/history:", url_path="history"),
 ]
 

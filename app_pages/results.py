@@ -46,9 +46,11 @@ def notices(df) -> None:
     if len(unstable):
         names = ", ".join(sorted({f"{r['variant']} on {r['backend']} (batch {int(r['batch_size'])})"
                                   for _, r in unstable.iterrows()})[:6])
+        where = ("the Pareto front is drawn from them, as no run is stable" if len(unstable) == len(ok)
+                 else "left out of the Pareto front")
         st.warning(f"{len(unstable)} run(s) have unstable timings, even on their last timing attempt: {names}. Their "
-                   "points are faded and left out of the Pareto front; the table's timing column says why. Rerun them "
-                   "on a quieter machine.")
+                   f"points are faded and {where}; the table's timing column says why. Rerun them on a quieter "
+                   "machine.")
     seen = set()
     for _, r in ok.iterrows():
         text = calibration_warning(r)
@@ -58,7 +60,8 @@ def notices(df) -> None:
 
 
 def controls(df):
-    """(batch size, latency budget, metric, distribution kind) chosen above the plots."""
+    """(batch size, latency budget, metric, distribution kind) chosen above the plots; the metric is
+    kept per sweep (each model has its own default)."""
     from benchmark.measure import derived
     from benchmark.measure.quality import get_metric
 
@@ -73,7 +76,8 @@ def controls(df):
     metric = None
     if metrics:
         default = derived.default_metric(ok) or metrics[0]
-        metric = c3.selectbox("Quality metric", metrics, key=kept("results.metric", default, metrics),
+        sweep = "-".join(str(int(s)) for s in sorted(ok["sweep_id"].dropna().unique())) if "sweep_id" in ok else ""
+        metric = c3.selectbox("Quality metric", metrics, key=kept(f"results.metric.{sweep}", default, metrics),
                               format_func=lambda m: get_metric(m).label, help=HELP["metric"])
     if metric and "quality_why" in ok and "quality_metric" in ok:
         why = ok[(ok["quality_metric"] == metric) & ok["quality_why"].notna()]["quality_why"]
@@ -136,6 +140,7 @@ def variant_notes(df) -> None:
 
 def show(store, sweep_id: int, was_active: bool) -> None:
     from benchmark import BenchmarkError
+    from benchmark.recommend import recommended_pick
     from benchmark.results import CROSS_BACKEND_TOLERANCES
 
     try:
@@ -164,6 +169,7 @@ def show(store, sweep_id: int, was_active: bool) -> None:
     figs = [
         plots.tradeoff_figure(df if across is None else df[df["variant"] == across], batch_size=batch,
                               latency_budget_ms=budget or None, metric=metric, color_by=color_by,
+                              recommended=recommended_pick(store, rec),
                               title=None if across is None else f"{across} across machines (batch {batch})"),
         plots.throughput_figure(df, color_by=color_by),
         plots.size_macs_figure(df, batch_size=batch, metric=metric),

@@ -25,6 +25,17 @@ def backend_status() -> list[dict]:
     return status()
 
 
+def load_plugins() -> None:
+    """Import the plugins named in $SLIMBENCH_PLUGINS, so their backends are offered; say it when one fails."""
+    from benchmark import BenchmarkError
+    from benchmark.jobs import load_plugins as load
+
+    try:
+        load()
+    except BenchmarkError as exc:
+        st.error(say(exc))
+
+
 @st.cache_data(show_spinner=False)
 def plan(cfg_dict: dict) -> tuple[int, int, float]:
     """(variants, runs, estimated seconds) of a sweep config (cheap: no model is loaded)."""
@@ -104,10 +115,23 @@ def where_column(status: list[dict]) -> dict:
     return dict(device=device, backends=tuple(backends), cuda_graph=cuda_graph)
 
 
+def quality_settings() -> dict:
+    """What the first output is (decides the quality metric) and how often an unstable timing is retaken."""
+    from benchmark.config import MAX_TIMING_ATTEMPTS, OUTPUT_KINDS
+
+    kinds = ["auto", *OUTPUT_KINDS]
+    kind = st.selectbox("First output is", kinds, key=kept("run.output_kind", "auto", kinds), help=HELP["output_kind"],
+                        format_func=lambda k: "told from its name and shape" if k == "auto" else k)
+    attempts = st.number_input("Timings per run while unstable (at most)", 1, MAX_TIMING_ATTEMPTS,
+                               key=kept("run.timing_attempts", 3), help=HELP["timing_attempts"])
+    return dict(output_kind=None if kind == "auto" else kind, timing_attempts=int(attempts))
+
+
 def sweep_form(model: dict):
     """Widgets -> a SweepConfig (None and an st.error line when the choice is invalid)."""
     from benchmark import BenchmarkError, SweepConfig
 
+    load_plugins()
     c1, c2, c3 = st.columns(3)
     with c1:
         variants = variants_column()
@@ -125,6 +149,7 @@ def sweep_form(model: dict):
         threads = st.number_input("Intra-op threads (0 = all cores)", 0, 256, key=kept("run.threads", 0),
                                   help=HELP["threads"])
         runtime = runtime_widgets()
+        quality = quality_settings()
     if isinstance(sizes, str):
         st.error(f"{sizes} - type a whole number, or remove it from Batch sizes.")
         return None
@@ -137,6 +162,7 @@ def sweep_form(model: dict):
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
             trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where, **machines,
             **runtime,
+            **quality,
         )
     except BenchmarkError as exc:
         st.error(f"{say(exc)} - change the selection above.")

@@ -56,6 +56,12 @@ HELP = {
     "metric": "The quality number on the y-axis and in the table. The default fits the model's outputs; switch to "
               "compare another way (metrics the rows did not record are not offered).",
     "budget": "Draws a vertical line at this p50 latency and stars the best-quality stable variant to its left.",
+    "output_kind": "Decides how quality is scored: class scores (logits) by accuracy or agreement with FP32, "
+                   "embeddings by cosine similarity, regressions by relative error. Automatic reads the output's "
+                   "name and shape; name it when that guesses wrong (e.g. a pooled sentence embedding [N, 384]).",
+    "timing_attempts": "A run whose timing is unstable (spread, slow tail, a slowed median, other work on the "
+                       "machine) is timed again up to this many times; the steadiest attempt is kept and flagged "
+                       "if still unstable. 1 checks without timing again.",
 }
 
 

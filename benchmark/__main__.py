@@ -2,7 +2,8 @@
 
 Subcommands: ``info`` (what a model is: inputs, params, MACs/FLOPs, size), ``run`` (a sweep),
 ``results`` / ``sweeps`` (what the database holds), ``report`` (an HTML report of sweeps),
-``sensitivity`` / ``search`` (per-layer sensitivity, accuracy-aware INT8 search), ``profile``
+``sensitivity`` / ``search`` (per-layer sensitivity, accuracy-aware INT8 search), ``recommend``
+(the fastest variant within a quality budget, searched over the whole space), ``profile``
 (per-layer time, MACs and achieved throughput of one variant), ``samples``, ``env``. Errors print
 one line and exit with status 2; ``--debug`` shows the traceback. ``info`` loads the model in a
 separate process, like every other command, so a file's code or a crash never runs in the CLI itself.
@@ -120,13 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub) -> None:
     """Sweep and analysis commands (run, results, sweeps, sensitivity, search, report) live in benchmark.cli_run;
-    profile in benchmark.cli_profile."""
-    from . import cli_profile, cli_run
+    profile in benchmark.cli_profile, recommend in benchmark.cli_recommend."""
+    from . import cli_profile, cli_recommend, cli_run
 
     cli_run.add_run_parser(sub)
     cli_run.add_results_parser(sub)
     cli_run.add_analysis_parsers(sub)
     cli_profile.add_profile_parser(sub)
+    cli_recommend.add_recommend_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

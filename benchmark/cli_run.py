@@ -42,7 +42,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .config import SweepConfig, field_label, help_text
+from .config import QUALITY_METRICS, SweepConfig, field_label, help_text
 from .errors import ConfigError, StoreError
 
 EXIT_FAILED_RUNS = 1
@@ -121,6 +121,17 @@ def _num_text(value) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
 
 
+_METRIC_HELP = ("show this quality metric instead of the one the rows were measured with: "
+                + ", ".join(QUALITY_METRICS) + " (computed from each row's accuracy and fidelity to FP32)")
+
+
+def _metric(value: str | None) -> str | None:
+    """The ``--metric`` of ``results`` / ``report``, checked (one-line ConfigError otherwise)."""
+    from .registry import one_of
+
+    return None if value is None else one_of("quality metric", value.strip(), QUALITY_METRICS)
+
+
 def add_results_parser(subparsers) -> argparse.ArgumentParser:
     """Adds ``results`` and ``sweeps``."""
     p = subparsers.add_parser("results", help="show stored results (table, CSV or JSON)")
@@ -128,6 +139,7 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sweep", metavar="ID", action="append", help="sweep id (repeatable; default: the latest sweep)")
     p.add_argument("--all", action="store_true", help="rows of every sweep")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    p.add_argument("--metric", metavar="METRIC", help=_METRIC_HELP)
     p.set_defaults(func=cmd_results)
 
     s = subparsers.add_parser("sweeps", help="list the stored sweeps and their status")
@@ -145,8 +157,9 @@ def add_batch_axis_arg(p) -> None:
                    help=help_text(SweepConfig, "batch_axis") + "; repeat for several inputs")
 
 
-def add_model_args(p) -> None:
-    p.add_argument("model", help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
+def add_model_args(p, model_optional: bool = False) -> None:
+    p.add_argument("model", nargs="?" if model_optional else None,
+                   help="model file (.onnx, .pt TorchScript/state_dict, .pt2) or sample:NAME")
     p.add_argument("--input", action="append", metavar="NAME:1x3x32x32[:float32]",
                    help="override an input's shape/dtype (repeat for several inputs)")
     add_batch_axis_arg(p)
@@ -188,6 +201,7 @@ def add_analysis_parsers(subparsers) -> None:
     p.add_argument("--sweep", metavar="ID", action="append", help="sweep id (repeatable; default: the latest sweep)")
     p.add_argument("--out", metavar="FILE.html", help="where to write the report (required)")
     p.add_argument("--latency-budget", metavar="MS", help="draw a latency budget line on the trade-off plot")
+    p.add_argument("--metric", metavar="METRIC", help=_METRIC_HELP)
     p.set_defaults(func=cmd_report)
 
 
@@ -314,37 +328,84 @@ def _fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
-def format_table(results) -> str:
-    """A plain-text table of results, units in the headers."""
-    headers = ["variant", "backend", "batch", "status", "p50 (ms)", "p95 (ms)", "mean (ms)", "cv",
-               "throughput (samples/s)", "top-1 (%)", "agree (%)", "cosine", "rel err (%)", "size (KiB)", "MACs (M)",
-               "note"]
-    rows = []
-    for r in results:
+def quality_frame(results, metric: str | None = None):
+    """The rows as a results frame with ``speedup_vs_fp32`` (computed for rows stored without it) and
+    the quality columns of one metric (the rows' own, or ``metric``); see :mod:`benchmark.measure.derived`."""
+    from .measure import derived
+    from .results import results_to_frame
+
+    frame = results_to_frame(results)
+    return derived.quality_frame(derived.add_speedup(frame), metric) if len(frame) else frame
+
+
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def json_rows(results, metric: str | None = None) -> list[dict[str, Any]]:
+    """Each row's JSON with ``quality_drop_points`` and ``speedup_vs_fp32`` (computed where the row
+    was stored without it); with ``metric``, ``quality`` holds that metric's value for the row."""
+    from .results import jsonable
+
+    frame = quality_frame(results, metric)
+    out = []
+    for r, (_, row) in zip(results, frame.iterrows()):
+        data = r.to_json()
+        if metric is not None and (data.get("quality") or {}).get("metric") != metric:
+            data["quality"] = None if not _given(row["quality_value"]) else {
+                "metric": metric, "value": row["quality_value"], "higher_is_better": row["quality_higher_is_better"],
+                "reference": row["quality_reference"]}
+        data["quality_drop_points"] = row["quality_drop_points"]
+        data["speedup_vs_fp32"] = row["speedup_vs_fp32"]
+        out.append(jsonable(data))
+    return out
+
+
+def format_table(results, metric: str | None = None) -> str:
+    """A plain-text table of results, units in the headers: p50 latency, throughput (batch / mean),
+    one quality metric (the rows' own, or ``metric``) with its drop in points, speedup vs FP32 (p50)
+    and whether the timing was stable; lines below it name the metric and the unstable runs."""
+    from .measure.quality import get_metric
+    from .plots import timing_text
+
+    frame = quality_frame(results, metric)
+    metric = next((m for m in frame.get("quality_metric", []) if isinstance(m, str)), metric)
+    m = get_metric(metric) if metric else None
+    headers = ["variant", "backend", "batch", "status", "p50 (ms)", "p95 (ms)", "cv", "throughput (samples/s)",
+               m.title if m else "quality", "drop (points)", "speedup (x)", "size (KiB)", "MACs (M)", "timing", "note"]
+    rows, unstable = [], []
+    for r, (_, row) in zip(results, frame.iterrows()):
         lat = r.latency_ms or {}
-        acc = r.accuracy or {}
-        fid = r.fidelity or {}
+        value = row.get("quality_value") if m else None
+        timing = timing_text(row) or "-"
+        if timing.startswith("unstable"):
+            where = f" [{target_label(r)}]" if r.target else ""
+            unstable.append(f"unstable timing: {r.variant} on {r.backend}{where}, batch {r.batch_size}: "
+                            f"{timing.split(': ', 1)[-1]}")
+            timing = "UNSTABLE"
         note = r.error or ""
-        if len(note) > 60:
-            note = note[:57] + "..."
         rows.append([
             r.variant, r.backend, str(r.batch_size), r.status,
-            _fmt(lat.get("p50"), ".3f"), _fmt(lat.get("p95"), ".3f"), _fmt(lat.get("mean"), ".3f"),
-            _fmt(lat.get("cv"), ".2f"), _fmt(r.throughput_sps, ".1f"),
-            _fmt(None if acc.get("top1") is None else 100 * acc["top1"], ".2f"),
-            _fmt(None if fid.get("top1_agreement") is None else 100 * fid["top1_agreement"], ".2f"),
-            _fmt(fid.get("cosine"), ".5f"),
-            _fmt(None if fid.get("rel_error") is None else 100 * fid["rel_error"], ".3f"),
+            _fmt(lat.get("p50"), ".3f"), _fmt(lat.get("p95"), ".3f"), _fmt(lat.get("cv"), ".2f"),
+            _fmt(r.throughput_sps, ".1f"), _fmt(value * m.scale if _given(value) else None, ".5f" if m and m.scale == 1 else ".2f"),
+            _fmt(row.get("quality_drop_points") if _given(row.get("quality_drop_points")) else None, "+.2f"),
+            _fmt(row.get("speedup_vs_fp32") if _given(row.get("speedup_vs_fp32")) else None, ".2f"),
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, ".1f"),
-            _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), note,
+            _fmt(None if r.macs is None else r.macs / 1e6, ".3f"), timing,
+            note if len(note) <= 60 else note[:57] + "...",
         ])
-    right = {2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+    right = {2, 4, 5, 6, 7, 8, 9, 10, 11, 12}
     if any(r.target for r in results):  # a sweep across machines: say where each row ran
         headers.insert(3, "target")
         for row, r in zip(rows, results):
             row.insert(3, target_label(r))
         right = {i + 1 if i >= 3 else i for i in right}
-    return text_table(headers, rows, right=right)
+    lines = [text_table(headers, rows, right=right)]
+    if m:
+        lines.append(f"quality: {m.label}{'' if m.higher_is_better else ' (lower is better)'}; drop = 100 x "
+                     f"(reference - value){', sign flipped' if not m.higher_is_better else ''}, + = worse. "
+                     "speedup = FP32 p50 / p50 on the same backend and batch; throughput = batch / mean latency")
+    return "\n".join(lines + unstable)
 
 
 def target_label(result) -> str:
@@ -410,7 +471,7 @@ class _ProgressBar:
 def _write_json(path: str | os.PathLike, results) -> None:
     path = Path(path)
     try:
-        path.write_text(json.dumps([r.to_json() for r in results], indent=2, allow_nan=False))
+        path.write_text(json.dumps(json_rows(results), indent=2, allow_nan=False))
     except OSError as exc:
         raise StoreError(f"cannot write JSON results to {path}: {exc.strerror or exc}") from None
 
@@ -467,6 +528,7 @@ def cmd_run(args) -> int:
 def cmd_results(args) -> int:
     from .store import Store
 
+    metric = _metric(args.metric)
     store = Store(args.db, create=False)
     if args.all:
         sweep_ids = None
@@ -482,14 +544,14 @@ def cmd_results(args) -> int:
         sweep_ids = [latest[0].id]
     results = store.get_results(sweep_ids)
     if args.format == "json":
-        print(json.dumps([r.to_json() for r in results], indent=2, allow_nan=False))
+        print(json.dumps(json_rows(results, metric), indent=2, allow_nan=False))
     elif args.format == "csv":
-        store.results_frame(sweep_ids).to_csv(sys.stdout, index=False)
+        quality_frame(results, metric).to_csv(sys.stdout, index=False)
     else:
         if sweep_ids and len(sweep_ids) == 1:
             rec = store.get_sweep(sweep_ids[0])
             print(f"sweep {rec.id}: {rec.model} ({rec.status}, {rec.created_at})")
-        print(format_table(results))
+        print(format_table(results, metric))
         print_explanations(results)
     return 0
 
@@ -540,6 +602,9 @@ def _check_out_file(path: str | os.PathLike, flag: str) -> Path:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{flag} {path}: not writable")
     return path
+
+
+check_out_file = _check_out_file  # public name for the other subcommands
 
 
 def _write_text(path: Path, text: str, flag: str) -> None:
@@ -690,6 +755,7 @@ def cmd_report(args) -> int:
     if not args.out:
         raise ConfigError("report needs --out FILE.html: where to write the report")
     out = _check_out_file(args.out, "--out")
+    metric = _metric(args.metric)
     budget = None
     if args.latency_budget is not None:
         budget = convert_field("latency budget", float, args.latency_budget)
@@ -707,7 +773,7 @@ def cmd_report(args) -> int:
     results = store.get_results(sweep_ids)
     env = next((r.env for r in results if r.env), None)
     html = build_report(results_to_frame(results), samples=plots.latency_samples_frame(results), sweeps=records,
-                        environment=env, latency_budget_ms=budget,
+                        environment=env, latency_budget_ms=budget, metric=metric,
                         title=f"Slimbench report: sweeps {', '.join(map(str, sweep_ids))}")
     _write_text(out, html, "--out")
     print(f"wrote {out} ({len(results)} rows of sweep(s) {', '.join(map(str, sweep_ids))}, {len(html) / 1e6:.1f} MB)")
@@ -715,5 +781,5 @@ def cmd_report(args) -> int:
 
 
 __all__ = ["add_run_parser", "add_results_parser", "add_analysis_parsers", "cmd_run", "cmd_results", "cmd_sweeps",
-           "cmd_sensitivity", "cmd_search", "cmd_report", "format_table", "format_sensitivity", "format_search",
+           "cmd_sensitivity", "cmd_search", "cmd_report", "format_table", "json_rows", "quality_frame", "format_sensitivity", "format_search",
            "read_toml", "sweep_config_from_args"]

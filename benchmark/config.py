@@ -30,6 +30,9 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8-dynamic", "int8-static", "mixed")
 PRUNE_KINDS = ("unstructured", "structured")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEVICES = ("cpu", "cuda")
+#: Quality metrics a row may carry and output kinds a user may name (details in benchmark.measure.quality).
+QUALITY_METRICS = ("accuracy", "top1_agreement", "position_agreement", "cosine", "rel_error")
+OUTPUT_KINDS = ("logits", "embeddings", "regression")
 #: INT8 static formats: ``measure`` times and scores the candidates, ``auto`` reads the CPU flags.
 INT8_FORMATS = ("measure", "auto", "u8s8", "s8s8")
 #: ONNX Runtime graph optimization levels and execution modes a sweep may ask for.
@@ -44,6 +47,7 @@ MAX_DURATION_S = 3_600.0  # timed and warm-up seconds per run
 MAX_SAMPLES = 10_000_000  # evaluation and calibration samples
 MAX_EPOCHS = 1_000
 MAX_TEMPERATURE = 1_000.0
+MAX_TIMING_ATTEMPTS = 10
 
 Dim = int | str
 
@@ -449,6 +453,17 @@ class SweepConfig:
                                      "node with a Ray resource (resource=NAME) or on one node (node=ID, a unique "
                                      "prefix of its id)", label="target", flag="--target",
                                      metavar="all|resource=NAME|node=ID", repeat=True, default=())
+    # --- quality metric and unstable timings (the dashboard with real models) ---
+    metric: str | None = _help("quality metric of every row: " + ", ".join(QUALITY_METRICS) + " (default: chosen from "
+                               "the model's first output)", label="quality metric", flag="--metric", metavar="METRIC",
+                               default=None)
+    output_kind: str | None = _help("what the first output is: " + ", ".join(OUTPUT_KINDS) + " (default: told from "
+                                    "its name and shape); decides the default quality metric", label="output kind",
+                                    flag="--output-kind", metavar="KIND", default=None)
+    timing_attempts: int = _help("timings of a run at most, while its timing is unstable (1 = check only)",
+                                 label="timing attempts", bounds=Bounds(1, MAX_TIMING_ATTEMPTS, integer=True),
+                                 flag="--timing-attempts", default=3)
+
     # --- explain the numbers: runtime settings, the INT8 format choice, this CPU's peaks -----------------
     ort_opt_levels: tuple[str, ...] = _help(
         "ONNX Runtime graph optimization levels: " + ", ".join(ORT_OPT_LEVELS) + " (several: each is a variant "
@@ -469,6 +484,16 @@ class SweepConfig:
     skip_peaks: bool = _help("do not measure this CPU's GEMM peaks and memory bandwidth (once per machine, cached): "
                              "rows then carry no fraction of peak", label="skip peaks", flag="--skip-peaks",
                              default=False)
+
+    def _check_quality_settings(self) -> None:
+        """An empty metric or output kind means the default; anything else must be a known name."""
+        for name, what, allowed in (("metric", "quality metric", QUALITY_METRICS),
+                                    ("output_kind", "output kind", OUTPUT_KINDS)):
+            value = getattr(self, name)
+            if value is not None and not str(value).strip():
+                object.__setattr__(self, name, None)
+            elif value is not None:
+                one_of(what, value, allowed)
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
@@ -500,6 +525,7 @@ class SweepConfig:
             InputSpec.parse(spec)
         for text in self.batch_axis:
             parse_batch_axis(text)
+        self._check_quality_settings()
         check_bounds(self)
         self._check_executor()
 

@@ -80,6 +80,8 @@ MARKER_LEGEND: tuple[tuple[str, str], ...] = (
                                        "sweep when sweeps are compared, per machine when coloured by machine)"),
     ("gold star", "the pick: the recommended variant where there is one, else the best quality within the latency "
                   "budget (one mark when both exist)"),
+    ("horizontal error bar", "95 % interval of the p50 from interleaved repeats (recommendation rows); bars that "
+                             "overlap mean no significant difference"),
 )
 #: Opacity of a row whose timing stayed unstable.
 UNSTABLE_OPACITY = 0.3
@@ -238,6 +240,16 @@ def _trace_marker(part: pd.DataFrame, color: str, symbol: str, machine_list: lis
     return style
 
 
+def percent_range(values: Iterable[float], m: Metric) -> list[float] | None:
+    """A y range for a percentage that cannot exceed 100 (accuracy, agreement): a little room above
+    the points, but not so much that the axis labels values above 100 %; None (autorange) otherwise."""
+    ys = [float(v) for v in values if v is not None and not pd.isna(v)]
+    if m.unit != "%" or not m.higher_is_better or not ys or max(ys) > 100.0:
+        return None
+    span = max(max(ys) - min(ys), 5.0)  # at least 5 points shown
+    return [max(ys) - 1.08 * span, 100.0 + 0.08 * span]
+
+
 def _machine_suffix(row: Any, machine_list: list[str]) -> str:
     machine = machine_of(row)
     return f" @ {machine}" if len(machine_list) > 1 and machine else ""
@@ -307,6 +319,7 @@ def _hover_frame(df: pd.DataFrame) -> tuple[list[list[Any]], str]:
         elif r.get("timing_attempts") is not None and not pd.isna(r.get("timing_attempts")) and int(r["timing_attempts"]) > 1:
             timing = f"<br>timed {int(r['timing_attempts'])} times (earlier attempts were unstable)"
         machine = machine_of(r)
+        timing += _significance_text(r)
         custom.append([
             r.get("variant", ""), r.get("backend", ""), r.get("precision", ""),
             _fmt(r.get("prune_ratio")), r.get("prune_kind") or "-", int(r.get("batch_size") or 0),
@@ -328,6 +341,31 @@ def _hover_frame(df: pd.DataFrame) -> tuple[list[list[Any]], str]:
         "%{customdata[12]}%{customdata[14]}%{customdata[15]}<extra></extra>"
     )
     return custom, template
+
+
+def _significance_cell(row: Any) -> str | None:
+    """``faster (speedup 2.12-2.17x)`` for a row compared with FP32 in interleaved repeats (recommendation
+    rows: the verdict and the 95 % interval of the speedup), else None."""
+    verdict, lo, hi = row.get("significance"), row.get("speedup_ci_low"), row.get("speedup_ci_high")
+    if not isinstance(verdict, str):
+        return None
+    return verdict + ("" if lo is None or pd.isna(lo) else f" (speedup {float(lo):.2f}-{float(hi):.2f}x)")
+
+
+def _significance_text(row: Any) -> str:
+    cell = _significance_cell(row)
+    return f"<br>vs FP32: {cell}" if cell else ""
+
+
+def _ci_bars(part: pd.DataFrame, x: str) -> dict | None:
+    """Horizontal error bars from the rows' p50 intervals (:data:`MARKER_LEGEND`), where they have one."""
+    if x != "latency_p50_ms" or "latency_p50_ci_low_ms" not in part:
+        return None
+    lo, hi = _num(part, "latency_p50_ci_low_ms"), _num(part, "latency_p50_ci_high_ms")
+    if lo.isna().all():
+        return None
+    return dict(type="data", symmetric=False, array=(hi - part["_x"]).clip(lower=0).fillna(0).tolist(),
+                arrayminus=(part["_x"] - lo).clip(lower=0).fillna(0).tolist(), thickness=1.5, width=4)
 
 
 def _is_structural(row: pd.Series) -> bool:
@@ -408,8 +446,14 @@ def _front_traces(fig: go.Figure, sel: pd.DataFrame, higher: bool, color_by: str
                   machine_list: list[str]) -> int:
     """Pareto front line(s) over the stable rows (see :func:`_front_groups`), so a line never joins
     points of different sweeps, or machines when coloured by machine. Returns how many unstable
-    rows were left out."""
+    rows were left out. Where every row is unstable (a busy machine) the front is drawn from them
+    all, and a note says so."""
     stable = sel[[not is_unstable(r) for _, r in sel.iterrows()]]
+    if stable.empty:
+        stable = sel
+        fig.add_annotation(text="every timing here is unstable (faded): the front is drawn from them", x=0.01,
+                           y=0.02, xref="paper", yref="paper", xanchor="left", showarrow=False,
+                           font=dict(size=FONT_SIZE - 2, color="#555555"))
     for suffix, color, part in _front_groups(stable, color_by, sweeps, machine_list):
         front = pareto_front(part, "_x", "_y", maximize_y=higher)
         if front.empty:
@@ -507,6 +551,7 @@ def tradeoff_figure(
         fig.add_trace(go.Scatter(
             x=part["_x"], y=part["_y"], name=name + _machine_suffix(first, machine_list), mode="markers",
             marker=_trace_marker(part, color, symbol, machine_list), customdata=custom, hovertemplate=template,
+            error_x=_ci_bars(part, x),
         ))
     left_out = _front_traces(fig, sel, m.higher_is_better, color_by, sweeps, machine_list)
     if left_out:
@@ -525,7 +570,8 @@ def tradeoff_figure(
     title_x = f"{LATENCY_TITLE}, batch {bs}" if x == "latency_p50_ms" else x
     fig.update_xaxes(title_text=title_x + (", log scale" if log_x else ""), type="log" if log_x else "linear",
                      rangemode="normal" if log_x else "tozero")
-    fig.update_yaxes(title_text=m.title + ("" if m.higher_is_better else ", lower is better"))
+    fig.update_yaxes(title_text=m.title + ("" if m.higher_is_better else ", lower is better"),
+                     range=percent_range(sel["_y"], m))
     return _layout(fig, title or f"Quality vs latency (batch {bs})")
 
 
@@ -592,6 +638,7 @@ def size_macs_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
         fig.add_trace(go.Scatter(x=_num(part, "macs") / mac_div, y=y, name=name, showlegend=False, **common), 1, 2)
     fig.update_xaxes(title_text="model size (MB, 10^6 bytes)", row=1, col=1)
     fig.update_xaxes(title_text=mac_title, row=1, col=2)
+    fig.update_yaxes(range=percent_range(_num(sel, "quality_value") * m.scale, m))
     fig.update_yaxes(title_text=m.title, row=1, col=1)
     return _layout(fig, title or f"Size and MACs vs quality (batch {bs})")
 
@@ -668,7 +715,9 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
     for v in variants:
         macs = _num(sel[sel["variant"] == v], "macs").max()
         theo.append(ref_macs / macs if macs and not pd.isna(macs) and not pd.isna(ref_macs) else None)
-    fig.add_trace(go.Bar(x=variants, y=theo, name="theoretical (MACs ratio)", marker_color="#BBBBBB",
+    fig.add_trace(go.Bar(x=variants, y=theo, name="theoretical (MACs ratio)",  # hatched: never mistaken for a faded bar
+                         marker=dict(color="#FFFFFF", line=dict(color="#888888", width=1.5),
+                                     pattern=dict(shape="/", fgcolor="#999999", size=8)),
                          hovertemplate="%{x}<br>theoretical %{y:.3g}x<extra></extra>"))
     for (backend, machine), part in sel.groupby(["backend", "_machine"], sort=False):
         ys, fade, notes = [], [], []
@@ -681,8 +730,12 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
         if all(y is None for y in ys):
             continue
         where = f"{backend}" + _machine_suffix(part.iloc[0], machine_list)
-        fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {where}", marker_color=color_for(backend),
-                             marker_opacity=fade, marker_line=_bar_outline(machine_list, machine), customdata=notes,
+        color = color_for(backend)
+        outline = _bar_outline(machine_list, machine)
+        if not outline.get("width"):  # this machine: a solid outline keeps faded bars readable
+            outline = dict(color=color, width=1.5)
+        fig.add_trace(go.Bar(x=variants, y=ys, name=f"measured on {where}", customdata=notes,
+                             marker=dict(color=[_faded(color, f) for f in fade], line=outline),
                              hovertemplate=f"%{{x}}<br>measured on {where}: %{{y:.3g}}x (p50 ratio)%{{customdata}}"
                                            "<extra></extra>"))
     fig.add_hline(y=1.0, line=dict(color="#222222", width=1, dash="dash"))
@@ -690,6 +743,21 @@ def speedup_figure(df: pd.DataFrame, batch_size: int | None = None, title: str |
     fig.update_yaxes(title_text=f"speedup vs {ref_name} (x, p50 latency ratio)", rangemode="tozero")
     fig.update_xaxes(title_text="variant", tickangle=-20)
     return _layout(fig, title or f"Theoretical vs measured speedup (batch {bs})")
+
+
+def _faded(color: str, opacity: float) -> str:
+    """``#RRGGBB`` as ``rgba`` with ``opacity`` (a faded fill that keeps a solid outline)."""
+    if opacity >= 1.0 or not (color.startswith("#") and len(color) == 7):
+        return color
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {opacity:g})"
+
+
+def _check_label(row: Any) -> str:
+    """``pass``/``FAIL`` over the tolerance it was checked at (one ``tol`` where atol = rtol)."""
+    atol, rtol = _fmt(row.get("cross_backend_atol"), 2), _fmt(row.get("cross_backend_rtol"), 2)
+    verdict = "pass" if bool(row["cross_backend_passed"]) else "FAIL"
+    return f"{verdict}<br>tol {atol}" if atol == rtol else f"{verdict}<br>atol {atol}<br>rtol {rtol}"
 
 
 def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str | None = None,
@@ -753,13 +821,13 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
                 err.append(None if pd.isna(e) else float(e))
                 if not pd.isna(e):
                     all_errors.append(float(e))
-                text.append(("pass" if bool(r["cross_backend_passed"]) else "FAIL")
-                            + f" (atol {_fmt(r.get('cross_backend_atol'), 2)}, rtol {_fmt(r.get('cross_backend_rtol'), 2)})")
+                text.append(_check_label(r))
                 custom.append([str(r.get("cross_backend_reference") or ""), _fmt(r.get("cross_backend_worst_max_rel_err")),
                                _fmt(r.get("cross_backend_atol")), _fmt(r.get("cross_backend_rtol"))])
             fig.add_trace(go.Bar(
                 x=variants, y=err, name=name, marker_color=color_for(backend), legendgroup=name, showlegend=False,
-                marker_line=_bar_outline(machine_list, machine), text=text, textposition="outside", customdata=custom,
+                marker_line=_bar_outline(machine_list, machine), text=text, textposition="outside",
+                textfont=dict(size=FONT_SIZE - 3), constraintext="none", cliponaxis=False, customdata=custom,
                 hovertemplate=(f"%{{x}} on {name} vs %{{customdata[0]}}: %{{text}}<br>worst abs err %{{y:.3g}}, "
                                "worst rel err %{customdata[1]}<br>atol %{customdata[2]}, rtol %{customdata[3]}"
                                "<extra></extra>")), 1, 3)
@@ -921,6 +989,7 @@ TABLE_COLUMNS: dict[str, str] = {
     "quality_display": "quality",
     "quality_drop_points": "quality drop (points, + = worse)",
     "speedup_vs_fp32": "speedup vs FP32 (x, p50)",
+    "significance": "vs FP32 (interleaved repeats, 95 % interval)",
     "size_mb": "size (MB)",
     "latency_p50_ms": "p50 latency (ms)",
     "timing": "timing",
@@ -960,12 +1029,12 @@ TABLE_COLUMNS: dict[str, str] = {
 }
 _PERCENT_COLUMNS = ("accuracy_top1", "accuracy_top5", "fidelity_top1_agreement")
 #: Columns only some rows fill: left out of a table where no row has a value.
-_OPTIONAL_COLUMNS = ("gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample",
+_OPTIONAL_COLUMNS = ("significance", "gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample",
                      "machine", "timing", "calibration", "int8_format", "quality_display", "quality_drop_points",
                      "speedup_vs_fp32", "achieved_gmacs_per_s", "peak_pct", "runtime", "explanation")
 
 
-def _timing_text(row: Any) -> str | None:
+def timing_text(row: Any) -> str | None:
     """``unstable: <reasons>``, ``stable`` (``stable after N timings``), None where not checked."""
     if row.get("unstable") is None or (isinstance(row.get("unstable"), float) and math.isnan(row["unstable"])):
         return None
@@ -1006,8 +1075,10 @@ def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | 
     out["energy_mj_per_sample"] = _num(out, "energy_joules_per_sample") * 1000.0
     machine_list = machines(out)
     out["machine"] = [machine_of(r) for _, r in out.iterrows()] if len(machine_list) > 1 else None
-    out["timing"] = [_timing_text(r) for _, r in out.iterrows()]
+    out["timing"] = [timing_text(r) for _, r in out.iterrows()]
     out["calibration"] = [_calibration_text(r) for _, r in out.iterrows()]
+    if "significance" in out:
+        out["significance"] = [_significance_cell(r) for _, r in out.iterrows()]
     cols = [c for c in TABLE_COLUMNS if c in out and not (c in _OPTIONAL_COLUMNS and out[c].isna().all())]
     if "sweep_id" in cols and out["sweep_id"].nunique(dropna=True) <= 1:
         cols.remove("sweep_id")
@@ -1033,7 +1104,8 @@ def failures_table(df: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = [
     "PALETTE", "FONT_SIZE", "BACKEND_SYMBOLS", "MARKER_LEGEND", "TABLE_COLUMNS", "legend_markdown", "quality_axis",
-    "marker_style", "machine_of", "machines", "with_machines", "machine_color", "is_unstable",
+    "marker_style", "machine_of", "machines", "with_machines", "machine_color", "is_unstable", "timing_text",
+    "percent_range",
     "color_for", "symbol_for", "wide_range", "empty_figure", "is_empty_figure", "ok_rows", "quality_metric", "pick_batch",
     "pareto_front", "sweet_spot", "tradeoff_figure", "throughput_figure", "size_macs_figure",
     "latency_samples_frame", "latency_distribution_figure", "speedup_figure", "agreement_figure",

@@ -58,6 +58,10 @@ def short_model(model: str) -> str:
 def sweep_label(record: Any) -> str:
     """``#12 sample:digits-cnn [fp32,int8-static] prune 0,0.5 on pytorch,onnxruntime - done (16 runs)``."""
     cfg = sweep_config(record)
+    asked = (getattr(record, "config", None) or {}).get("recommend") if not isinstance(record, dict) else None
+    if asked:  # a recommendation's record (benchmark.recommend)
+        return (f"#{record.id} {short_model(record.model)} recommendation within {asked.get('budget_points', '?')} "
+                f"points - {record.status}")
     precisions = ",".join(cfg.get("precisions") or ()) or "?"
     backends = ",".join(cfg.get("backends") or ()) or "?"
     ratios = [float(r) for r in cfg.get("prune_ratios") or ()]
@@ -115,22 +119,25 @@ def build_report(
     environment: dict[str, Any] | None = None,
     title: str = "Slimbench report",
     latency_budget_ms: float | None = None,
+    metric: str | None = None,
 ) -> str:
     """One self-contained HTML page for the rows in ``df`` (a results frame of one or more sweeps).
 
     ``samples``: per-iteration latencies (:func:`benchmark.plots.latency_samples_frame`) for the
     distribution plot; ``sweeps``: the sweep records (their configs are listed); ``environment``:
     the machine the rows were measured on (default: the first row's ``env`` is not in the frame,
-    so pass :func:`benchmark.measure.environment.collect_environment` or a stored row's env).
+    so pass :func:`benchmark.measure.environment.collect_environment` or a stored row's env);
+    ``metric``: the quality metric of the plots and the table (default: the rows' own).
     """
     sweeps = list(sweeps)
     several = df is not None and "sweep_id" in df and df["sweep_id"].nunique() > 1
     figures = [
-        plots.tradeoff_figure(df, latency_budget_ms=latency_budget_ms, color_by="sweep" if several else "precision"),
+        plots.tradeoff_figure(df, latency_budget_ms=latency_budget_ms, color_by="sweep" if several else "precision",
+                              metric=metric),
         plots.throughput_figure(df, color_by="sweep" if several else "precision"),
-        plots.size_macs_figure(df),
+        plots.size_macs_figure(df, metric=metric),
         plots.speedup_figure(df),
-        plots.agreement_figure(df),
+        plots.agreement_figure(df, metric=metric),
     ]
     if samples is not None:
         figures.append(plots.latency_distribution_figure(samples))
@@ -156,7 +163,7 @@ def build_report(
 <ul class="note">{legend}</ul>
 {''.join(parts)}
 <h2>Results</h2>
-{_table_html(plots.display_table(df))}
+{_table_html(plots.display_table(df, metric=metric))}
 <h2>Failed or skipped runs</h2>
 {_table_html(plots.failures_table(df))}
 <h2>Sweeps</h2>

@@ -49,8 +49,9 @@ Conventions (also shown in the dashboard):
   same backend, device and batch size in the same sweep; None without an FP32 unpruned row.
 - ``stability`` (:mod:`benchmark.measure.stability`): whether the timing is trustworthy:
   ``{unstable, reasons, cv, p99_over_p50, min_over_p50, other_cpu_cores, loadavg_1m, cores,
-  attempts, attempts_p50_ms, attempts_cv, thresholds}``; ``attempts`` > 1 when the run was timed
-  again because it was unstable. None where it was not checked.
+  attempts, attempts_p50_ms, attempts_cv, attempts_reasons, thresholds}``; ``attempts`` > 1 when the
+  run was timed again because it was unstable (``attempts_reasons``: each attempt's failed checks).
+  None where it was not checked.
 - ``compressed_as_asked``: False when a compression step the row's config asks for changed nothing
   (its record says ``changed=False``): the row keeps the requested config, but measures the model
   without that step, and its warnings say which step did nothing (TensorRT rows whose engine was
@@ -61,6 +62,11 @@ Conventions (also shown in the dashboard):
   id>`` or ``resource=<Ray resource>``, part of the row's key, so the same variant on two machines
   is two rows; ``""`` for rows measured on the machine that ran the sweep. The machine itself is in
   ``env`` (``hostname``, CPU, GPU, versions; ``ray_node`` with the Ray node's id and address).
+- Recommendation rows (:mod:`benchmark.recommend`): ``latency_ms`` also holds ``p50_ci_low`` /
+  ``p50_ci_high`` (a Student-t interval of the median from ``repeats`` interleaved repeats) and
+  ``significance`` compares the row with FP32 on the same backend from those paired repeats:
+  ``{speedup_ci_low, speedup_ci_high, level, repeats, verdict, method}`` with ``verdict`` one of
+  ``faster``, ``slower``, ``no significant difference``; None elsewhere.
 - ``achieved_gmacs_per_s`` = ``macs`` (per sample) x batch size / p50 latency, in GMAC/s;
   ``peak_fraction``: that over this device's GEMM peak of the row's precision
   (:mod:`benchmark.measure.roofline`, ``env.peaks``; above 1 is possible: the peak is one GEMM shape).
@@ -213,6 +219,8 @@ class RunResult:
     sweep_id: int | None = None
     # many machines (Ray executor): where the row ran, part of its key
     target: str = ""
+    # --- recommendation: confidence intervals from interleaved repeats (benchmark.recommend) ---
+    significance: dict[str, Any] | None = None
     # --- explain the numbers: roofline fraction, measured explanations, runtime settings ---
     achieved_gmacs_per_s: float | None = None
     peak_fraction: float | None = None
@@ -299,6 +307,13 @@ class RunResult:
         row["compression"] = "; ".join(str(r.get("summary", "")) for r in data["compression"] or [])
         for key in ("started_at", "finished_at", "created_at"):
             row[key] = data[key]
+        # --- recommendation: confidence intervals from interleaved repeats ---
+        row["latency_p50_ci_low_ms"] = lat.get("p50_ci_low")
+        row["latency_p50_ci_high_ms"] = lat.get("p50_ci_high")
+        sig = data.get("significance") or {}
+        row["speedup_ci_low"] = sig.get("speedup_ci_low")
+        row["speedup_ci_high"] = sig.get("speedup_ci_high")
+        row["significance"] = sig.get("verdict")
         env = data["env"] or {}
         for column, key in (("env_cpu", "cpu_model"), ("env_gpu", "gpu_name"), ("env_threads", "threads"),
                             ("env_git_revision", "git_revision")):

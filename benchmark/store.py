@@ -479,12 +479,16 @@ class Store:
             if not (dead or stale):
                 continue
             reason = "runner process ended" if dead else f"no heartbeat for {stale_s:.0f} s"
+            if "recommend" in (rec.config or {}):  # a recommendation is started again, not resumed
+                error = f"interrupted: {reason} before the recommendation finished; its measured rows are kept; " \
+                        "run `slimbench recommend` again"
+            else:
+                error = f"interrupted: {reason} before the sweep finished; resume it with `slimbench run --resume {rec.id}`"
             with self._conn(write=True) as conn:
                 cur = conn.execute(
                     "UPDATE sweeps SET status = 'interrupted', error = ?, updated_at = ?, finished_at = ? "
                     "WHERE id = ? AND status IN ('pending', 'queued', 'running', 'cancelling')",
-                    (f"interrupted: {reason} before the sweep finished; resume it with "
-                     f"`slimbench run --resume {rec.id}`", now_iso(), now_iso(), rec.id),
+                    (error, now_iso(), now_iso(), rec.id),
                 )
                 if cur.rowcount:
                     self._reset_running(conn, rec.id)

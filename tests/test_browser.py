@@ -166,13 +166,18 @@ def _first_sweep_done(store: Store):
     return rec
 
 
-def test_upload_onnx_run_sweep_and_see_results(app, browser):
-    model = _tiny_onnx(app.tmp / "tiny.onnx")
+def _upload(browser, app, model: Path):
+    """A new page that has uploaded ``model`` on the Model page and shows its summary."""
     page = browser.new_page(viewport={"width": 1440, "height": 1800})
     page.goto(app.url + "/model")
     page.get_by_text("Upload a file").click()
     page.locator('input[type="file"]').set_input_files(str(model))
     _wait_text(page, app, "MACs (multiply-adds)")
+    return page
+
+
+def test_upload_onnx_run_sweep_and_see_results(app, browser):
+    page = _upload(browser, app, _tiny_onnx(app.tmp / "tiny.onnx"))
     assert page.get_by_text("2.316 k", exact=True).is_visible()  # 2304 conv + 12 gemm MACs per sample
     page.screenshot(path=str(app.tmp / "model.png"), full_page=True)
 

@@ -246,6 +246,8 @@ def test_run_page_runs_a_tiny_sweep_to_the_store():
     next(w for w in at.multiselect if w.label == "Batch sizes (samples)").set_value(["1"])
     next(n for n in at.number_input if n.label.startswith("Timed seconds")).set_value(0.05)
     next(n for n in at.number_input if n.label.startswith("Timed iterations")).set_value(5)
+    next(w for w in at.selectbox if w.label == "First output is").set_value("embeddings")  # scored by cosine
+    next(n for n in at.number_input if n.label.startswith("Timings per run")).set_value(1)
     at.run()
     next(b for b in at.button if b.label == "Run sweep").click().run()
     assert not at.exception and not at.error
@@ -258,6 +260,8 @@ def test_run_page_runs_a_tiny_sweep_to_the_store():
     assert rec.status == "done", rec.error
     rows = store.get_results(sid)
     assert [(r.variant, r.backend, r.batch_size, r.status) for r in rows] == [("fp32", "onnxruntime", 1, "ok")]
+    assert rows[0].quality["metric"] == "cosine" and rows[0].stability["attempts"] == 1
+    assert (rec.config["sweep"]["output_kind"], rec.config["sweep"]["timing_attempts"]) == ("embeddings", 1)
     at.run()
     assert any("No sweep is running" in c.value for c in at.caption)
 
@@ -502,7 +506,7 @@ def test_results_page_switches_the_metric_and_shows_notices():
     assert any("atol = rtol" in c.value for c in at.caption)
     metric.set_value("top1_agreement").run()
     assert "quality: top-1 agreement with FP32 (%)" in at.dataframe[0].value.columns
-    assert at.session_state["results.metric"] == "top1_agreement"
+    assert at.session_state[f"results.metric.{sid}"] == "top1_agreement"  # kept per sweep
 
 
 def test_queue_shows_other_sessions_jobs_without_their_paths(tmp_path):

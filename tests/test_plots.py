@@ -174,7 +174,7 @@ def test_agreement_shows_the_cross_backend_check():
     fig = plots.agreement_figure(results_to_frame(rows))
     [check] = [t for t in fig.data if t.xaxis == "x3"]
     assert check.name == "onnxruntime" and list(check.x) == ["fp32", "int8-dynamic"]
-    assert list(check.text) == ["pass (atol 0.001, rtol 0.001)", "FAIL (atol 0.001, rtol 0.001)"] and list(check.y) == pytest.approx([2e-6, 0.04])
+    assert list(check.text) == ["pass<br>tol 0.001", "FAIL<br>tol 0.001"] and list(check.y) == pytest.approx([2e-6, 0.04])
     assert check.customdata[1][0] == "pytorch" and "atol" in check.hovertemplate
     assert fig.layout.yaxis3.type == "log"  # 2e-6 .. 0.04
     assert any(a.text == "worst abs error vs pytorch (first output)" for a in fig.layout.annotations)
@@ -295,6 +295,32 @@ def test_unstable_rows_are_faded_and_left_out_of_the_front_and_the_star():
     table = plots.display_table(results_to_frame(rows))
     timing = table["timing"].tolist()
     assert pd.isna(timing[0]) and timing[2] == "unstable: CV 1.70 > 0.5"  # rows never checked say nothing
+
+
+def test_when_every_row_is_unstable_the_front_is_drawn_from_them_and_says_so():
+    rows = [_row("fp32", p50=2.0, acc=0.95), _row("fp16", precision="fp16", p50=1.0, acc=0.94)]
+    for r in rows:
+        r.stability = {"unstable": True, "reasons": ["other processes used 1.6 CPU cores during the run (> 0.5)"]}
+    fig = plots.tradeoff_figure(results_to_frame(rows), latency_budget_ms=1.5)
+    front = next(t for t in fig.data if t.name == "Pareto front")
+    assert list(front.x) == [1.0, 2.0]
+    notes = [a.text or "" for a in fig.layout.annotations]
+    assert any(n.startswith("every timing here is unstable") for n in notes)
+    assert any("no stable variant within 1.5 ms" in n for n in notes)  # the star still needs a stable timing
+    measured = next(t for t in plots.speedup_figure(results_to_frame(rows)).data if t.name.startswith("measured"))
+    assert all(c.startswith("rgba(") and c.endswith(f", {plots.UNSTABLE_OPACITY:g})") for c in measured.marker.color)
+    assert measured.marker.line.color == plots.color_for("onnxruntime")  # a faded fill, a solid outline
+
+
+def test_a_percentage_axis_never_labels_more_than_100():
+    from benchmark.measure.quality import get_metric
+
+    assert plots.percent_range([100.0, 100.0], get_metric("top1_agreement")) == pytest.approx([94.6, 100.4])
+    assert plots.percent_range([10.0, 100.0], get_metric("accuracy")) == pytest.approx([2.8, 107.2])
+    assert plots.percent_range([0.5], get_metric("rel_error")) is None  # lower is better: no ceiling
+    assert plots.percent_range([0.99], get_metric("cosine")) is None
+    rows = [_row("fp32", p50=2.0, acc=1.0), _row("fp16", precision="fp16", p50=1.0, acc=1.0)]
+    assert list(plots.tradeoff_figure(results_to_frame(rows)).layout.yaxis.range) == pytest.approx([94.6, 100.4])
 
 
 def test_recommended_variant_takes_the_star():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import CompressionConfig
+from ..errors import ConfigError
 from ..models.base import LoadedModel, Variant
 from .base import COMPRESSIONS, CompressContext, register_compression
 
@@ -49,7 +50,7 @@ def plan_steps(cfg: CompressionConfig) -> list[str]:
     return steps
 
 
-def build_variant(model: LoadedModel, cfg: CompressionConfig, ctx: CompressContext) -> Variant:
+def build_variant(model: LoadedModel, cfg: CompressionConfig, ctx: CompressContext, base: Variant | None = None) -> Variant:
     """Build the variant ``cfg`` describes from ``model``; raises CompressionError/ConfigError on failure.
 
     The variant is named after ``cfg`` and keeps ``cfg`` as its config. ``precision`` is the precision
@@ -58,10 +59,19 @@ def build_variant(model: LoadedModel, cfg: CompressionConfig, ctx: CompressConte
     changed nothing leaves its ``changed=False`` record in ``records``; callers report it (the sweep
     puts a warning and ``compressed_as_asked=False`` on the rows) instead of labelling the model as
     compressed.
+
+    ``base``: a variant built from ``model`` whose steps are the first steps of ``cfg``'s (a pruned,
+    distilled model to quantize next); only the remaining steps run. ConfigError otherwise.
     """
     _load_builtins()
     variant = reference_variant(model)
     steps = plan_steps(cfg)
+    if base is not None:
+        done = plan_steps(base.config) if base.config is not None else []
+        if steps[:len(done)] != done:
+            raise ConfigError(f"cannot build {cfg.name} from {base.name}: its steps ({', '.join(done) or 'none'}) "
+                              f"are not the first steps of {', '.join(steps) or 'none'}")
+        variant, steps = base, steps[len(done):]
     for i, step in enumerate(steps):
         ctx.progress(f"{step}: building {cfg.name}", i / max(len(steps), 1))
         variant = COMPRESSIONS.get(step)(variant, cfg, ctx)

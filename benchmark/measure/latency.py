@@ -207,7 +207,7 @@ def measure_latency(session, feeds: dict[str, np.ndarray], cfg, device: str = "c
     events = _use_cuda_events(device)
     report = _Reporter(progress)
 
-    ctx = device_lock(device.split(":")[0] if device.startswith("cuda") else device) if lock else _null()
+    ctx = timing_lock(device) if lock else _null()
     with ctx:
         # bind inside the lock: it may build a TensorRT engine or capture a CUDA graph, GPU work
         # that must not overlap another process's timed loop
@@ -296,6 +296,11 @@ def _timed_loop(session, events: bool, min_iters: int, max_iters: int, min_ns: i
         if reporting:
             report("timing", _fraction(len(samples), min_iters, t1 - t_begin, min_ns), t1)
     return samples, "perf_counter_ns"
+
+
+def timing_lock(device: str):
+    """The lock a timed loop on ``device`` holds (:func:`device_lock`; every ``cuda:N`` shares ``cuda``)."""
+    return device_lock(device.split(":")[0] if device.startswith("cuda") else device)
 
 
 def _fraction(n: int, min_iters: int, elapsed_ns: int, min_ns: int) -> float:

@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..config import OUTPUT_KINDS
 from ..errors import ConfigError, MeasurementError
 
 
@@ -70,8 +71,6 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("cosine", "cosine similarity to FP32", True, 1.0),
     Metric("rel_error", "relative error vs FP32", False, 100.0, "%"),
 )}
-#: Output kinds a user may name.
-OUTPUT_KINDS = ("logits", "embeddings", "regression")
 _LOGIT_HINT = re.compile(r"logit|prob|softmax|class", re.I)
 _EMBED_HINT = re.compile(r"hidden|embed|pool|feature|encod", re.I)
 
@@ -270,7 +269,7 @@ def drop_points(q: Mapping[str, Any] | None) -> float | None:
     if higher is None:
         higher = get_metric(str(q.get("metric"))).higher_is_better
     drop = 100.0 * (float(ref) - float(value))
-    return drop if higher else -drop
+    return drop if higher else (-drop or 0.0)  # never -0.0
 
 
 __all__ = ["METRICS", "OUTPUT_KINDS", "Metric", "MetricChoice", "get_metric", "choose_metric", "choose_metric_for",

@@ -18,9 +18,10 @@ from ..results import RunResult
 from .gates import runnable
 from .feeds import first_batch, internal_error
 from .quality import (
-    CrossBackend, ReferenceOutputs, compute_reference_logits, load_logits, reference_path, row_quality, save_logits,
+    CrossBackend, MetricPick, ReferenceOutputs, compute_reference_logits, load_logits, reference_path, row_quality,
+    save_logits,
 )
-from .rows import PRECISION_STEPS, RSS_NOT_RESET, latency_fields, noop_warning, row_extras
+from .rows import PRECISION_STEPS, RSS_NOT_RESET, latency_fields, noop_warning, row_extras, stability_notes
 from .variant import VariantContext
 
 
@@ -40,11 +41,13 @@ def _ask(obj, name: str, *args, default=None):
 class BackendRun:
     """The runs of one backend (registered as ``name``) on the job's variant."""
 
-    def __init__(self, ctx: VariantContext, name: str, runs: list[dict], cross: CrossBackend):
+    def __init__(self, ctx: VariantContext, name: str, runs: list[dict], cross: CrossBackend,
+                 pick: MetricPick | None = None):
         self.ctx = ctx
         self.name = name
         self.runs = runs
         self.cross = cross
+        self.pick = pick  # the job's quality metric, chosen once
         self.rss_scoped = False  # the first run's peak-RSS window (from before prepare) was opened
         self.reference = ReferenceOutputs()
         self.shared_report = None  # the evaluation at the largest batch, when it worked
@@ -202,20 +205,26 @@ class BackendRun:
         cross, cross_note = self.cross_fields or (None, None)
         if cross_note:
             warnings.append(cross_note)
-        quality = row_quality(report, ctx.comp.is_reference, self.name, self.reference.note)
+        quality = row_quality(report, ctx.comp.is_reference, self.name, self.reference.note, self.pick,
+                              self.reference.logits)
         warnings += quality.notes
-        stats = self.time(session, bs, meter)
+        stats, stability = self.time(session, bs, meter)
         extras, notes = row_extras(session, stats, bs, meter_note)
-        warnings += notes
+        warnings += notes + stability_notes(stability)
         return ctx.rows.row(self.name, bs, "ok", warnings=warnings, peak_rss_mb=round(peak_rss_mb(), 1),
                             gpu_peak_mb=_ask(session, "gpu_peak_mb"), accuracy=quality.accuracy,
-                            fidelity=quality.fidelity, cross_backend=cross, **self.session_fields,
-                            **latency_fields(stats, bs), **extras)
+                            fidelity=quality.fidelity, quality=quality.quality, cross_backend=cross,
+                            stability=stability.to_dict(), **self.session_fields, **latency_fields(stats, bs),
+                            **extras)
 
     def time(self, session, bs: int, meter):
-        """Latency statistics of ``bs`` on the first batch of the evaluation data (example inputs
-        when it holds fewer samples)."""
-        from ..measure.latency import measure_latency
+        """(latency statistics, stability verdict) of ``bs`` on the first batch of the evaluation data
+        (example inputs when it holds fewer samples). While the timing is unstable it is taken again,
+        up to the sweep's ``timing_attempts`` in all, each time bound and warmed up again, all under
+        one hold of the device lock; the steadiest attempt is kept
+        (:func:`benchmark.measure.stability.measure_until_stable`)."""
+        from ..measure.latency import measure_latency, timing_lock
+        from ..measure.stability import Thresholds, measure_until_stable
 
         ctx = self.ctx
         feeds = first_batch(ctx.eval_data, bs) if ctx.eval_data is not None else None
@@ -227,8 +236,17 @@ class BackendRun:
                             min_duration_s=s["min_duration_s"], max_iters=s["max_iters"],
                             eval_samples=s["eval_samples"])
         ctx.out.step(f"timing {self.name} batch {bs} ({ctx.comp.name})")
-        return measure_latency(session, feeds, run_cfg, ctx.device, meter=meter,
-                               progress=functools.partial(self.timing_progress, bs))
+        thresholds = Thresholds(max_attempts=int(s.get("timing_attempts", 3)))
+
+        def again(attempt: int, verdict) -> None:  # a new step: the job's step timeout restarts
+            ctx.out.step(f"timing {self.name} batch {bs} again ({verdict.reason}): attempt {attempt + 1} of "
+                         f"{thresholds.max_attempts} ({ctx.comp.name})")
+
+        with timing_lock(ctx.device):
+            return measure_until_stable(
+                lambda: measure_latency(session, feeds, run_cfg, ctx.device, meter=meter, lock=False,
+                                        progress=functools.partial(self.timing_progress, bs)),
+                thresholds, threads=ctx.threads, on_retry=again)
 
     def timing_progress(self, bs: int, message: str, fraction: float | None) -> None:
         self.ctx.out.progress(f"{message} {self.name} batch {bs} ({self.ctx.comp.name})", fraction)

@@ -8,7 +8,7 @@ runs a crash would fail) and one ``result`` per row.
 from __future__ import annotations
 
 from .backend_run import BackendRun
-from .quality import CrossBackend
+from .quality import CrossBackend, MetricPick
 from .variant import build_variant_context
 
 #: The ``run_isolated`` target of a sweep's jobs.
@@ -22,9 +22,11 @@ def variant_job(payload: dict, emit) -> dict:
     for run in payload["runs"]:
         groups.setdefault((run["backend"], run.get("variant") or ctx.comp.name), []).append(run)
     cross = CrossBackend(ctx.comp.precision)
+    outputs = getattr(ctx.model, "outputs", None) or []
+    pick = MetricPick(ctx.settings, outputs[0].name if outputs else "")
     for (name, variant), runs in groups.items():
         sub = ctx.with_runtime(variant, runs[0].get("runtime") or {})
         sub.memory_profile = sub.memory_profile or ctx.memory_profile  # estimated once per job
-        BackendRun(sub, name, runs, cross).measure()
+        BackendRun(sub, name, runs, cross, pick).measure()
         ctx.memory_profile = sub.memory_profile
     return {"variant": ctx.comp.name}

@@ -123,7 +123,7 @@ def estimate_duration_s(plan: list[Job], cfg: SweepConfig | None = None) -> floa
 
 
 def run_settings(cfg: SweepConfig) -> dict[str, Any]:
-    """Timing settings of a sweep's runs (optional SweepConfig fields fall back to defaults)."""
+    """Timing and quality settings of a sweep's runs (optional SweepConfig fields fall back to defaults)."""
     min_iters = int(getattr(cfg, "min_iters", 20))
     min_duration_s = float(getattr(cfg, "min_duration_s", 1.0))
     return {
@@ -135,6 +135,9 @@ def run_settings(cfg: SweepConfig) -> dict[str, Any]:
         "max_iters": int(getattr(cfg, "max_iters", max(10000, min_iters))),
         "eval_samples": int(getattr(cfg, "eval_samples", DEFAULT_EVAL_SAMPLES)),
         "cuda_graph": bool(getattr(cfg, "cuda_graph", False)),
+        "metric": getattr(cfg, "metric", None),
+        "output_kind": getattr(cfg, "output_kind", None),
+        "timing_attempts": int(getattr(cfg, "timing_attempts", 3)),
     }
 
 

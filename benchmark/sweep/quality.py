@@ -138,20 +138,84 @@ def compute_reference_logits(backend, ref_variant, eval_data, device: str, threa
 
 
 # --------------------------------------------------------------------------------------------
-# a row's accuracy and fidelity
+# the job's quality metric
+# --------------------------------------------------------------------------------------------
+def labels_like(outputs, labels):
+    """``labels`` (flattened by the evaluation) shaped as the output's positions ``[N]`` or ``[N, T]``
+    when their count matches, so the metric choice can tell whether they index the last axis."""
+    import numpy as np
+
+    if labels is None or outputs is None or isinstance(outputs, (list, tuple)):
+        return labels
+    lab, shape = np.asarray(labels), np.shape(outputs)
+    if len(shape) >= 2 and lab.size == int(np.prod(shape[:-1])):
+        return lab.reshape(shape[:-1])
+    return lab
+
+
+class MetricPick:
+    """The job's quality metric, chosen once from the first outputs that arrive (the FP32 reference's
+    where there are some, else this variant's) and the labels, with the sweep's ``metric`` and
+    ``output_kind`` settings (:func:`benchmark.measure.quality.choose_metric_for`). A metric asked
+    for that cannot be computed (accuracy without labels) falls back to the default, with a note."""
+
+    def __init__(self, settings: dict, output_name: str = ""):
+        self.override = settings.get("metric") or None
+        self.kind = settings.get("output_kind") or None
+        self.output_name = output_name
+        self.choice = None  # MetricChoice once chosen
+        self.note: str | None = None  # on every row of the job when the asked-for metric fell back
+
+    def choose(self, outputs, labels):
+        """The :class:`~benchmark.measure.quality.MetricChoice` (None when the outputs vary in shape)."""
+        from ..errors import ConfigError
+        from ..measure.quality import choose_metric_for
+
+        if self.choice is not None or outputs is None or isinstance(outputs, (list, tuple)):
+            return self.choice
+        labels = labels_like(outputs, labels)
+        try:
+            self.choice = choose_metric_for(outputs, labels, name=self.output_name, kind=self.kind,
+                                            override=self.override)
+        except ConfigError as exc:
+            self.choice = choose_metric_for(outputs, labels, name=self.output_name, kind=self.kind)
+            self.note = f"quality metric {self.override} not used ({exc}); {self.choice.metric} instead"
+        return self.choice
+
+
+# --------------------------------------------------------------------------------------------
+# a row's accuracy, fidelity and quality
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Quality:
-    """A row's ``accuracy`` and ``fidelity`` fields and the notes that go with them."""
+    """A row's ``accuracy``, ``fidelity`` and ``quality`` fields and the notes that go with them."""
 
     accuracy: dict | None
     fidelity: dict | None
     notes: list[str]
+    quality: dict | None = None
 
 
-def row_quality(report, is_reference: bool, backend: str, reference_note: str | None) -> Quality:
-    """Accuracy on labels, and fidelity to the FP32 reference on the same backend (the reference
-    variant's own rows: against itself). Without fidelity, ``reference_note`` says why."""
+def _quality_object(pick: MetricPick | None, report, reference) -> tuple[dict | None, list[str]]:
+    """The row's ``quality`` (the job's metric against ``reference``, the FP32 outputs) and notes."""
+    from ..measure.quality import row_quality as metric_quality
+
+    if pick is None:
+        return None, []
+    choice = pick.choose(reference if reference is not None else report.logits, report.labels)
+    notes = [pick.note] if pick.note else []
+    if choice is None:
+        return None, notes + ["quality not computed: the outputs vary in shape between batches"]
+    labels = labels_like(report.logits, report.labels)
+    q, note = metric_quality(choice.metric, report.logits, reference, labels, why=choice.reason)
+    return q, notes + ([note] if note else [])
+
+
+def row_quality(report, is_reference: bool, backend: str, reference_note: str | None,
+                pick: MetricPick | None = None, reference=None) -> Quality:
+    """Accuracy on labels, fidelity to the FP32 reference on the same backend (the reference
+    variant's own rows: against itself), and the row's one ``quality`` object in the job's metric
+    (``pick``; ``reference``: the FP32 reference's outputs). Without fidelity, ``reference_note`` says why."""
     from ..measure.accuracy import fidelity
 
     accuracy = fid = None
@@ -160,15 +224,17 @@ def row_quality(report, is_reference: bool, backend: str, reference_note: str | 
         accuracy = {"top1": report.top1, "top5": report.top5, "n": report.n_samples}
     if is_reference and report.logits is not None:
         fid = dict(fidelity(report.logits, report.logits), reference="self", n=report.n_samples)
+        reference = report.logits
     elif report.cosine is not None or report.top1_agreement is not None:
         fid = {"top1_agreement": report.top1_agreement, "cosine": report.cosine,
                "max_abs_err": report.max_abs_err, "mean_abs_err": report.mean_abs_err, "rel_error": report.rel_error,
                "reference": f"fp32 on {backend}", "n": report.n_samples}
     elif reference_note:
         notes.append(reference_note)
-    notes += list(report.warnings)
-    return Quality(accuracy, fid, notes)
+    quality, quality_notes = _quality_object(pick, report, reference)
+    notes += list(report.warnings) + quality_notes
+    return Quality(accuracy, fid, notes, quality)
 
 
-__all__ = ["CrossBackend", "Quality", "ReferenceOutputs", "compute_reference_logits", "cross_backend_check",
+__all__ = ["CrossBackend", "MetricPick", "Quality", "ReferenceOutputs", "labels_like", "compute_reference_logits", "cross_backend_check",
            "load_logits", "reference_path", "row_quality", "save_logits"]

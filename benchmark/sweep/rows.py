@@ -132,3 +132,24 @@ def unapplied_steps(comp: CompressionConfig, records) -> list[str]:
 
 def noop_warning(step: str) -> str:
     return _NOOP_TEXT.get(step, f"{step} changed nothing: this row is the model without it")
+
+
+def stability_notes(stability) -> list[str]:
+    """The row's warning when its timing stayed unstable on the last attempt (a ``Stability``)."""
+    if not stability.unstable:
+        return []
+    tries = f"{stability.attempts} timings" if stability.attempts > 1 else "one timing"
+    return [f"unstable timing after {tries}: {stability.reason}; this p50 may reflect other work on the machine"]
+
+
+def refresh_speedups(store, sweep_id: int | None) -> int:
+    """Store ``speedup_vs_fp32`` on every ok row of the sweep whose value changed (a row whose FP32
+    reference arrives later gets it then); returns how many rows were stored again."""
+    from ..measure.derived import fill_speedups
+
+    if sweep_id is None:
+        return 0
+    changed = fill_speedups(store.get_results(sweep_id, statuses=("ok",)))
+    for row in changed:
+        store.add_result(row)
+    return len(changed)

@@ -28,7 +28,7 @@ from .plan import (
     DEFAULT_JOB_TIMEOUT_S, Job, PlannedRun, absolute_paths, plan_for_targets, plan_size, plan_sweep, run_settings,
     sweep_config_from_dict, sweep_config_to_dict, validate_sweep,
 )
-from .rows import RowFactory
+from .rows import RowFactory, refresh_speedups
 
 Progress = Callable[[str, "float | None"], None]  # (message, overall fraction in [0, 1] or None)
 
@@ -121,6 +121,9 @@ class _JobEvents:
         if runner.sweep_id is None:  # cannot happen: results come after "checked"
             runner.ensure_sweep(row.model)
         runner.store.add_result(row)
+        if row.status == "ok":
+            with runner.lock:  # targets report in threads: one refresh at a time sees every stored row
+                refresh_speedups(runner.store, runner.sweep_id)
         self.reported.add(child_key)
         if child_key in self.current:
             self.current.remove(child_key)
@@ -393,6 +396,8 @@ def _resume_settings(store: Store, sweep_id: int, plugins, job_timeout_s):
     """(config, plugins, job timeout, the sweep as it was) of a stored sweep to resume, claimed for this
     process (:meth:`Store.claim_sweep`); refuses one that another runner holds."""
     store.mark_interrupted()
+    if "recommend" in (store.get_sweep(sweep_id).config or {}):  # a recommendation is not a sweep plan
+        raise ConfigError(f"sweep {sweep_id} is a recommendation; run `slimbench recommend` again instead of resuming it")
     rec = store.claim_sweep(sweep_id)  # one runner per sweep: a second --resume is refused here
     try:
         cfg = sweep_config_from_dict(rec.config.get("sweep") or {})  # the stored plan decides what is missing
