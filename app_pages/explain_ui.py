@@ -132,11 +132,20 @@ def _run_profile(store, rec, key: str) -> dict:
             sweep.get("model") or rec.model, comp, backend=row.backend, device=row.device, batch_size=row.batch_size,
             threads=int(sweep.get("threads") or 0), inputs=tuple(sweep.get("inputs") or ()), arch=sweep.get("arch"),
             trust_pickle=bool(sweep.get("trust_pickle")), data=sweep.get("data"), runtime=row.runtime,
+            sensitivity=_page_sensitivity(sweep.get("model") or rec.model, sweep.get("data")),
             timing={"min_duration_s": float(sweep.get("min_duration_s") or 1.0),
                     "min_iters": int(sweep.get("min_iters") or 20)},
             on_progress=progress, on_wait=lambda n: bar.progress(0.0, text=f"profile: queued behind {n} job(s) on the CPU"))
     finally:
         bar.empty()
+
+
+def _page_sensitivity(model: str, data: str | None) -> list[dict] | None:
+    """The Sensitivity page's table for this model and data in this session, if one was run."""
+    done = st.session_state.get("sensitivity")
+    if not done or done[0][0] != model or (done[0][3] or None) != (data or None):
+        return None
+    return done[2].get("table")
 
 
 def layer_table(res: dict, top: int = 25) -> pd.DataFrame:
@@ -148,6 +157,9 @@ def layer_table(res: dict, top: int = 25) -> pd.DataFrame:
              "achieved GMAC/s": r.get("gmacs_per_s"),
              "of peak (%)": None if r.get("peak_fraction") is None else 100 * r["peak_fraction"]}
             for r in res["layers"][:top]]
+    if any("sensitivity_delta" in r for r in res["layers"]):
+        for row, r in zip(rows, res["layers"]):
+            row["drop alone (points)"] = r.get("sensitivity_delta")
     return pd.DataFrame(rows).round(4)
 
 
@@ -181,7 +193,8 @@ def profile_tab(store, rec, df: pd.DataFrame) -> None:
     key = st.selectbox("Variant to profile", keys, key=kept("results.profile_row", keys[0], keys),
                        format_func=lambda k: "{} on {}, batch {}".format(*k.split("|")))
     st.caption("Builds the variant as the sweep did, times it normally, then runs an untimed profiling pass: each "
-               "layer's time, kernel and MACs, and its achieved GMAC/s against this CPU's peak. It runs in a separate "
+               "layer's time, kernel and MACs, and its achieved GMAC/s against this CPU's peak (and each layer's quality "
+               "drop when the Sensitivity page ran on this model and data in this session). It runs in a separate "
                "process and waits for the CPU queue.")
     save()
     if st.button("Profile this variant", key="results.profile", icon=":material/troubleshoot:"):

@@ -87,3 +87,27 @@ def test_without_evaluation_data_the_flags_choose_and_the_record_says_why(digits
     assert onnx["int8_format_reason"].startswith("auto: ") and "not measured: no evaluation data" in onnx["int8_format_reason"]
     forced = _build(model, CompressContext(workdir=tmp_path, calib_data=calib), int8_format="s8s8")
     assert forced["int8_format"] == "s8s8" and "int8_choice" not in forced
+
+
+def test_the_formats_are_scored_in_the_metric_the_sweep_asks_for(digits, tmp_path):
+    from benchmark.compress import CompressContext
+
+    model, evaluation, calib = digits
+    onnx = _build(model, CompressContext(workdir=tmp_path, calib_data=calib, eval_data=evaluation, threads=1,
+                                         metric="cosine"))
+    choice = onnx["int8_choice"]
+    assert choice["metric"] == "cosine" and "asked" in choice["metric_why"]
+    for c in choice["candidates"]:  # the FP32 graph's cosine with itself is 1: the drop is 100 x (1 - cosine)
+        assert c["drop_points"] == pytest.approx(100 * (1 - c["quality"]), abs=1e-6) and 0.5 < c["quality"] <= 1 + 1e-6
+
+
+def test_a_metric_that_cannot_be_computed_falls_back_with_a_note():
+    import numpy as np
+
+    from benchmark.measure.quality import choose_metric_asked
+
+    logits = np.random.default_rng(0).standard_normal((16, 10)).astype(np.float32)
+    choice, note = choose_metric_asked(logits, None, override="accuracy")  # no labels: no accuracy
+    assert choice.metric == "top1_agreement" and note.startswith("quality metric accuracy not used (")
+    choice, note = choose_metric_asked(logits, np.arange(16) % 10, override="accuracy")
+    assert choice.metric == "accuracy" and note is None

@@ -63,6 +63,14 @@ def test_results_profile_tab_profiles_the_chosen_row_in_a_child():
     assert choice.value == "fp32|onnxruntime|1"
     assert any("Instruction set** x86_64 test cpu: AVX2; no VNNI" in m.value for m in at.markdown)
     assert any("GEMM GMAC/s FP32 50.0; memory 20.0 GB/s" in m.value for m in at.markdown)
+    # the Sensitivity page's table for this model joins the profile; one for another model does not
+    table = [{"layer": "node_conv2d_2", "delta": 1.5}]
+    at.session_state["sensitivity"] = (("sample:other", (), None, None, ()), "int8", {"table": table})
+    at.button(key="results.profile").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    layers = next(d.value for d in at.dataframe if "layer" in d.value.columns)
+    assert "drop alone (points)" not in layers.columns
+    at.session_state["sensitivity"] = (("sample:digits-cnn", (), None, None, ()), "int8", {"table": table})
     at.button(key="results.profile").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
@@ -71,6 +79,8 @@ def test_results_profile_tab_profiles_the_chosen_row_in_a_child():
     layers = next(d.value for d in at.dataframe if "layer" in d.value.columns)
     assert {"kernel", "time (%)", "MACs (%)", "achieved GMAC/s", "of peak (%)"} <= set(layers.columns)
     assert layers["MACs (%)"].sum() > 0
+    drops = dict(zip(layers["layer"], layers["drop alone (points)"]))
+    assert drops["node_conv2d_2"] == 1.5 and sum(d == d for d in drops.values()) == 1  # the other layers: NaN
     profile = at.session_state["profile_result"][2]
     # the row's runtime settings were used: at level basic Relu is not fused into Conv and there is no
     # NCHWc re-layout (level all runs ReorderOutput and no separate Relu on this model)

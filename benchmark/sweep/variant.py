@@ -127,7 +127,8 @@ def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, 
     timeout_s = payload.get("timeout_s")
     return CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=eval_data,
                            progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None,
-                           threads=int(payload["settings"]["threads"]))
+                           threads=int(payload["settings"]["threads"]), metric=payload["settings"].get("metric"),
+                           output_kind=payload["settings"].get("output_kind"))
 
 
 def _count(variant, eval_data) -> tuple[dict[str, Any], list[str]]:

@@ -113,7 +113,8 @@ def static_int8(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, 
             from .int8_choice import measure_inputs
 
             ctx.progress(f"{method}: timing and scoring the INT8 formats on the evaluation data", None)
-            measure = measure_inputs(variant, ctx.eval_data, getattr(ctx, "threads", 0))
+            measure = measure_inputs(variant, ctx.eval_data, getattr(ctx, "threads", 0), getattr(ctx, "metric", None),
+                                     getattr(ctx, "output_kind", None))
         details["onnx"], w = quantize_onnx_static(src, out, batches, cfg, exclude_layers, default_exclusions,
                                                   specs=variant.model.inputs, measure=measure)
         warnings_.extend(w)

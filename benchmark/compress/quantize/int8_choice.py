@@ -15,8 +15,9 @@ shared through ONNX Runtime's calibration cache), timed briefly and scored, and 
   with the short :data:`TIMING` settings (holding the CPU lock), :data:`ROUNDS` rounds interleaved
   across candidates; a candidate's time is the median of its rounds' p50s.
 - **Score**: on the first :data:`SCORE_SAMPLES` samples of the *evaluation* split (never the
-  calibration data), the metric a row would use (:func:`benchmark.measure.quality.choose_metric_for`
-  from the FP32 graph's outputs and the labels), as a drop in points from the FP32 graph's value.
+  calibration data), the metric a row would use (the sweep's ``metric`` / ``output_kind``, else
+  :func:`benchmark.measure.quality.choose_metric_for` from the FP32 graph's outputs and the labels),
+  as a drop in points from the FP32 graph's value.
 
 Everything measured goes into the compression record (``int8_choice``): every candidate's p50,
 quality value and drop, the metric, the samples, and the reason for the choice.
@@ -104,16 +105,19 @@ def _outputs(path: Path, batches: list[dict], threads: int):
     return np.concatenate([np.asarray(sess.run(None, feeds)[0]) for feeds in batches])
 
 
-def _score(cands: list[Candidate], paths: dict[str, Path], reference: Path, data, batches: list[dict],
-           threads: int) -> dict[str, Any]:
-    """Each candidate's quality and drop in points against the FP32 graph at ``reference``."""
+def _score(cands: list[Candidate], paths: dict[str, Path], reference: Path, inputs: "MeasureInputs") -> dict[str, Any]:
+    """Each candidate's quality and drop in points against the FP32 graph at ``reference``, in the
+    metric asked for (``inputs.metric``, else the default for the first output)."""
     import numpy as np
 
-    from ...measure.quality import choose_metric_for, drop_points, quality
+    from ...measure.quality import choose_metric_asked, drop_points, quality
 
+    data, batches, threads = inputs.data, inputs.batches, inputs.threads
     ref = _outputs(reference, batches, threads)
     labels = None if data.labels is None else np.asarray(data.labels)[: len(ref)]
-    choice = choose_metric_for(ref, labels)
+    outputs = getattr(inputs.model, "outputs", None) or []
+    choice, note = choose_metric_asked(ref, labels, name=outputs[0].name if outputs else "", kind=inputs.output_kind,
+                                       override=inputs.metric)
     for c in cands:
         if c.error:
             continue
@@ -123,7 +127,7 @@ def _score(cands: list[Candidate], paths: dict[str, Path], reference: Path, data
             c.error = f"scoring failed: {one_line(exc)}"
             continue
         c.quality, c.drop_points = q["value"], drop_points(q)
-    return {"metric": choice.metric, "metric_why": choice.reason, "samples": int(len(ref))}
+    return {"metric": choice.metric, "metric_why": note or choice.reason, "samples": int(len(ref))}
 
 
 def _time(cands: list[Candidate], paths: dict[str, Path], model, feeds: dict, threads: int) -> None:
@@ -171,11 +175,15 @@ class MeasureInputs:
     timing_feeds: dict
     model: Any
     threads: int = 0
+    metric: str | None = None  # the quality metric asked for; None: the default for the first output
+    output_kind: str | None = None
 
 
-def measure_inputs(variant, eval_data, threads: int = 0) -> tuple[MeasureInputs | None, str | None]:
+def measure_inputs(variant, eval_data, threads: int = 0, metric: str | None = None,
+                   output_kind: str | None = None) -> tuple[MeasureInputs | None, str | None]:
     """(:class:`MeasureInputs` from the first :data:`SCORE_SAMPLES` of ``eval_data``, None) or (None,
-    why they cannot be had)."""
+    why they cannot be had); candidates are scored in ``metric`` (see :func:`choose_metric_asked
+    <benchmark.measure.quality.choose_metric_asked>`)."""
     from ...data.base import fixed_batch
     from .common import calibration_batches, fit_calibration
 
@@ -187,7 +195,8 @@ def measure_inputs(variant, eval_data, threads: int = 0) -> tuple[MeasureInputs 
         timing = data.feed_batches(TIMING_BATCH, fixed_batch(variant.model.inputs))
     except BenchmarkError as exc:
         return None, f"the evaluation data cannot feed the model ({one_line(exc)})"
-    return MeasureInputs(data, batches, timing[0] if timing else batches[0], variant.model, int(threads)), None
+    return MeasureInputs(data, batches, timing[0] if timing else batches[0], variant.model, int(threads), metric,
+                         output_kind), None
 
 
 def quantize_measured(flag: tuple[str, bool, str], quantize: Callable[[Candidate, Path], None], out: Path,
@@ -231,7 +240,7 @@ def measure_int8_choice(cands: list[Candidate], quantize: Callable[[Candidate, P
             continue
         paths[c.name] = path
     threads = inputs.threads
-    scored = _score(cands, paths, reference, inputs.data, inputs.batches, threads)
+    scored = _score(cands, paths, reference, inputs)
     _time(cands, paths, inputs.model, inputs.timing_feeds, threads)
     chosen, reason = pick(cands)
     record = {"mode": "measure", **scored, "tolerance_points": QUALITY_TOLERANCE_POINTS, "rounds": ROUNDS,
