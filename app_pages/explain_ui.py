@@ -205,3 +205,13 @@ def profile_tab(store, rec, df: pd.DataFrame) -> None:
     done = st.session_state.get("profile_result")
     if done and done[0] == rec.id and done[1] == key:
         show_profile(done[2])
+        _profile_explanations(store, rec, key, done[2])
+
+
+def _profile_explanations(store, rec, key: str, res: dict) -> None:
+    """The row's measured explanations with this profile's kernels and times."""
+    from benchmark.explain import explain_profiled
+
+    explanations = explain_profiled(store.get_results(rec.id), key, res)
+    if explanations:
+        st.markdown("**Why (measured, with this profile)**\n\n" + "\n".join(f"- {e['text']}" for e in explanations))

@@ -336,29 +336,44 @@ def roofline_fields(row: dict, peaks: Any) -> tuple[float | None, float | None]:
     return achieved, (achieved / peak if achieved is not None and peak else None)
 
 
-def explain_results(rows: list) -> list:
-    """Fill ``speedup_vs_fp32``, ``achieved_gmacs_per_s``, ``peak_fraction`` and ``explanations`` on
-    the ok :class:`~benchmark.results.RunResult` rows of one sweep (the FP32 reference rows are found
-    as :mod:`benchmark.measure.derived` finds them; the ISA and peaks come from each row's ``env``).
-    Returns the rows whose fields changed, for the caller to store again."""
+def _ok_rows_with_inputs(rows: list):
+    """(row, its :func:`row_inputs`, its ``env``) for each ok row of one sweep, with the speedup over
+    its FP32 reference row (found as :mod:`benchmark.measure.derived` finds it)."""
     from .measure import derived
 
     data = [r.to_json() for r in rows]
     refs = derived.reference_index(data)
-    changed = []
     for row, d, speedup in zip(rows, data, derived.speedups_vs_fp32(data)):
         if row.status != "ok":
             continue
         ref = refs.get(derived.group_key(d))
-        env = d.get("env") or {}
-        inputs = row_inputs(d, speedup, None if ref is None else data[ref])
+        yield row, row_inputs(d, speedup, None if ref is None else data[ref]), d.get("env") or {}
+
+
+def explain_results(rows: list) -> list:
+    """Fill ``speedup_vs_fp32``, ``achieved_gmacs_per_s``, ``peak_fraction`` and ``explanations`` on
+    the ok :class:`~benchmark.results.RunResult` rows of one sweep (the ISA and peaks come from each
+    row's ``env``). Returns the rows whose fields changed, for the caller to store again."""
+    changed = []
+    for row, inputs, env in _ok_rows_with_inputs(rows):
         achieved, fraction = roofline_fields(inputs, env.get("peaks"))
         explanations = explain_row(inputs, isa=env.get("isa"), peaks=env.get("peaks"))
-        new = (speedup, achieved, fraction, explanations or None)
+        new = (inputs["speedup_vs_fp32"], achieved, fraction, explanations or None)
         if new != (row.speedup_vs_fp32, row.achieved_gmacs_per_s, row.peak_fraction, row.explanations):
             row.speedup_vs_fp32, row.achieved_gmacs_per_s, row.peak_fraction, row.explanations = new
             changed.append(row)
     return changed
+
+
+def explain_profiled(rows: list, key: str, profile: dict) -> list[dict]:
+    """Measured explanations of the row ``key`` (``variant|backend|batch``) of one sweep's ``rows``
+    with that variant's per-layer ``profile`` (:func:`benchmark.profiling.profile_isolated`): which
+    kernels ran, at what GMAC/s, where the time went. Empty when the row is not an ok row."""
+    for row, inputs, env in _ok_rows_with_inputs(rows):
+        if row.key == key:
+            return explain_row(inputs, isa=env.get("isa") or profile.get("isa"),
+                               peaks=env.get("peaks") or profile.get("peaks"), profile=profile)
+    return []
 
 
 def explanation_lines(results: list) -> list[str]:
@@ -381,6 +396,6 @@ def explanation_lines(results: list) -> list[str]:
 
 
 __all__ = ["LOW_PEAK_FRACTION", "NOT_FASTER", "PRUNE_SHORTFALL", "explain_int8", "explain_low_precision_float",
-           "explain_int8_format", "explain_pruning", "explain_results", "explain_row", "explain_runtime",
+           "explain_int8_format", "explain_profiled", "explain_pruning", "explain_results", "explain_row", "explain_runtime",
            "explanation_lines", "explain_roofline", "mac_kernel_rate", "roofline_fields",
            "row_inputs"]

@@ -186,3 +186,22 @@ def test_an_int8_row_below_extended_optimizations_is_explained_by_its_runtime_se
     text = next(e["text"] for e in rows[1].explanations if e["topic"] == "runtime")
     assert "graph optimization level basic" in text and "0.80x" in text and "QLinearConv" in text
     assert rows[2].speedup_vs_fp32 == pytest.approx(1.0)
+
+
+def test_explain_profiled_joins_the_rows_speedup_with_the_profiles_kernels():
+    from benchmark.explain import explain_profiled
+    from benchmark.results import RunResult
+
+    env = {"isa": AVX2_EPYC.to_dict(), "peaks": PEAKS_AVX2.to_dict()}
+
+    def row(variant, precision, p50):
+        return RunResult(model="m", variant=variant, backend="onnxruntime", batch_size=1, status="ok", sweep_id=1,
+                         precision=precision, macs=123_000_000, latency_ms={"p50": p50}, env=env)
+
+    rows = [row("fp32", "fp32", 2.4), row("int8-static[minmax]", "int8-static", 2.5)]
+    exps = {e["topic"]: e for e in explain_profiled(rows, "int8-static[minmax]|onnxruntime|1", INT8_PROFILE)}
+    text = exps["int8"]["text"]
+    assert "0.96x FP32" in text and "no VNNI" in text  # 2.4 / 2.5 from the FP32 row of the same sweep
+    assert "QLinearConv" in text and "41.0 GMAC/s" in text  # the profile's INT8 kernels: 123e6 MACs in 3.0 ms
+    assert exps["roofline"]["numbers"]["achieved_gmacs_per_s"] == pytest.approx(123e6 / 2.5e-3 / 1e9)
+    assert explain_profiled(rows, "int8-static[minmax]|pytorch|1", INT8_PROFILE) == []  # no such row

@@ -81,6 +81,9 @@ def test_results_profile_tab_profiles_the_chosen_row_in_a_child():
     assert layers["MACs (%)"].sum() > 0
     drops = dict(zip(layers["layer"], layers["drop alone (points)"]))
     assert drops["node_conv2d_2"] == 1.5 and sum(d == d for d in drops.values()) == 1  # the other layers: NaN
+    # the row's explanations with the profile: 7e6 MACs in 0.2 ms = 35 GMAC/s, 70 % of the 50 GMAC/s peak
+    why = next(m.value for m in at.markdown if m.value.startswith("**Why (measured, with this profile)**"))
+    assert "35.0 GMAC/s" in why and "70.0 %" in why
     profile = at.session_state["profile_result"][2]
     # the row's runtime settings were used: at level basic Relu is not fused into Conv and there is no
     # NCHWc re-layout (level all runs ReorderOutput and no separate Relu on this model)
