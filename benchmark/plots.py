@@ -901,7 +901,11 @@ def profile_share_figure(profile: dict | None, title: str | None = None) -> go.F
                                              "MACs %{x:.1f} %, time %{y:.1f} % (%{customdata[3]} ms)<extra></extra>"))
     fig.update_xaxes(title_text="share of the MACs (%)")
     fig.update_yaxes(title_text="share of the profiled time (%)")
-    return _layout(fig, title or "Where the time goes vs where the MACs are (one point per layer)")
+    fig = _layout(fig, title or "Time share vs MAC share, per layer")
+    # the legend below the plot: the figure shares a row with another, a side legend squeezes the axes
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
+                      margin=dict(b=120))
+    return fig
 
 
 def profile_gmacs_figure(profile: dict | None, top: int = 20, title: str | None = None) -> go.Figure:
