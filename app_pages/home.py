@@ -2,6 +2,7 @@
 built-in samples, a demo (its status refreshes until it finishes)."""
 import streamlit as st
 
+from app_pages.explain_ui import hardware_panel
 from app_pages.shared import link, save, say, session
 
 #: The demo sweep: small, fast, and shows a real trade-off (INT8 and structured pruning vs FP32).
@@ -152,6 +153,7 @@ env, status = environment()
 rows = [{"backend": r["backend"], "device": r["device"], "available": "yes" if r["available"] else "no",
          "why not": say(r["reason"])} for r in status]
 st.dataframe(rows, hide_index=True, width="stretch")
+hardware_panel()
 gpu = env.get("gpu_name") or "none"
 st.markdown(
     f"**CPU** {env.get('cpu_model') or 'unknown'} ({env.get('cores')} logical cores; "

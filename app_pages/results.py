@@ -2,6 +2,7 @@
 plots with one quality metric the user can switch, and the runs that failed or were skipped."""
 import streamlit as st
 
+from app_pages.explain_ui import environment_lines, profile_tab
 from app_pages.shared import HELP, kept, save, say, session, stored_sweeps
 from benchmark import plots
 
@@ -164,7 +165,7 @@ def show(store, sweep_id: int, was_active: bool) -> None:
     batch, budget, metric, kind = controls(df)
     color_by, across = machine_controls(df, rec.id)
     save()
-    tabs = st.tabs(["Trade-off", "Throughput", "Size & MACs", "Latency distribution", "Speedup", "Backends"])
+    tabs = st.tabs(["Trade-off", "Throughput", "Size & MACs", "Latency distribution", "Speedup", "Backends", "Profile"])
     figs = [
         plots.tradeoff_figure(df if across is None else df[df["variant"] == across], batch_size=batch,
                               latency_budget_ms=budget or None, metric=metric, color_by=color_by,
@@ -185,6 +186,8 @@ def show(store, sweep_id: int, was_active: bool) -> None:
                            "first backend's on the same samples; an element fails when its absolute and its relative "
                            f"error both exceed the tolerance (atol = rtol: {tolerances}). Each bar's label repeats "
                            "the tolerance it was checked at.")
+    with tabs[-1]:
+        profile_tab(store, rec, df)
     with st.expander("How the points are drawn", expanded=False):
         st.markdown(plots.legend_markdown())
     st.subheader("All runs")
@@ -196,6 +199,7 @@ def show(store, sweep_id: int, was_active: bool) -> None:
         variant_notes(df)
     for machine, env in envs.items():
         with st.expander("Environment of these measurements" + (f": {machine}" if len(envs) > 1 else "")):
+            environment_lines(env)
             st.json(env, expanded=False)
 
 

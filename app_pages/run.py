@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from app_pages.explain_ui import runtime_widgets
 from app_pages.machines import executor_settings
 from app_pages.shared import HELP, data_choice, kept, link, model_applies, off_for_model, save, say, session
 
@@ -44,7 +45,7 @@ def plan(cfg_dict: dict) -> tuple[int, int, float]:
 
     cfg = sweep_config_from_dict(cfg_dict)
     jobs = plan_sweep(cfg)
-    return len(jobs), plan_size(jobs), estimate_duration_s(jobs, cfg)
+    return len({j.variant for j in jobs}), plan_size(jobs), estimate_duration_s(jobs, cfg)
 
 
 def _batch_order(text: str) -> tuple:
@@ -171,6 +172,7 @@ def sweep_form(model: dict):
                                     help=HELP["min_iters"])
         threads = st.number_input("Intra-op threads (0 = all cores)", 0, 256, key=kept("run.threads", 0),
                                   help=HELP["threads"])
+        runtime = runtime_widgets()
         quality = quality_settings()
     if isinstance(sizes, str):
         st.error(f"{sizes} - type a whole number, or remove it from Batch sizes.")
@@ -183,6 +185,7 @@ def sweep_form(model: dict):
             batch_axis=tuple(model.get("batch_axis") or ()),
             threads=int(threads), min_duration_s=float(min_s), min_iters=int(min_iters),
             trust_pickle=bool(model.get("trust_pickle")), arch=model.get("arch"), **variants, **where, **machines,
+            **runtime,
             **quality,
         )
     except BenchmarkError as exc:
@@ -299,9 +302,11 @@ if cfg is not None:
 
     n_variants, n_runs, est_s = plan(sweep_config_to_dict(cfg))
     per_target = " per target machine" if cfg.executor == "ray" else ""
+    extra = n_runs - n_variants * len(cfg.backends) * len(cfg.batch_sizes)
     st.info(f"{plural(n_runs, 'run')}{per_target}: {plural(n_variants, 'variant')} x {plural(len(cfg.backends), 'backend')} x "
-            f"{plural(len(cfg.batch_sizes), 'batch size')}; estimated {est_s / 60:.1f} min ({est_s:.0f} s), "
-            "not counting time queued behind other sweeps.")
+            f"{plural(len(cfg.batch_sizes), 'batch size')}"
+            + (f", plus {plural(extra, 'run')} for the runtime settings" if extra > 0 else "")
+            + f"; estimated {est_s / 60:.1f} min ({est_s:.0f} s), not counting time queued behind other sweeps.")
     if st.button("Run sweep", type="primary", icon=":material/play_arrow:"):
         from benchmark import BenchmarkError
         from benchmark.sweep import start_sweep_background

@@ -42,6 +42,14 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--min-duration", dest="min_duration_s", metavar="S", help="seconds of the timed run before profiling (default 1.0)")
     p.add_argument("--min-iters", metavar="N", help="iterations of the timed run, at least (default 20)")
     p.add_argument("--runs", metavar="N", help="profiled runs (default: about one second's worth, 5 to 50)")
+    p.add_argument("--int8-format", metavar="FORMAT", help="INT8 static format: measure (default), auto, u8s8, s8s8")
+    p.add_argument("--ort-opt", dest="ort_opt_levels", metavar="LEVEL",
+                   help="ONNX Runtime graph optimization level: all (default), extended, basic, disable")
+    p.add_argument("--ort-inter-threads", dest="ort_inter_op_threads", metavar="N",
+                   help="ONNX Runtime inter-op threads (default 1)")
+    p.add_argument("--ort-mode", dest="ort_execution_modes", metavar="MODE",
+                   help="ONNX Runtime execution mode: sequential (default) or parallel")
+    p.add_argument("--torch-interop-threads", metavar="N", help="PyTorch inter-op threads (0 = PyTorch's default)")
     p.add_argument("--sensitivity", metavar="FILE.json",
                    help="join a `slimbench sensitivity --json` table: each layer gets its accuracy drop")
     p.set_defaults(func=cmd_profile, eval_samples=None, cuda_graph=None)
@@ -70,6 +78,17 @@ def _sensitivity_rows(path: str | None) -> list[dict] | None:
     return table
 
 
+def profile_runtime(cfg, backend: str) -> dict:
+    """The runtime settings of ``backend`` in ``cfg``, one value each (profile runs one variant)."""
+    import dataclasses
+
+    from .sweep.runtime import SETTINGS, backend_settings
+
+    flags = {f.name: f.metadata.get("flag", f.name) for f in dataclasses.fields(cfg)}
+    honoured = backend_settings(backend)
+    return {s.key: _one(tuple(getattr(cfg, s.field)), flags[s.field]) for s in SETTINGS if s.key in honoured}
+
+
 def cmd_profile(args) -> int:
     from .cli_run import convert_field, job_callbacks, job_timeout, sweep_config_from_args
     from .profiling import profile_isolated
@@ -81,6 +100,7 @@ def cmd_profile(args) -> int:
     backend = _one(cfg.backends, "--backend")
     batch = _one(cfg.batch_sizes, "--batch-size")
     compression = cfg.compressions()[-1]  # with --lowrank: the decomposed variant
+    runtime = profile_runtime(cfg, backend)
     runs = None if args.runs is None else convert_field("runs", int, args.runs)
     timing = {"min_duration_s": cfg.min_duration_s, "min_iters": cfg.min_iters}
     bar, on_wait = job_callbacks(args)
@@ -88,7 +108,7 @@ def cmd_profile(args) -> int:
         res = profile_isolated(cfg.model, compression, backend=backend, device=cfg.device, batch_size=batch,
                                threads=cfg.threads, inputs=list(cfg.inputs), arch=cfg.arch,
                                trust_pickle=cfg.trust_pickle, data=cfg.data, runs=runs, timing=timing,
-                               batch_axes=list(cfg.batch_axis),
+                               batch_axes=list(cfg.batch_axis), runtime=runtime,
                                sensitivity=_sensitivity_rows(args.sensitivity), on_progress=bar, on_wait=on_wait,
                                timeout_s=job_timeout(args.timeout))
     finally:

@@ -430,6 +430,16 @@ def distill_note(compression) -> str:
     return f"distilled: {metric.name} {before:{digits}} -> {after:{digits}}{' ' + metric.unit if metric.unit else ''}"
 
 
+def print_explanations(results) -> None:
+    """The measured explanations of the rows (and this device's peaks), under a ``why`` heading."""
+    from .explain import explanation_lines
+
+    lines = explanation_lines(results)
+    if lines:
+        print("\nwhy (measured):")
+        print("\n".join(f"- {line}" for line in lines))
+
+
 class _ProgressBar:
     """A one-line progress bar on stderr (a TTY), or one line per finished run otherwise."""
 
@@ -523,6 +533,7 @@ def cmd_run(args) -> int:
     results = store.get_results(sweep_id)
     print(f"sweep {sweep_id} ({store.path})")
     print(format_table(results))
+    print_explanations(results)
     if extra.get("json"):
         _write_json(extra["json"], results)
     return EXIT_FAILED_RUNS if any(r.status in ("failed", "interrupted") for r in results) else 0
@@ -555,6 +566,7 @@ def cmd_results(args) -> int:
             rec = store.get_sweep(sweep_ids[0])
             print(f"sweep {rec.id}: {rec.model} ({rec.status}, {rec.created_at})")
         print(format_table(results, metric))
+        print_explanations(results)
     return 0
 
 

@@ -33,6 +33,11 @@ DEVICES = ("cpu", "cuda")
 #: Quality metrics a row may carry and output kinds a user may name (details in benchmark.measure.quality).
 QUALITY_METRICS = ("accuracy", "top1_agreement", "position_agreement", "cosine", "rel_error")
 OUTPUT_KINDS = ("logits", "embeddings", "regression")
+#: INT8 static formats: ``measure`` times and scores the candidates, ``auto`` reads the CPU flags.
+INT8_FORMATS = ("measure", "auto", "u8s8", "s8s8")
+#: ONNX Runtime graph optimization levels and execution modes a sweep may ask for.
+ORT_OPT_LEVELS = ("all", "extended", "basic", "disable")
+ORT_EXECUTION_MODES = ("sequential", "parallel")
 
 #: Upper limits of numeric settings: larger values are a ConfigError, never a stored row.
 MAX_BATCH_SIZE = 1_048_576
@@ -310,7 +315,9 @@ class CompressionConfig:
     calib_samples: int = _help("number of calibration samples", label="calibration samples", bounds=CALIB_SAMPLES,
                                default=128)
     per_channel: bool = _help("INT8: per-channel weight scales", default=True)
-    int8_format: str = _help("INT8 static activation/weight format: auto (chosen from the CPU), u8s8 or s8s8", default="auto")
+    int8_format: str = _help("INT8 static activation/weight format: measure (time and score the candidates, keep the "
+                             "fastest within 0.5 points of the best), auto (chosen from the CPU flags), u8s8 or s8s8",
+                             default="measure")
     exclude_layers: tuple[str, ...] = _help("layers/nodes kept in FP32 (mixed precision)", default=())
     mixed_base: str = _help("mixed precision: int8 (INT8 with excluded layers) or fp16/bf16 (with an FP32 block list)", default="int8")
 
@@ -320,7 +327,7 @@ class CompressionConfig:
         one_of("prune scope", self.prune_scope, ("global", "layer"))
         one_of("prune importance", self.prune_importance, ("l1", "l2", "bn-scale"))
         one_of("calibration method", self.calib_method, CALIB_METHODS)
-        one_of("int8 format", self.int8_format, ("auto", "u8s8", "s8s8"))
+        one_of("int8 format", self.int8_format, INT8_FORMATS)
         one_of("mixed base", self.mixed_base, ("int8", "fp16", "bf16"))
         check_bounds(self)
         object.__setattr__(self, "exclude_layers", tuple(self.exclude_layers))
@@ -460,6 +467,27 @@ class SweepConfig:
                                  label="timing attempts", bounds=Bounds(1, MAX_TIMING_ATTEMPTS, integer=True),
                                  flag="--timing-attempts", default=3)
 
+    # --- explain the numbers: runtime settings, the INT8 format choice, this CPU's peaks -----------------
+    ort_opt_levels: tuple[str, ...] = _help(
+        "ONNX Runtime graph optimization levels: " + ", ".join(ORT_OPT_LEVELS) + " (several: each is a variant "
+        "named @ort-opt=LEVEL)", label="ONNX Runtime optimization level", flag="--ort-opt", default=("all",))
+    ort_inter_op_threads: tuple[int, ...] = _help(
+        "ONNX Runtime inter-op threads (used by the parallel execution mode; 0 = ONNX Runtime's default)",
+        label="ONNX Runtime inter-op threads", bounds=THREADS, flag="--ort-inter-threads", default=(1,))
+    ort_execution_modes: tuple[str, ...] = _help(
+        "ONNX Runtime execution modes: sequential or parallel (independent branches at once)",
+        label="ONNX Runtime execution mode", flag="--ort-mode", default=("sequential",))
+    torch_interop_threads: tuple[int, ...] = _help(
+        "PyTorch inter-op threads (0 = PyTorch's default; each value runs in its own job process)",
+        label="PyTorch inter-op threads", bounds=THREADS, flag="--torch-interop-threads", default=(0,))
+    int8_format: str = _help(
+        "INT8 static format: " + ", ".join(INT8_FORMATS) + "; measure times and scores U8S8 / S8S8 (and "
+        "reduce_range) on the evaluation data and keeps the fastest within 0.5 points of the best",
+        label="int8 format", flag="--int8-format", metavar="FORMAT", default="measure")
+    skip_peaks: bool = _help("do not measure this CPU's GEMM peaks and memory bandwidth (once per machine, cached): "
+                             "rows then carry no fraction of peak", label="skip peaks", flag="--skip-peaks",
+                             default=False)
+
     def _check_quality_settings(self) -> None:
         """An empty metric or output kind means the default; anything else must be a known name."""
         for name, what, allowed in (("metric", "quality metric", QUALITY_METRICS),
@@ -487,6 +515,7 @@ class SweepConfig:
         one_of("prune kind", self.prune_kind, PRUNE_KINDS)
         one_of("device", self.device, DEVICES)
         one_of("calibration method", self.calib_method, CALIB_METHODS)
+        self._check_runtime_settings()
         if not self.precisions:
             raise ConfigError("choose at least one precision")
         if not self.backends:
@@ -514,6 +543,22 @@ class SweepConfig:
         if self.executor != "ray" and (self.targets or self.ray_address):
             raise ConfigError("targets and a Ray address need executor ray; add --executor ray")
 
+    def _check_runtime_settings(self) -> None:
+        """Runtime settings (lists, each value once) and the INT8 format."""
+        for name, allowed in (("ort_opt_levels", ORT_OPT_LEVELS), ("ort_execution_modes", ORT_EXECUTION_MODES),
+                              ("ort_inter_op_threads", None), ("torch_interop_threads", None)):
+            values = tuple(getattr(self, name))
+            label = field_label(next(f for f in fields(self) if f.name == name))
+            if not values:
+                raise ConfigError(f"choose at least one {label}")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{label} lists a value twice: {', '.join(map(str, values))}")
+            for v in values:
+                if allowed is not None:
+                    one_of(label, v, allowed)
+            object.__setattr__(self, name, values)
+        one_of("int8 format", self.int8_format, INT8_FORMATS)
+
     def compressions(self) -> list[CompressionConfig]:
         """One CompressionConfig per (prune ratio, low-rank ratio, precision), uncompressed first.
 
@@ -529,6 +574,6 @@ class SweepConfig:
                         precision=p, prune_ratio=float(ratio), prune_kind=self.prune_kind,
                         lowrank_ratio=lowrank, distill=self.distill,
                         distill_epochs=self.distill_epochs, calib_method=self.calib_method,
-                        calib_samples=self.calib_samples,
+                        calib_samples=self.calib_samples, int8_format=self.int8_format,
                     ))
         return out

@@ -11,7 +11,9 @@ topic whose numbers are missing is left out rather than replaced by a general st
 Row keys read (all optional but ``precision``): ``precision``, ``backend``, ``device``,
 ``batch_size``, ``latency_p50_ms``, ``speedup_vs_fp32`` (FP32 p50 / this p50, same backend and
 batch), ``macs`` (at batch 1), ``reference_macs`` (the unpruned FP32 variant's), ``prune_ratio``,
-``int8_format`` (``u8s8`` / ``s8s8``), ``providers``.
+``int8_format`` (``u8s8`` / ``s8s8``), ``int8_choice`` (the measured format choice), ``runtime``
+(the row's runtime settings), ``providers``. :func:`row_inputs` makes these from a stored row and
+:func:`explain_results` fills a whole sweep's rows.
 """
 from __future__ import annotations
 
@@ -249,20 +251,151 @@ def explain_roofline(row: dict, peaks: Any = None) -> dict | None:
                     f"device's {family.upper()} GEMM peak ({peak:.1f} GMAC/s, {kernel})."}
 
 
+def explain_int8_format(row: dict) -> dict | None:
+    """The INT8 format as measured when the variant was built (``int8_choice`` of its compression
+    record, :mod:`benchmark.compress.quantize.int8_choice`): every candidate's p50 and quality drop."""
+    choice = row.get("int8_choice") or {}
+    measured = [c for c in choice.get("candidates") or [] if c.get("p50_ms") is not None]
+    if choice.get("mode") != "measure" or not choice.get("chosen") or not measured:
+        return None
+    numbers = {f"{c['name']} p50_ms": c["p50_ms"] for c in measured}
+    numbers.update({f"{c['name']} drop_points": c.get("drop_points") for c in measured})
+    parts = [f"{c['name']} ({c.get('source')}) {c['p50_ms']:.3f} ms, {c.get('drop_points') or 0:+.2f} points"
+             for c in measured]
+    return {"topic": "int8_format", "numbers": numbers,
+            "text": f"INT8 format {choice['chosen']}, chosen by measuring the candidates on {choice.get('samples')} "
+                    f"evaluation samples (batch {choice.get('timing_batch')}, {choice.get('metric')}): "
+                    + "; ".join(parts) + "."}
+
+
+#: ONNX Runtime graph optimization levels below which Q/DQ pairs are not fused into integer kernels.
+_UNFUSED_ORT_LEVELS = ("basic", "disable")
+
+
+def explain_runtime(row: dict) -> dict | None:
+    """Runtime settings that decide the outcome: an INT8 QDQ row on ONNX Runtime below optimization
+    level ``extended`` runs float kernels between Quantize/DequantizeLinear nodes."""
+    level = (row.get("runtime") or {}).get("ort_graph_opt_level")
+    if level not in _UNFUSED_ORT_LEVELS or str(row.get("precision")) not in _INT8 or row.get("speedup_vs_fp32") is None:
+        return None
+    return {"topic": "runtime", "numbers": {"speedup_vs_fp32": row["speedup_vs_fp32"], "ort_graph_opt_level": level},
+            "text": f"ONNX Runtime ran this row at graph optimization level {level}, and it ran at "
+                    f"{row['speedup_vs_fp32']:.2f}x the FP32 row of the same level: Q/DQ pairs become integer "
+                    "kernels (QLinearConv, QGemm, MatMulInteger) only from level extended, so below it the MAC "
+                    "layers run float kernels between Quantize/DequantizeLinear nodes (profile it to see them)."}
+
+
 def explain_row(row: dict, *, isa: Any = None, peaks: Any = None, profile: dict | None = None,
                 reference_profile: dict | None = None) -> list[dict]:
     """Measured explanations for one row (see the module docstring): a list of ``{"topic", "text",
-    "numbers"}`` (topics ``int8``, ``bf16``, ``fp16``, ``prune``, ``roofline``), empty when no topic
-    has its numbers."""
+    "numbers"}`` (topics ``int8``, ``int8_format``, ``runtime``, ``bf16``, ``fp16``, ``prune``,
+    ``roofline``), empty when no topic has its numbers."""
     out = []
     precision = str(row.get("precision", ""))
     if precision in _INT8:
         out.append(explain_int8(row, isa, peaks, profile, reference_profile))
+        out.append(explain_int8_format(row))
+        out.append(explain_runtime(row))
     out.append(explain_low_precision_float(row, isa, peaks, profile))
     out.append(explain_pruning(row, profile))
     out.append(explain_roofline(row, peaks))
     return [e for e in out if e is not None]
 
 
+def _int8_choice(compression: list | None) -> dict | None:
+    """The ``int8_choice`` record of the ONNX side of a row's compression records, if any."""
+    for record in compression or []:
+        onnx = ((record or {}).get("details") or {}).get("onnx") if isinstance(record, dict) else None
+        if isinstance(onnx, dict) and isinstance(onnx.get("int8_choice"), dict):
+            return onnx["int8_choice"]
+    return None
+
+
+def row_inputs(data: dict, speedup: float | None, reference: dict | None) -> dict:
+    """The keys :func:`explain_row` reads, from a row's ``to_json`` dict, its speedup over FP32 and
+    its FP32 reference row's dict (for ``reference_macs``)."""
+    from .results import calibration_summary
+
+    lat = data.get("latency_ms") or {}
+    on_onnx = str(data.get("backend", "")).startswith("onnxruntime")
+    return {"precision": data.get("precision"), "backend": data.get("backend"), "device": data.get("device"),
+            "runtime": data.get("runtime"), "int8_choice": _int8_choice(data.get("compression")) if on_onnx else None,
+            "batch_size": data.get("batch_size"), "latency_p50_ms": lat.get("p50"), "speedup_vs_fp32": speedup,
+            "macs": data.get("macs"), "reference_macs": None if reference is None else reference.get("macs"),
+            "prune_ratio": data.get("prune_ratio"), "providers": data.get("providers"),
+            "int8_format": calibration_summary(data.get("compression"), data.get("config"))["int8_format"]}
+
+
+def roofline_fields(row: dict, peaks: Any) -> tuple[float | None, float | None]:
+    """(achieved GMAC/s, fraction of the peak of the row's precision) of :func:`row_inputs` ``row``."""
+    from .measure.roofline import achieved_gmacs_per_s, peak_precision
+
+    achieved = achieved_gmacs_per_s(row.get("macs"), int(row.get("batch_size") or 1), row.get("latency_p50_ms"))
+    family = peak_precision(row.get("precision"))
+    peak, _ = _peak(peaks, family) if family else (None, None)
+    return achieved, (achieved / peak if achieved is not None and peak else None)
+
+
+def _ok_rows_with_inputs(rows: list):
+    """(row, its :func:`row_inputs`, its ``env``) for each ok row of one sweep, with the speedup over
+    its FP32 reference row (found as :mod:`benchmark.measure.derived` finds it)."""
+    from .measure import derived
+
+    data = [r.to_json() for r in rows]
+    refs = derived.reference_index(data)
+    for row, d, speedup in zip(rows, data, derived.speedups_vs_fp32(data)):
+        if row.status != "ok":
+            continue
+        ref = refs.get(derived.group_key(d))
+        yield row, row_inputs(d, speedup, None if ref is None else data[ref]), d.get("env") or {}
+
+
+def explain_results(rows: list) -> list:
+    """Fill ``speedup_vs_fp32``, ``achieved_gmacs_per_s``, ``peak_fraction`` and ``explanations`` on
+    the ok :class:`~benchmark.results.RunResult` rows of one sweep (the ISA and peaks come from each
+    row's ``env``). Returns the rows whose fields changed, for the caller to store again."""
+    changed = []
+    for row, inputs, env in _ok_rows_with_inputs(rows):
+        achieved, fraction = roofline_fields(inputs, env.get("peaks"))
+        explanations = explain_row(inputs, isa=env.get("isa"), peaks=env.get("peaks"))
+        new = (inputs["speedup_vs_fp32"], achieved, fraction, explanations or None)
+        if new != (row.speedup_vs_fp32, row.achieved_gmacs_per_s, row.peak_fraction, row.explanations):
+            row.speedup_vs_fp32, row.achieved_gmacs_per_s, row.peak_fraction, row.explanations = new
+            changed.append(row)
+    return changed
+
+
+def explain_profiled(rows: list, key: str, profile: dict) -> list[dict]:
+    """Measured explanations of the row ``key`` (``variant|backend|batch``) of one sweep's ``rows``
+    with that variant's per-layer ``profile`` (:func:`benchmark.profiling.profile_isolated`): which
+    kernels ran, at what GMAC/s, where the time went. Empty when the row is not an ok row."""
+    for row, inputs, env in _ok_rows_with_inputs(rows):
+        if row.key == key:
+            return explain_row(inputs, isa=env.get("isa") or profile.get("isa"),
+                               peaks=env.get("peaks") or profile.get("peaks"), profile=profile)
+    return []
+
+
+def explanation_lines(results: list) -> list[str]:
+    """``why`` lines for a results table: one per explained ok row (``variant on backend, batch N:``
+    then its explanations), and the device's peaks once."""
+    lines: list[str] = []
+    peaks_line = None
+    for r in results:
+        peaks = (getattr(r, "env", None) or {}).get("peaks")
+        if peaks_line is None and peaks:
+            per = ", ".join(f"{p} {v:.1f}" for p, v in (peaks.get("peak_gmacs_per_s") or {}).items())
+            bw = peaks.get("memory_bandwidth_gb_per_s")
+            peaks_line = (f"this device's peaks ({peaks.get('threads')} thread(s), measured {peaks.get('measured_at')}): "
+                          f"GMAC/s {per}" + (f"; memory {bw:.1f} GB/s" if bw else ""))
+        if r.status != "ok" or not r.explanations:
+            continue
+        lines.append(f"{r.variant} on {r.backend}, batch {r.batch_size}: "
+                     + " ".join(str(e.get("text", "")) for e in r.explanations))
+    return ([peaks_line] if peaks_line else []) + lines
+
+
 __all__ = ["LOW_PEAK_FRACTION", "NOT_FASTER", "PRUNE_SHORTFALL", "explain_int8", "explain_low_precision_float",
-           "explain_pruning", "explain_roofline", "explain_row", "mac_kernel_rate"]
+           "explain_int8_format", "explain_profiled", "explain_pruning", "explain_results", "explain_row", "explain_runtime",
+           "explanation_lines", "explain_roofline", "mac_kernel_rate", "roofline_fields",
+           "row_inputs"]

@@ -872,6 +872,70 @@ def layer_figure(rows: pd.DataFrame | list[dict], top: int = 20, title: str | No
                    height=max(380, 28 * len(frame) + 150))
 
 
+def _profile_layers(profile: dict | None) -> pd.DataFrame:
+    frame = pd.DataFrame((profile or {}).get("layers") or [])
+    for col in ("time_share", "mac_share", "gmacs_per_s", "peak_fraction", "time_ms", "macs"):
+        frame[col] = _num(frame, col) if len(frame) else pd.Series(dtype=float)
+    return frame
+
+
+def profile_share_figure(profile: dict | None, title: str | None = None) -> go.Figure:
+    """Each profiled layer's share of the time (y) against its share of the MACs (x), in percent,
+    one colour per kernel precision; on the diagonal a layer takes the time its MACs predict, above
+    it the layer costs more than its arithmetic (memory- or overhead-bound, or a slow kernel).
+    ``profile`` is :func:`benchmark.profiling.profile_variant`'s result."""
+    frame = _profile_layers(profile)
+    if frame.empty:
+        return empty_figure("No profiled layers: profile a variant first.", title)
+    fig = go.Figure()
+    top = float(max(frame["time_share"].max(), frame["mac_share"].fillna(0).max(), 0.01)) * 100
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", line=dict(dash="dot", color="#999999"),
+                             name="time share = MAC share", hoverinfo="skip"))
+    for precision, part in frame.groupby(frame.get("precision", pd.Series(["?"] * len(frame))).astype(str), sort=False):
+        custom = [[r.get("name"), r.get("op_type"), ",".join(r.get("kernels") or []) or r.get("op_type"),
+                   _fmt(r.get("time_ms"), 4)] for _, r in part.iterrows()]
+        fig.add_trace(go.Scatter(
+            x=part["mac_share"].fillna(0) * 100, y=part["time_share"] * 100, mode="markers", name=precision,
+            marker=dict(size=11, color=color_for("int8-static" if precision == "int8" else precision)),
+            customdata=custom, hovertemplate="%{customdata[0]} (%{customdata[1]}, kernel %{customdata[2]})<br>"
+                                             "MACs %{x:.1f} %, time %{y:.1f} % (%{customdata[3]} ms)<extra></extra>"))
+    fig.update_xaxes(title_text="share of the MACs (%)")
+    fig.update_yaxes(title_text="share of the profiled time (%)")
+    fig = _layout(fig, title or "Time share vs MAC share, per layer")
+    # the legend below the plot: the figure shares a row with another, a side legend squeezes the axes
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
+                      margin=dict(b=120))
+    return fig
+
+
+def profile_gmacs_figure(profile: dict | None, top: int = 20, title: str | None = None) -> go.Figure:
+    """Achieved GMAC/s of the MAC layers (the ``top`` by time), as horizontal bars, with this device's
+    GEMM peak of each precision present as a vertical line (:mod:`benchmark.measure.roofline`)."""
+    frame = _profile_layers(profile)
+    frame = frame[frame["gmacs_per_s"].notna()] if len(frame) else frame
+    if frame.empty:
+        return empty_figure("No layer with MACs was profiled.", title)
+    frame = frame.sort_values("time_ms", ascending=False).head(int(top)).iloc[::-1]
+    labels = [f"{n} ({t})" for n, t in zip(frame["name"], frame.get("op_type", [""] * len(frame)))]
+    precisions = frame.get("precision", pd.Series(["fp32"] * len(frame))).astype(str)
+    colors = [color_for("int8-static" if p == "int8" else p) for p in precisions]
+    custom = [[_fmt(f * 100 if f == f else None, 1), p] for f, p in zip(frame["peak_fraction"], precisions)]
+    fig = go.Figure(go.Bar(y=labels, x=frame["gmacs_per_s"], orientation="h", marker_color=colors, customdata=custom,
+                           hovertemplate="%{y}<br>%{x:.2f} GMAC/s (%{customdata[1]}), %{customdata[0]} % of its peak"
+                                         "<extra></extra>", showlegend=False))
+    peaks = ((profile or {}).get("peaks") or {}).get("peak_gmacs_per_s") or {}
+    for precision in dict.fromkeys(precisions):
+        peak = peaks.get(precision)
+        if peak:
+            fig.add_vline(x=float(peak), line=dict(dash="dash", color=color_for(
+                "int8-static" if precision == "int8" else precision)),
+                annotation_text=f"{precision} peak {peak:.0f}", annotation_position="top")
+    fig.update_xaxes(title_text="achieved GMAC/s (MACs / layer time)")
+    fig.update_yaxes(title_text="layer (operator)")
+    return _layout(fig, title or f"Achieved throughput per layer (top {len(frame)} by time)",
+                   height=max(380, 28 * len(frame) + 150))
+
+
 #: Column names accepted as the sensitivity value, in order of preference.
 SENSITIVITY_VALUES = ("delta", "drop", "accuracy_drop", "sensitivity")
 
@@ -933,6 +997,7 @@ TABLE_COLUMNS: dict[str, str] = {
     "size_mb": "size (MB)",
     "latency_p50_ms": "p50 latency (ms)",
     "timing": "timing",
+    "explanation": "why (measured)",
     "precision": "precision",
     "prune_ratio": "prune ratio",
     "latency_p95_ms": "p95 latency (ms)",
@@ -961,13 +1026,16 @@ TABLE_COLUMNS: dict[str, str] = {
     "energy_mj_per_sample": "GPU energy (mJ/sample)",
     "latency_iterations": "timed iterations",
     "threads": "threads",
+    "achieved_gmacs_per_s": "achieved GMAC/s (MACs x batch / p50)",
+    "peak_pct": "of this CPU's peak (%)",
+    "runtime": "runtime settings",
     "status": "status",
 }
 _PERCENT_COLUMNS = ("accuracy_top1", "accuracy_top5", "fidelity_top1_agreement")
 #: Columns only some rows fill: left out of a table where no row has a value.
 _OPTIONAL_COLUMNS = ("significance", "gpu_peak_mb", "build_time_s", "build_cached", "energy_mean_power_w", "energy_mj_per_sample",
                      "machine", "timing", "calibration", "int8_format", "quality_display", "quality_drop_points",
-                     "speedup_vs_fp32")
+                     "speedup_vs_fp32", "achieved_gmacs_per_s", "peak_pct", "runtime", "explanation")
 
 
 def timing_text(row: Any) -> str | None:
@@ -1007,6 +1075,7 @@ def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | 
     out["macs_m"] = _num(out, "macs") / 1e6
     out["flops_m"] = _num(out, "flops") / 1e6
     out["sparsity_pct"] = _num(out, "sparsity") * 100.0
+    out["peak_pct"] = _num(out, "peak_fraction") * 100.0
     out["energy_mj_per_sample"] = _num(out, "energy_joules_per_sample") * 1000.0
     machine_list = machines(out)
     out["machine"] = [machine_of(r) for _, r in out.iterrows()] if len(machine_list) > 1 else None
@@ -1044,5 +1113,6 @@ __all__ = [
     "color_for", "symbol_for", "wide_range", "empty_figure", "is_empty_figure", "ok_rows", "quality_metric", "pick_batch",
     "pareto_front", "sweet_spot", "tradeoff_figure", "throughput_figure", "size_macs_figure",
     "latency_samples_frame", "latency_distribution_figure", "speedup_figure", "agreement_figure",
-    "layer_figure", "sensitivity_figure", "display_table", "failures_table",
+    "layer_figure", "sensitivity_figure", "display_table", "failures_table", "profile_share_figure",
+    "profile_gmacs_figure",
 ]

@@ -176,7 +176,8 @@ def _profile_job(payload: dict, emit) -> dict:
         calib = calib.subset(comp.calib_samples) if calib is not None else None
     if comp.distill:
         train = resolve_dataset(payload["data"], model, "train", warnings=notes)
-    ctx = CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=evaluation, progress=progress)
+    ctx = CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=evaluation, progress=progress,
+                          threads=int(payload["threads"]))
     progress(f"building {comp.name}", 0.05)
     variant = build_variant(model, comp, ctx)
     batch = int(payload["batch_size"])
@@ -185,9 +186,15 @@ def _profile_job(payload: dict, emit) -> dict:
     if fed is not None and fed != batch:  # per-feed data: each feed is run as given
         notes.append(f"the data's feeds hold batch {fed}, not {batch}: profiled at batch {fed}")
         batch = fed
+    from .backends import get_backend
+
+    runtime = dict(payload.get("runtime") or {})
+    options = get_backend(payload["backend"]).sweep_options(payload["device"], {"runtime": runtime}) if runtime else None
     res = profile_variant(variant, payload["backend"], feeds, batch_size=batch, device=payload["device"],
                           threads=int(payload["threads"]), workdir=workdir, runs=payload["runs"],
-                          timing=payload["timing"], sensitivity=payload["sensitivity"], progress=progress)
+                          timing=payload["timing"], sensitivity=payload["sensitivity"], options=options,
+                          progress=progress)
+    res["runtime"] = runtime
     res["notes"] = notes + [f"inputs: {feeds_note}"] + list(variant.warnings) + res["notes"]
     res.update(model=model.name, compression=[r.to_dict() for r in variant.records],
                config=dataclasses.asdict(comp))
@@ -200,11 +207,13 @@ def profile_isolated(source: str, compression: CompressionConfig, *, backend: st
                      trust_pickle: bool = False, data: str | None = None, runs: int | None = None,
                      batch_axes: list[str] | tuple[str, ...] | None = None,
                      timing: dict | None = None, sensitivity: list[dict] | None = None,
-                     on_progress: Progress | None = None, on_wait=None,
+                     runtime: dict | None = None, on_progress: Progress | None = None, on_wait=None,
                      timeout_s: float | None = DEFAULT_TIMEOUT_S, queue: bool = True) -> dict[str, Any]:
     """:func:`profile_variant` of ``compression`` applied to ``source`` (a file or ``sample:NAME``),
-    in a spawned child holding the CPU queue slot (``on_wait(n_ahead)`` while queued). Bad input
-    raises the child's error class; a crash or a hang raises MeasurementError naming the log."""
+    in a spawned child holding the CPU queue slot (``on_wait(n_ahead)`` while queued). ``runtime``:
+    the sweep runtime settings to run with (:mod:`benchmark.sweep.runtime`, e.g. a row's ``runtime``),
+    turned into backend options as a sweep does. Bad input raises the child's error class; a crash or
+    a hang raises MeasurementError naming the log."""
     from .jobs import run_queued_job, source_label
     from .paths import work_root
 
@@ -220,6 +229,7 @@ def profile_isolated(source: str, compression: CompressionConfig, *, backend: st
                "data": None if data is None else str(data), "compression": dataclasses.asdict(compression),
                "backend": backend, "device": device, "batch_size": int(batch_size), "threads": int(threads),
                "runs": runs, "timing": dict(timing or {}), "sensitivity": sensitivity, "workdir": str(work),
+               "runtime": dict(runtime or {}),
                "label": source_label(str(source))}
     try:
         return run_queued_job("benchmark.profiling:_profile_job", payload, "profile", on_progress, on_wait, timeout_s, queue)

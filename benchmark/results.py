@@ -67,6 +67,15 @@ Conventions (also shown in the dashboard):
   ``significance`` compares the row with FP32 on the same backend from those paired repeats:
   ``{speedup_ci_low, speedup_ci_high, level, repeats, verdict, method}`` with ``verdict`` one of
   ``faster``, ``slower``, ``no significant difference``; None elsewhere.
+- ``achieved_gmacs_per_s`` = ``macs`` (per sample) x batch size / p50 latency, in GMAC/s;
+  ``peak_fraction``: that over this device's GEMM peak of the row's precision
+  (:mod:`benchmark.measure.roofline`, ``env.peaks``; above 1 is possible: the peak is one GEMM shape).
+  ``explanations``: measured explanations of the outcome (:func:`benchmark.explain.explain_results`),
+  ``[{topic, text, numbers}]``. All three are filled when the sweep ends; None before, and where the
+  numbers are missing.
+- ``runtime``: the runtime settings the row's backend honoured (:mod:`benchmark.sweep.runtime`),
+  e.g. ``{ort_graph_opt_level, ort_inter_op_threads, ort_execution_mode}``; settings that vary
+  within a sweep are also in the variant's name (``fp32@ort-opt=basic``).
 
 A value that was not measured is ``None`` (JSON ``null``), never a made-up number.
 """
@@ -212,6 +221,11 @@ class RunResult:
     target: str = ""
     # --- recommendation: confidence intervals from interleaved repeats (benchmark.recommend) ---
     significance: dict[str, Any] | None = None
+    # --- explain the numbers: roofline fraction, measured explanations, runtime settings ---
+    achieved_gmacs_per_s: float | None = None
+    peak_fraction: float | None = None
+    explanations: list[dict[str, Any]] | None = None
+    runtime: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -309,7 +323,18 @@ class RunResult:
         # many machines: where the row ran (its target) and the machine's host name
         row["target"] = data["target"]
         row["env_host"] = env.get("hostname")
+        row.update(explain_columns(data))
         return row
+
+
+def explain_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The flat columns of a row's roofline fraction, explanations and runtime settings."""
+    from .naming import describe_runtime
+
+    texts = [str(e.get("text", "")) for e in data.get("explanations") or [] if isinstance(e, dict)]
+    return {"achieved_gmacs_per_s": data.get("achieved_gmacs_per_s"), "peak_fraction": data.get("peak_fraction"),
+            "explanation": " ".join(t for t in texts if t) or None,
+            "runtime": describe_runtime(data.get("runtime")) or None}
 
 
 def calibration_summary(compression: list[dict[str, Any]] | None, config: dict[str, Any] | None) -> dict[str, Any]:

@@ -6,10 +6,13 @@ ONNX Runtime and PyTorch (CPU): the end-to-end p50 of a normal timed run, the su
 times of the untimed profiling pass and their gap, the top 5 layers by time with their MACs share,
 the whole model's achieved GMAC/s as a fraction of the peak of its precision, and the measured
 explanation of each INT8 row. The peaks (GEMM per precision, memory bandwidth) are measured afresh.
+Each variant is profiled ``--repeat`` times, interleaved with the other precision; the run with the
+median end-to-end p50 is shown, with the medians of the end-to-end p50 and the per-layer sum (the
+machine may be shared: the load average is printed before and after).
 
 Usage::
 
-    python benchmarks/profile_samples.py [--threads 2] [--batch-size 32] [--resnet] [--min-duration 1.0]
+    python benchmarks/profile_samples.py [--threads 2] [--batch-size 32] [--resnet] [--min-duration 1.0] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -88,21 +91,46 @@ def _report(label: str, res: dict, peaks) -> None:
               f"time {100 * r['time_share']:5.1f} %  MACs {100 * (r['mac_share'] or 0):5.1f} %  {gm:>7s} GMAC/s")
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run whose end-to-end p50 is the median, with the medians of the end-to-end p50 and of the
+    per-layer sum over all runs (the gap recomputed from them)."""
+    import statistics
+
+    ordered = sorted(runs, key=lambda r: r["end_to_end_p50_ms"])
+    res = dict(ordered[(len(ordered) - 1) // 2])
+    e2e = statistics.median(r["end_to_end_p50_ms"] for r in runs)
+    total = statistics.median(r["layers_total_ms"] for r in runs)
+    res.update(end_to_end_p50_ms=e2e, layers_total_ms=total, gap_ms=e2e - total, gap_fraction=(e2e - total) / e2e,
+               repeats=[(round(r["end_to_end_p50_ms"], 3), round(r["layers_total_ms"], 3)) for r in runs])
+    return res
+
+
+def _profile_pair(variants: dict, backend: str, feeds: dict, batch: int, args, work: Path) -> dict[str, dict]:
+    """Each variant profiled ``args.repeat`` times, interleaved (fp32, int8, fp32, ...), as median runs."""
+    runs: dict[str, list[dict]] = {k: [] for k in variants}
+    for _ in range(args.repeat):
+        for precision, variant in variants.items():
+            runs[precision].append(profile_variant(variant, backend, feeds, batch_size=batch, threads=args.threads,
+                                                   workdir=work, timing={"min_duration_s": args.min_duration}))
+    return {k: _median_run(v) for k, v in runs.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--min-duration", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=3, help="profiles per variant, interleaved; medians are reported")
     ap.add_argument("--resnet", action="store_true", help="also profile a ResNet-18-shaped network (batch 1)")
     args = ap.parse_args(argv)
 
     print(f"load: {open('/proc/loadavg').read().strip() if os.path.exists('/proc/loadavg') else 'n/a'}")
     print(f"cpu: {detect_isa().summary()}")
     peaks = device_peaks(args.threads, refresh=True)
-    print(f"peaks at {args.threads} thread(s), measured in {peaks.measure_s:.1f} s:")
+    print(f"peaks at {args.threads} thread(s), measured in {peaks.measure_s:.1f} s "
+          f"(load average {peaks.settings.get('load_average_1m')}):")
     for line in describe_peaks(peaks):
         print(f"  {line}")
-    timing = {"min_duration_s": args.min_duration}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models = [(load_model("sample:digits-cnn"), args.batch_size)]
@@ -113,23 +141,23 @@ def main(argv=None) -> int:
             calib = resolve_dataset(None, model, "calib") or random_dataset(model.inputs, 32)
             feeds = (next(iter(evaluation.batches(batch)))[0] if evaluation is not None
                      else model.example_inputs(batch))
-            ctx = CompressContext(workdir=work, calib_data=calib.subset(64), eval_data=evaluation)
+            ctx = CompressContext(workdir=work, calib_data=calib.subset(64), eval_data=evaluation, threads=args.threads)
+            variants = {p: build_variant(model, CompressionConfig(precision=p, calib_samples=64), ctx)
+                        for p in ("fp32", "int8-static")}
+            onnx = variants["int8-static"].records[-1].details.get("onnx") or {}
+            print(f"\n{model.name}: INT8 format {str(onnx.get('int8_format')).upper()}: {onnx.get('int8_format_reason')}")
             backends = ["onnxruntime"] + (["pytorch"] if model.torch_module is not None else [])
             for backend in backends:
-                ref = None
-                for precision in ("fp32", "int8-static"):
-                    variant = build_variant(model, CompressionConfig(precision=precision, calib_samples=64), ctx)
-                    res = profile_variant(variant, backend, feeds, batch_size=batch, threads=args.threads,
-                                          workdir=work, timing=timing)
-                    _report(f"{model.name} {precision} on {backend}, batch {batch}", res, peaks)
-                    if precision == "fp32":
-                        ref = res
-                        continue
-                    row = {"precision": precision, "backend": backend, "device": "cpu", "batch_size": batch,
-                           "latency_p50_ms": res["end_to_end_p50_ms"],
-                           "speedup_vs_fp32": ref["end_to_end_p50_ms"] / res["end_to_end_p50_ms"]}
-                    for e in explain_row(row, isa=detect_isa(), peaks=peaks, profile=res, reference_profile=ref):
-                        print(f"  explanation ({e['topic']}): {e['text']}")
+                res = _profile_pair(variants, backend, feeds, batch, args, work)
+                for precision, r in res.items():
+                    _report(f"{model.name} {precision} on {backend}, batch {batch}", r, peaks)
+                    print(f"  runs (e2e p50 ms, layers ms): {r['repeats']}")
+                ref, q = res["fp32"], res["int8-static"]
+                row = {"precision": "int8-static", "backend": backend, "device": "cpu", "batch_size": batch,
+                       "latency_p50_ms": q["end_to_end_p50_ms"],
+                       "speedup_vs_fp32": ref["end_to_end_p50_ms"] / q["end_to_end_p50_ms"]}
+                for e in explain_row(row, isa=detect_isa(), peaks=peaks, profile=q, reference_profile=ref):
+                    print(f"  explanation ({e['topic']}): {e['text']}")
     print(f"\nload after: {open('/proc/loadavg').read().strip() if os.path.exists('/proc/loadavg') else 'n/a'}")
     return 0
 

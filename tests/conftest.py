@@ -36,13 +36,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_trt if not trt else skip_gpu)
 
 
+@pytest.fixture(scope="session")
+def _shared_roofline_cache(tmp_path_factory):
+    """One peaks cache for the whole test session: the peaks are a per-machine measurement (a few
+    seconds), measured by the first sweep that needs them, as on a user's machine."""
+    return tmp_path_factory.mktemp("roofline") / "roofline.json"
+
+
 @pytest.fixture(autouse=True)
-def _isolated_data_dir(tmp_path_factory, monkeypatch):
-    """Every test gets its own Slimbench data dir (results DB, locks, uploads), never the user's."""
+def _isolated_data_dir(tmp_path_factory, monkeypatch, _shared_roofline_cache):
+    """Every test gets its own Slimbench data dir (results DB, locks, uploads), never the user's;
+    the device's peaks cache is shared by the session."""
     if "SLIMBENCH_DATA_DIR_KEEP" not in os.environ:
         d = tmp_path_factory.mktemp("slimbench-data")
         monkeypatch.setenv("SLIMBENCH_DATA_DIR", str(d))
         monkeypatch.delenv("SLIMBENCH_DB", raising=False)
+        monkeypatch.setenv("SLIMBENCH_ROOFLINE_CACHE", str(_shared_roofline_cache))
 
 
 @pytest.fixture(scope="module")

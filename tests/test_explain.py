@@ -118,3 +118,90 @@ def test_mac_kernel_rate_groups_int8_and_float_layers():
     rate = mac_kernel_rate(INT8_PROFILE, int8=True)
     assert rate["layers"] == 2 and rate["kernels"] == {"QLinearConv": 2} and rate["gmacs_per_s"] == pytest.approx(41.0)
     assert mac_kernel_rate(INT8_PROFILE, int8=False) is None and mac_kernel_rate(None, int8=True) is None
+
+
+# --------------------------------------------------------------------------------------------
+# a sweep's rows: speedups, roofline fields and explanations filled from the rows' environment
+# --------------------------------------------------------------------------------------------
+def _row(variant, precision, backend, p50, env, **kw):
+    from benchmark.results import RunResult
+
+    kw.setdefault("status", "ok")
+    return RunResult(model="m", variant=variant, backend=backend, batch_size=4, precision=precision,
+                     sweep_id=1, macs=50_000_000, latency_ms={"p50": p50, "mean": p50}, env=env, **kw)
+
+
+def _choice_record():
+    cands = [{"name": "U8S8 reduce_range", "source": "chosen from the CPU flags", "p50_ms": 2.1, "drop_points": 0.2},
+             {"name": "S8S8", "source": "ONNX Runtime's default", "p50_ms": 2.6, "drop_points": 0.1}]
+    return [{"method": "int8-static", "details": {"onnx": {
+        "int8_format": "u8s8", "int8_format_reason": "measured: ...",
+        "int8_choice": {"mode": "measure", "chosen": "U8S8 reduce_range", "samples": 256, "timing_batch": 8,
+                        "metric": "accuracy", "candidates": cands}}}}]
+
+
+def test_explain_results_fills_a_no_vnni_sweep_from_its_rows_environment():
+    from benchmark.explain import explain_results, explanation_lines
+    from benchmark.measure.environment import peaks_record
+
+    env = {"isa": AVX2_EPYC.to_dict(), "peaks": peaks_record(PEAKS_AVX2)}
+    rows = [_row("fp32", "fp32", "onnxruntime", 10.0, env),
+            _row("int8-static[minmax]", "int8-static", "onnxruntime", 10.5, env, compression=_choice_record()),
+            _row("int8-static[minmax]", "int8-static", "pytorch", 5.0, env),  # no FP32 row on pytorch
+            _row("fp32", "fp32", "onnxruntime", 99.0, env, status="failed")]
+    rows[-1].batch_size = 8
+    changed = explain_results(rows)
+    assert changed == rows[:3]
+    ref, int8, lone = rows[:3]
+    assert ref.speedup_vs_fp32 == pytest.approx(1.0) and int8.speedup_vs_fp32 == pytest.approx(10.0 / 10.5)
+    assert int8.achieved_gmacs_per_s == pytest.approx(50e6 * 4 / 10.5e-3 / 1e9)
+    assert int8.peak_fraction == pytest.approx(int8.achieved_gmacs_per_s / 75.0)  # the INT8 peak
+    assert ref.peak_fraction == pytest.approx(ref.achieved_gmacs_per_s / 60.0)  # the FP32 peak
+    topics = {e["topic"]: e for e in int8.explanations}
+    assert set(topics) == {"int8", "int8_format", "roofline"}
+    assert "0.95x FP32 speed" in topics["int8"]["text"] and "no VNNI" in topics["int8"]["text"]
+    assert "75 GMAC/s" in topics["int8"]["text"] and "60 GMAC/s" in topics["int8"]["text"]
+    assert "U8S8 reduce_range (chosen from the CPU flags) 2.100 ms, +0.20 points" in topics["int8_format"]["text"]
+    assert "S8S8 (ONNX Runtime's default) 2.600 ms" in topics["int8_format"]["text"]
+    assert lone.speedup_vs_fp32 is None and [e["topic"] for e in lone.explanations] == ["roofline"]
+    assert rows[3].explanations is None
+    assert explain_results(rows) == []  # nothing new the second time
+    lines = explanation_lines(rows)
+    assert lines[0].startswith("this device's peaks (2 thread(s)") and "int8 75.0" in lines[0]
+    assert any(line.startswith("int8-static[minmax] on onnxruntime, batch 4: int8-static on onnxruntime ran at 0.95x")
+               for line in lines)
+    flat = int8.to_row()
+    assert flat["peak_fraction"] == pytest.approx(int8.peak_fraction) and "no VNNI" in flat["explanation"]
+
+
+def test_an_int8_row_below_extended_optimizations_is_explained_by_its_runtime_setting():
+    from benchmark.explain import explain_results
+
+    runtime = {"ort_graph_opt_level": "basic", "ort_inter_op_threads": 1, "ort_execution_mode": "sequential"}
+    rows = [_row("fp32@ort-opt=basic", "fp32", "onnxruntime", 2.0, {}, runtime=runtime),
+            _row("int8-static[minmax]@ort-opt=basic", "int8-static", "onnxruntime", 2.5, {}, runtime=runtime),
+            _row("fp32@ort-opt=all", "fp32", "onnxruntime", 1.0, {}, runtime={**runtime, "ort_graph_opt_level": "all"})]
+    explain_results(rows)
+    assert rows[1].speedup_vs_fp32 == pytest.approx(0.8)  # against the FP32 row of the same level
+    text = next(e["text"] for e in rows[1].explanations if e["topic"] == "runtime")
+    assert "graph optimization level basic" in text and "0.80x" in text and "QLinearConv" in text
+    assert rows[2].speedup_vs_fp32 == pytest.approx(1.0)
+
+
+def test_explain_profiled_joins_the_rows_speedup_with_the_profiles_kernels():
+    from benchmark.explain import explain_profiled
+    from benchmark.results import RunResult
+
+    env = {"isa": AVX2_EPYC.to_dict(), "peaks": PEAKS_AVX2.to_dict()}
+
+    def row(variant, precision, p50):
+        return RunResult(model="m", variant=variant, backend="onnxruntime", batch_size=1, status="ok", sweep_id=1,
+                         precision=precision, macs=123_000_000, latency_ms={"p50": p50}, env=env)
+
+    rows = [row("fp32", "fp32", 2.4), row("int8-static[minmax]", "int8-static", 2.5)]
+    exps = {e["topic"]: e for e in explain_profiled(rows, "int8-static[minmax]|onnxruntime|1", INT8_PROFILE)}
+    text = exps["int8"]["text"]
+    assert "0.96x FP32" in text and "no VNNI" in text  # 2.4 / 2.5 from the FP32 row of the same sweep
+    assert "QLinearConv" in text and "41.0 GMAC/s" in text  # the profile's INT8 kernels: 123e6 MACs in 3.0 ms
+    assert exps["roofline"]["numbers"]["achieved_gmacs_per_s"] == pytest.approx(123e6 / 2.5e-3 / 1e9)
+    assert explain_profiled(rows, "int8-static[minmax]|pytorch|1", INT8_PROFILE) == []  # no such row

@@ -18,8 +18,10 @@ def test_names_carry_every_setting_that_varies():
     assert base.name == "fp32" and base.is_reference
     q = Candidate(CompressionConfig(precision="int8-static", calib_method="entropy", int8_format="s8s8"), "onnxruntime")
     assert q.name == "int8-static[entropy,s8s8]"
-    mixed = Candidate(CompressionConfig(precision="mixed", exclude_layers=("a", "b")), "onnxruntime")
+    mixed = Candidate(CompressionConfig(precision="mixed", exclude_layers=("a", "b"), int8_format="auto"), "onnxruntime")
     assert mixed.name == "mixed[int8,minmax,auto,keep2]"
+    default = Candidate(CompressionConfig(precision="mixed", exclude_layers=("a",)), "onnxruntime")
+    assert default.name == "mixed[int8,minmax,measure,keep1]"  # the format is measured unless a candidate names one
     fast = q.with_runtime("threads", 1).with_runtime("graph_optimization_level", "basic")
     assert fast.name == "int8-static[entropy,s8s8]@opt-basic@t1"
     assert fast.build_name == q.build_name and not fast.is_reference

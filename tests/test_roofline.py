@@ -14,6 +14,12 @@ from benchmark.measure.roofline import (
 SMALL = {"gemm_n": 64, "memory_bytes": 1 << 20, "seconds_per_kernel": 0.02}
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch):
+    """These tests check the cache itself: each uses its data folder's, not the session's shared one."""
+    monkeypatch.delenv(roofline.CACHE_ENV, raising=False)
+
+
 @pytest.fixture(scope="module")
 def small_peaks():
     return measure_peaks(1, **SMALL)
@@ -64,6 +70,13 @@ def test_a_corrupt_cache_is_measured_again():
     peaks = device_peaks(1, **SMALL)
     assert not peaks.cached
     assert peaks.key in json.loads(cache_path().read_text())["entries"]
+
+
+def test_the_cache_file_can_live_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv(roofline.CACHE_ENV, str(tmp_path / "sub" / "peaks.json"))
+    assert cache_path() == tmp_path / "sub" / "peaks.json"
+    peaks = device_peaks(1, **SMALL)
+    assert peaks.key in json.loads((tmp_path / "sub" / "peaks.json").read_text())["entries"]
 
 
 def test_identity_names_what_the_key_depends_on():

@@ -97,6 +97,9 @@ class Backend:
     name: str = ""
     label: str = ""  # how reasons name it (default: ``name``)
     devices: tuple[str, ...] = ("cpu",)
+    #: Sweep runtime settings (:mod:`benchmark.sweep.runtime`) this backend honours through
+    #: ``sweep_options``: only these vary its runs and name its variants.
+    runtime_options: tuple[str, ...] = ()
 
     def availability(self, device: str = "cpu") -> tuple[bool, str]:
         """(ok, reason). Never raises; never imports heavy packages at module import."""

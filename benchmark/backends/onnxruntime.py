@@ -8,13 +8,16 @@ exported first with ``benchmark.models.export.ensure_onnx`` (into ``workdir``, o
 Recorded in ``SessionInfo``: the providers the session *really* uses (``session.get_providers()``;
 ``onnxruntime-gpu`` lists CUDA/TensorRT as available even on machines without a GPU, so that list
 is never trusted), ``graph_optimization_level``, ``intra_op_num_threads`` (``threads``; 0 means
-``os.cpu_count()``), ``inter_op_num_threads`` (1, sequential execution) and whether IO binding is
+``os.cpu_count()``), ``inter_op_num_threads`` and ``execution_mode`` (default 1, sequential) and whether IO binding is
 used. Float inputs are cast once to the dtype the graph declares (a float16 graph gets float16
 feeds); floating outputs are returned as float32.
 
 Options (``prepare(..., options={...})``):
 
 - ``graph_optimization_level``: ``all`` (default), ``extended``, ``basic`` or ``disable``.
+- ``execution_mode``: ``sequential`` (default) or ``parallel`` (independent branches of the graph at
+  once, on ``inter_op_num_threads`` threads); ``inter_op_num_threads`` (default 1; 0 = ONNX
+  Runtime's default). A sweep sets these three from its runtime settings (``sweep_options``).
 - ``tensorrt_ep``: on ``cuda``, put TensorrtExecutionProvider before CUDA (default False).
 - ``io_binding``: on ``cuda``, bind inputs in device memory once and keep outputs there for the
   timed calls (default True). On ``cpu`` the timed call is ``session.run(None, feeds)`` on a feed
@@ -48,7 +51,9 @@ from ..errors import BackendUnavailableError, ConfigError, DataError, Measuremen
 from .base import Backend, Session, SessionInfo, runtime_failure
 
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disable")
-_OPTION_NAMES = ("graph_optimization_level", "tensorrt_ep", "io_binding", "trt_engine_cache",
+EXECUTION_MODES = ("sequential", "parallel")
+_OPTION_NAMES = ("graph_optimization_level", "execution_mode", "inter_op_num_threads", "tensorrt_ep", "io_binding",
+                 "trt_engine_cache",
                  "trt_engine_cache_dir", "trt_calibration_table", "trt_native_calibration_table", "profile_file_prefix")
 
 #: ONNX Runtime type strings -> numpy dtypes (for casting feeds to what the graph declares).
@@ -273,6 +278,15 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     devices = ("cpu", "cuda")
+    runtime_options = ("ort_graph_opt_level", "ort_inter_op_threads", "ort_execution_mode")
+
+    def sweep_options(self, device: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The graph optimization level, inter-op threads and execution mode of the run's runtime settings."""
+        runtime = settings.get("runtime") or {}
+        names = {"ort_graph_opt_level": "graph_optimization_level", "ort_inter_op_threads": "inter_op_num_threads",
+                 "ort_execution_mode": "execution_mode"}
+        options = {names[k]: v for k, v in runtime.items() if k in names}
+        return options or None
 
     def availability_impl(self, device: str) -> tuple[bool, str]:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -334,6 +348,12 @@ class OnnxRuntimeBackend(Backend):
         level = str(options.get("graph_optimization_level", "all"))
         if level not in GRAPH_OPT_LEVELS:
             raise ConfigError(f"graph_optimization_level must be one of {', '.join(GRAPH_OPT_LEVELS)}; got {level!r}")
+        mode = str(options.get("execution_mode", "sequential"))
+        if mode not in EXECUTION_MODES:
+            raise ConfigError(f"execution_mode must be one of {', '.join(EXECUTION_MODES)}; got {mode!r}")
+        inter = options.get("inter_op_num_threads", 1)
+        if isinstance(inter, bool) or not isinstance(inter, int) or inter < 0:
+            raise ConfigError(f"inter_op_num_threads must be an integer >= 0; got {inter!r}")
         want_trt = bool(options.get("tensorrt_ep", False))
         io_binding = bool(options.get("io_binding", True)) and device == "cuda"
         n_threads = int(threads) if threads else (os.cpu_count() or 1)
@@ -357,8 +377,8 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         so.graph_optimization_level = _graph_opt_level(level)
         so.intra_op_num_threads = n_threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = int(inter)
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
         if options.get("profile_file_prefix"):
             so.enable_profiling = True
@@ -386,8 +406,8 @@ class OnnxRuntimeBackend(Backend):
             options={
                 "graph_optimization_level": level,
                 "intra_op_num_threads": n_threads,
-                "inter_op_num_threads": 1,
-                "execution_mode": "sequential",
+                "inter_op_num_threads": int(inter),
+                "execution_mode": mode,
                 "providers_requested": requested,
                 "provider_options": provider_options,
                 "io_binding": io_binding,

@@ -29,6 +29,9 @@ Options (``prepare(..., options={...})``):
   where launch overhead dominates). Recorded as its own setting: ``options["cuda_graph"]`` and
   ``options["cuda_graph_batches"]`` (the batch sizes that really ran as a graph); a capture that
   fails falls back to eager calls with a warning.
+- ``interop_threads`` (0 = PyTorch's default): ``torch.set_num_interop_threads``; PyTorch sizes its
+  inter-op pool once per process, so a value that cannot be set any more is a warning and
+  ``options["interop_threads"]`` records the count really used.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ from ..models.base import set_eval
 from .base import Backend, Session, SessionInfo, no_module_reason, runtime_failure
 
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16", "autocast-bf16", "autocast-fp16", "int8")
-OPTION_NAMES = ("cuda_graph", "cuda_graph_max_batch")
+OPTION_NAMES = ("cuda_graph", "cuda_graph_max_batch", "interop_threads")
 CUDA_GRAPH_WARMUP = 3
 
 
@@ -90,6 +93,20 @@ def disable_tf32() -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+def set_interop_threads(wanted: int, notes: list[str]) -> int:
+    """Set PyTorch's inter-op threads to ``wanted`` (0: leave them); returns the count in use. PyTorch
+    allows this once per process, before inter-op work: a refusal joins ``notes``."""
+    import torch
+
+    current = torch.get_num_interop_threads()
+    if wanted and wanted != current:
+        try:
+            torch.set_num_interop_threads(wanted)
+        except RuntimeError as exc:
+            notes.append(f"PyTorch inter-op threads could not be set to {wanted} ({one_line(exc)}); ran with {current}")
+    return torch.get_num_interop_threads()
 
 
 class TorchSession(Session):
@@ -259,11 +276,17 @@ class PyTorchBackend(Backend):
                 return False, "this GPU has no native bfloat16 (compute capability below 8.0)"
         return True, ""
 
+    runtime_options = ("torch_interop_threads",)
+
     def sweep_options(self, device: str, settings: dict[str, Any]) -> dict[str, Any] | None:
-        """CUDA-graph capture where the sweep asks for it on cuda."""
+        """CUDA-graph capture where the sweep asks for it on cuda; the run's inter-op threads."""
+        options: dict[str, Any] = {}
         if device.startswith("cuda") and settings.get("cuda_graph"):
-            return {"cuda_graph": True}
-        return None
+            options["cuda_graph"] = True
+        interop = (settings.get("runtime") or {}).get("torch_interop_threads")
+        if interop:
+            options["interop_threads"] = int(interop)
+        return options or None
 
     def prepare_impl(self, variant, device: str, threads: int, workdir, options: dict[str, Any]) -> Session:
         import torch
@@ -281,6 +304,7 @@ class PyTorchBackend(Backend):
         n_threads = int(threads) if threads else (os.cpu_count() or 1)
         torch.set_num_threads(n_threads)
         notes: list[str] = []
+        interop = set_interop_threads(int(options.get("interop_threads") or 0), notes)
         module = variant.torch_module
         convert_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         if convert_dtype is not None or device != "cpu":
@@ -320,6 +344,7 @@ class PyTorchBackend(Backend):
                 "cuda_graph_max_batch": cuda_graph_max_batch,
                 "cuda_graph_batches": [],
                 "weights_gpu_mb": (round(torch.cuda.memory_allocated() / 2**20, 3) if device == "cuda" else None),
+                "interop_threads": interop,
             },
             warnings=notes,
         )

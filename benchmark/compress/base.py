@@ -33,6 +33,9 @@ class CompressContext:
     eval_data: Dataset | None = None
     progress: Progress = field(default=_no_progress)
     time_budget_s: float | None = None  # distillation etc. stop when exceeded
+    threads: int = 0  # intra-op threads of the runs (0 = all cores), for steps that time candidates
+    metric: str | None = None  # the quality metric asked for (None: chosen from the outputs), for steps that score
+    output_kind: str | None = None  # what the first output is (None: told from its name and shape)
 
 
 CompressionFn = Callable[[Variant, CompressionConfig, CompressContext], Variant]

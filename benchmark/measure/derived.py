@@ -5,9 +5,9 @@ frame side (a DataFrame of :meth:`RunResult.to_row` rows) call these, so a store
 computed for an old row agree.
 
 - The **FP32 reference** of a row is the ``fp32`` unpruned row of the same sweep, machine
-  (``target`` where rows carry one), backend, device and batch size: the variant named ``fp32``
-  when there is one, else the fp32 unpruned variant with the most MACs (low-rank variants have
-  fewer).
+  (``target`` where rows carry one), backend, device, batch size and runtime settings (the part of
+  the variant's name after ``@``, :mod:`benchmark.naming`): the variant named ``fp32`` when there
+  is one, else the fp32 unpruned variant with the most MACs (low-rank variants have fewer).
 - ``speedup_vs_fp32`` = reference p50 latency / this row's p50 latency (> 1 = faster). None where
   either p50 is missing or the group has no reference row.
 - **Quality columns** (:func:`quality_frame`): ``quality_metric``, ``quality_value``,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from ..naming import compression_name, runtime_tag
 from .quality import METRICS, drop_points, get_metric
 
 if TYPE_CHECKING:
@@ -57,10 +58,11 @@ def _nan(value: Any) -> bool:
 
 
 def group_key(row: Any) -> tuple:
-    """Rows compared with one FP32 reference: same sweep, machine, backend, device and batch size."""
+    """Rows compared with one FP32 reference: same sweep, machine, backend, device, batch size and
+    runtime settings."""
     batch = _get(row, "batch_size")
     return (_get(row, "sweep_id"), _get(row, "target"), _get(row, "backend"), _get(row, "device"),
-            None if batch is None else int(batch))
+            None if batch is None else int(batch), runtime_tag(_get(row, "variant")))
 
 
 def is_fp32_unpruned(row: Any) -> bool:
@@ -74,7 +76,7 @@ def reference_index(rows: list[Any]) -> dict[tuple, int]:
     for i, row in enumerate(rows):
         if _get(row, "status") not in (None, "ok") or not is_fp32_unpruned(row):
             continue
-        rank = (1 if _get(row, "variant") == "fp32" else 0, int(_get(row, "macs") or 0))
+        rank = (1 if compression_name(_get(row, "variant")) == "fp32" else 0, int(_get(row, "macs") or 0))
         key = group_key(row)
         if key not in best or rank > best[key][0]:
             best[key] = (rank, i)

@@ -1,8 +1,10 @@
 """The machine a result was measured on.
 
 ``collect_environment`` is recorded with every result row: CPU model, cores, the CPU flags that
-decide INT8 speed (AVX2, AVX-512, VNNI, AMX), GPU name and compute capability, package versions,
-thread count, the git revision of this Slimbench checkout, host name and a UTC timestamp.
+decide INT8 speed (AVX2, AVX-512, VNNI, AMX), the instruction set read on any platform (``isa``:
+:meth:`benchmark.measure.hardware.IsaInfo.to_dict`), GPU name and compute capability, package
+versions, thread count, the git revision of this Slimbench checkout, host name and a UTC timestamp;
+with ``peaks``, this device's measured peaks (``peaks``: :func:`peaks_record`).
 Package versions come from installed distribution metadata, so nothing heavy is imported for
 them; the GPU fields import torch (if installed) once. The static part is cached per process.
 """
@@ -76,17 +78,35 @@ def _static_environment() -> dict[str, Any]:
         "python_executable": sys.executable,
     }
     env.update(_gpu_info())
+    from .hardware import detect_isa
+
+    env["isa"] = detect_isa().to_dict()
     return env
 
 
-def collect_environment(threads: int | None = None) -> dict[str, Any]:
+def peaks_record(peaks) -> dict[str, Any]:
+    """The compact record of :class:`benchmark.measure.roofline.Peaks` a row carries: the cache key,
+    GMAC/s per precision and per kernel, memory bandwidth (GB/s), thread count, when it was measured
+    and the load average then, and the notes (kernels that could not run)."""
+    d = peaks.to_dict()
+    return {"key": d["key"], "peak_gmacs_per_s": d["peak_gmacs_per_s"], "gmacs_per_s": d["gmacs_per_s"],
+            "memory_bandwidth_gb_per_s": d["memory_bandwidth_gb_per_s"], "threads": d["threads"],
+            "measured_at": d["measured_at"], "load_average_1m": (d.get("settings") or {}).get("load_average_1m"),
+            "notes": list(d.get("notes") or [])}
+
+
+def collect_environment(threads: int | None = None, peaks=None) -> dict[str, Any]:
     """The environment of a measurement (a fresh dict; the static part is computed once).
 
     ``threads`` is the intra-op thread count the run used (recorded as given; 0 means "all cores"
-    and is recorded as ``os.cpu_count()``).
+    and is recorded as ``os.cpu_count()``). ``peaks`` (:class:`~benchmark.measure.roofline.Peaks`,
+    or a record of :func:`peaks_record`) adds this device's peaks under ``peaks``.
     """
-    env = dict(_static_environment())
-    env["cpu_flags"] = list(env["cpu_flags"])
+    import copy
+
+    env = copy.deepcopy(_static_environment())
     env["threads"] = (os.cpu_count() if threads == 0 else threads)
     env["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if peaks is not None:
+        env["peaks"] = peaks if isinstance(peaks, dict) else peaks_record(peaks)
     return env

@@ -174,6 +174,17 @@ def choose_metric_for(outputs, labels=None, *, name: str = "", kind: str | None 
                          override=override)
 
 
+def choose_metric_asked(outputs, labels=None, *, name: str = "", kind: str | None = None,
+                        override: str | None = None) -> tuple[MetricChoice, str | None]:
+    """(:func:`choose_metric_for` with the metric the user asked for, None); when that metric cannot
+    be computed here (accuracy without labels), (the default choice, a note saying why)."""
+    try:
+        return choose_metric_for(outputs, labels, name=name, kind=kind, override=override), None
+    except ConfigError as exc:
+        choice = choose_metric_for(outputs, labels, name=name, kind=kind)
+        return choice, f"quality metric {override} not used ({exc}); {choice.metric} instead"
+
+
 # --- computing values ----------------------------------------------------------------------------
 def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(len(a), -1) if a.ndim else a.reshape(1, 1)
@@ -273,4 +284,5 @@ def drop_points(q: Mapping[str, Any] | None) -> float | None:
 
 
 __all__ = ["METRICS", "OUTPUT_KINDS", "Metric", "MetricChoice", "get_metric", "choose_metric", "choose_metric_for",
-           "looks_like_probabilities", "metric_value", "reference_value", "quality", "row_quality", "drop_points"]
+           "choose_metric_asked", "looks_like_probabilities", "metric_value", "reference_value", "quality", "row_quality",
+           "drop_points"]

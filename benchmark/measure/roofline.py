@@ -27,7 +27,7 @@ Conventions:
   recorded. The device lock (:func:`benchmark.measure.latency.device_lock`) is held while measuring.
 - The 1-minute load average around the measurement is recorded (``settings["load_average_1m"]``);
   above half the core count a note says the peaks may be low (other work shared the CPU).
-- Cache: ``<data folder>/roofline.json``, keyed by CPU model, architecture, ISA flags, thread count,
+- Cache: ``<data folder>/roofline.json`` (or ``$SLIMBENCH_ROOFLINE_CACHE``), keyed by CPU model, architecture, ISA flags, thread count,
   torch / onnxruntime / numpy versions and the sizes. A different key measures again.
 """
 from __future__ import annotations
@@ -369,9 +369,18 @@ def peaks_key(identity: dict[str, Any], settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: Environment variable naming another peaks cache file (default ``<data folder>/roofline.json``).
+CACHE_ENV = "SLIMBENCH_ROOFLINE_CACHE"
+
+
 def cache_path() -> Path:
+    """The peaks cache: ``$SLIMBENCH_ROOFLINE_CACHE``, else ``<data folder>/roofline.json``."""
     from ..paths import data_dir
 
+    if os.environ.get(CACHE_ENV):
+        path = Path(os.environ[CACHE_ENV])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
     return data_dir() / "roofline.json"
 
 
@@ -412,6 +421,39 @@ def device_peaks(threads: int = 0, *, refresh: bool = False, gemm_n: int = DEFAU
     return peaks
 
 
+def cached_peaks(threads: int = 0) -> Peaks | None:
+    """This device's :class:`Peaks` at ``threads`` with the default settings when they are in the
+    cache, else None (nothing is measured)."""
+    n_threads = _resolve_threads(threads)
+    key = peaks_key(machine_identity(n_threads), _settings(DEFAULT_GEMM_N, DEFAULT_MEMORY_BYTES,
+                                                           DEFAULT_SECONDS_PER_KERNEL))
+    entry = _read_cache(cache_path()).get(key)
+    try:
+        return None if entry is None else Peaks.from_dict(entry, cached=True)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _peaks_job(payload: dict, emit) -> dict:
+    """Child entry of :func:`peaks_isolated`."""
+    emit({"type": "step", "message": f"measuring this CPU's peaks ({payload['threads'] or 'all'} thread(s))",
+          "fraction": 0.1})
+    return device_peaks(int(payload["threads"]), refresh=bool(payload["refresh"])).to_dict()
+
+
+def peaks_isolated(threads: int = 0, *, refresh: bool = False, on_progress=None, on_wait=None,
+                   timeout_s: float | None = 300.0) -> Peaks:
+    """:func:`device_peaks` in a spawned child holding the CPU queue slot (never beside a timed run,
+    never in the dashboard's own process); returns the peaks (cached for every later call)."""
+    from ..jobs import run_queued_job
+
+    _resolve_threads(threads)
+    payload = {"threads": int(threads), "refresh": bool(refresh), "label": "this CPU"}
+    data = run_queued_job("benchmark.measure.roofline:_peaks_job", payload, "peaks", on_progress, on_wait,
+                          timeout_s, True)
+    return Peaks.from_dict(data)
+
+
 def describe_peaks(peaks: Peaks) -> list[str]:
     """Readable lines: one per precision (fastest kernel first) and the bandwidth."""
     lines = []
@@ -427,5 +469,5 @@ def describe_peaks(peaks: Peaks) -> list[str]:
 
 
 __all__ = ["DEFAULT_GEMM_N", "DEFAULT_MEMORY_BYTES", "PEAK_PRECISIONS", "Peaks", "achieved_gmacs_per_s", "cache_path",
-           "describe_peaks", "device_peaks", "machine_identity", "measure_peaks", "peak_fraction", "peak_precision",
-           "peaks_key"]
+           "cached_peaks", "describe_peaks", "device_peaks", "machine_identity", "measure_peaks", "peak_fraction",
+           "peak_precision", "peaks_isolated", "peaks_key"]

@@ -18,12 +18,15 @@ JOB_TARGET = "benchmark.sweep.child:variant_job"
 def variant_job(payload: dict, emit) -> dict:
     """Child entry: build one variant and measure it on each planned run (see :mod:`benchmark.sweep`)."""
     ctx = build_variant_context(payload, emit)
-    runs_by_backend: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}  # (backend, variant name with its runtime settings)
     for run in payload["runs"]:
-        runs_by_backend.setdefault(run["backend"], []).append(run)
+        groups.setdefault((run["backend"], run.get("variant") or ctx.comp.name), []).append(run)
     cross = CrossBackend(ctx.comp.precision)
     outputs = getattr(ctx.model, "outputs", None) or []
     pick = MetricPick(ctx.settings, outputs[0].name if outputs else "")
-    for name, runs in runs_by_backend.items():
-        BackendRun(ctx, name, runs, cross, pick).measure()
+    for (name, variant), runs in groups.items():
+        sub = ctx.with_runtime(variant, runs[0].get("runtime") or {})
+        sub.memory_profile = sub.memory_profile or ctx.memory_profile  # estimated once per job
+        BackendRun(sub, name, runs, cross, pick).measure()
+        ctx.memory_profile = sub.memory_profile
     return {"variant": ctx.comp.name}

@@ -25,6 +25,7 @@ class PlannedRun:
     backend: str
     batch_size: int
     target: str = ""  # where it runs (executors.Target.key); "" = this machine
+    runtime: tuple[tuple[str, Any], ...] = ()  # the runtime settings its backend honours (sweep.runtime)
 
     @property
     def key(self) -> str:
@@ -34,6 +35,11 @@ class PlannedRun:
     def job_key(self) -> str:
         """The key the job's child uses (it does not know the target)."""
         return run_key(self.variant, self.backend, self.batch_size)
+
+    def to_payload(self) -> dict[str, Any]:
+        """What the job's child needs of this run."""
+        return {"key": self.job_key, "variant": self.variant, "backend": self.backend, "batch_size": self.batch_size,
+                "runtime": dict(self.runtime)}
 
 
 @dataclass
@@ -54,15 +60,25 @@ class Job:
 
 def plan_sweep(cfg: SweepConfig) -> list[Job]:
     """The sweep's jobs: one per distinct compression (the FP32 reference first when asked for),
-    each with every backend x batch size."""
+    each with every backend x runtime settings (:mod:`.runtime`) x batch size. Runs that need
+    another value of a per-process setting go to a job of their own for the same compression."""
+    from .runtime import combos, process_key
+
     jobs: list[Job] = []
     seen: set[str] = set()
+    combos_of = {b: combos(cfg, b) for b in cfg.backends}
+    # runs without a per-process setting join the first process's job (no extra build)
+    first = next((k for b in cfg.backends for rt, _ in combos_of[b] if (k := process_key(rt))), ())
     for comp in cfg.compressions():
         if comp.name in seen:
             continue
         seen.add(comp.name)
-        runs = [PlannedRun(comp.name, b, int(bs)) for b in cfg.backends for bs in cfg.batch_sizes]
-        jobs.append(Job(comp, runs))
+        by_process: dict[tuple, list[PlannedRun]] = {}
+        for b in cfg.backends:
+            for runtime, suffix in combos_of[b]:
+                by_process.setdefault(process_key(runtime) or first, []).extend(
+                    PlannedRun(comp.name + suffix, b, int(bs), runtime=tuple(runtime.items())) for bs in cfg.batch_sizes)
+        jobs += [Job(comp, runs) for runs in by_process.values()]
     jobs.sort(key=lambda j: 0 if j.is_reference else 1)  # stable: otherwise the config's order
     return jobs
 

@@ -168,18 +168,12 @@ class MetricPick:
 
     def choose(self, outputs, labels):
         """The :class:`~benchmark.measure.quality.MetricChoice` (None when the outputs vary in shape)."""
-        from ..errors import ConfigError
-        from ..measure.quality import choose_metric_for
+        from ..measure.quality import choose_metric_asked
 
         if self.choice is not None or outputs is None or isinstance(outputs, (list, tuple)):
             return self.choice
-        labels = labels_like(outputs, labels)
-        try:
-            self.choice = choose_metric_for(outputs, labels, name=self.output_name, kind=self.kind,
-                                            override=self.override)
-        except ConfigError as exc:
-            self.choice = choose_metric_for(outputs, labels, name=self.output_name, kind=self.kind)
-            self.note = f"quality metric {self.override} not used ({exc}); {self.choice.metric} instead"
+        self.choice, self.note = choose_metric_asked(outputs, labels_like(outputs, labels), name=self.output_name,
+                                                     kind=self.kind, override=self.override)
         return self.choice
 
 

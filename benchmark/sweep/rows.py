@@ -47,6 +47,8 @@ class RowFactory:
     size: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] | None = None
     sweep_id: int | None = None
+    variant: str | None = None  # the rows' variant name when it is not the compression's (runtime settings)
+    runtime: dict[str, Any] | None = None  # the runtime settings every row of this factory ran with
 
     @classmethod
     def from_info(cls, model: str, compression: CompressionConfig, device: str, info: dict[str, Any],
@@ -57,18 +59,21 @@ class RowFactory:
                    size={k: info.get(k) for k in SIZE_KEYS}, sweep_id=sweep_id)
 
     def row(self, backend: str, batch_size: int, status: str, *, error: str | None = None,
-            warnings: list[str] | tuple[str, ...] = (), **fields: Any) -> RunResult:
+            warnings: list[str] | tuple[str, ...] = (), variant: str | None = None, **fields: Any) -> RunResult:
         """One row; ``fields`` are the row's own (latency, accuracy, ...) and may override the shared
-        ``env`` and ``compressed_as_asked``."""
+        ``env``, ``compressed_as_asked`` and ``runtime``; ``variant`` names a run with runtime settings
+        in its name (default: the factory's, else the compression's name)."""
         if status not in ROW_STATUSES:
             raise ValueError(f"a sweep row is one of {', '.join(ROW_STATUSES)}; got {status!r}")
         c = self.compression
         fields.setdefault("env", self.env)
         fields.setdefault("compressed_as_asked", self.compressed_as_asked)
+        if self.runtime:
+            fields.setdefault("runtime", dict(self.runtime))
         if status == "failed":
             error = error or "failed"
         return RunResult(
-            model=self.model, variant=c.name, backend=backend, batch_size=int(batch_size), device=self.device,
+            model=self.model, variant=variant or self.variant or c.name, backend=backend, batch_size=int(batch_size), device=self.device,
             precision=c.precision, prune_ratio=c.prune_ratio, prune_kind=c.prune_kind if c.prune_ratio > 0 else None,
             config=dataclasses.asdict(c), compression=list(self.records), sweep_id=self.sweep_id, status=status,
             error=error, warnings=list(warnings), **{k: self.size.get(k) for k in SIZE_KEYS}, **fields,

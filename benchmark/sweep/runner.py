@@ -23,6 +23,7 @@ from ..executors import LOCAL, LOST, LocalExecutor, Target, make_executor, run_p
 from ..results import RunResult
 from ..store import Store
 from .child import JOB_TARGET
+from .explained import explain_sweep
 from .plan import (
     DEFAULT_JOB_TIMEOUT_S, Job, PlannedRun, absolute_paths, plan_for_targets, plan_size, plan_sweep, run_settings,
     sweep_config_from_dict, sweep_config_to_dict, validate_sweep,
@@ -209,8 +210,8 @@ class _Runner:
             for _, jobs in self.by_target:
                 for job in jobs:
                     rows = RowFactory(model_name or self.cfg.model, job.compression, self.cfg.device)
-                    placeholders += [rows.row(run.backend, run.batch_size, "pending", target=run.target)
-                                     for run in job.runs]
+                    placeholders += [rows.row(run.backend, run.batch_size, "pending", target=run.target,
+                                              variant=run.variant) for run in job.runs]
             self.store.add_pending(self.sweep_id, placeholders)
 
     def cancel_check(self) -> bool:
@@ -257,6 +258,7 @@ class _Runner:
         run_per_target(work, self.run_target, self.stop)
         if self.sweep_id is not None and self.store.cancel_requested(self.sweep_id):
             return self.finish_cancelled()
+        explain_sweep(self.store, self.sweep_id)  # speedups, fractions of peak, measured explanations
         counts = self.store.get_sweep(self.sweep_id).counts if self.sweep_id is not None else {}
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
         if counts.get("interrupted"):
@@ -312,9 +314,10 @@ class _Runner:
             "model": cfg.model, "inputs": list(cfg.inputs), "batch_axis": list(cfg.batch_axis),
             "trust_pickle": bool(cfg.trust_pickle),
             "arch": getattr(cfg, "arch", None), "data": cfg.data, "device": cfg.device, "settings": self.settings,
+            "skip_peaks": bool(getattr(cfg, "skip_peaks", False)),
             "compression": dataclasses.asdict(job.compression),
             "workdir": str(self.workdir), "timeout_s": self.job_timeout_s,
-            "runs": [{"key": r.job_key, "backend": r.backend, "batch_size": r.batch_size} for r in runs],
+            "runs": [r.to_payload() for r in runs],
         }
 
     def run_job(self, job: Job, runs: list[PlannedRun], attempt: int, index: int,
@@ -382,7 +385,7 @@ class _Runner:
         rows = RowFactory.from_info(self.model_name or self.cfg.model, job.compression, self.cfg.device, info,
                                     sweep_id=self.sweep_id)
         self.store.add_result(rows.row(run.backend, run.batch_size, status, error=error or status, warnings=warnings,
-                                       peak_rss_mb=outcome.peak_rss_mb, target=run.target))
+                                       peak_rss_mb=outcome.peak_rss_mb, target=run.target, variant=run.variant))
         with self.lock:
             self.done += 1
         where = _where(self.targets.get(run.target, LOCAL))

@@ -2,6 +2,7 @@
 variant once, count its FLOPs; the result is the :class:`VariantContext` every backend's runs share."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,15 @@ class VariantContext:
     def threads(self) -> int:
         return int(self.settings["threads"])
 
+    def with_runtime(self, variant: str, runtime: dict[str, Any]) -> "VariantContext":
+        """This context for the runs named ``variant`` with ``runtime`` settings (:mod:`.runtime`):
+        rows carry that name and the settings; ``settings["runtime"]`` reaches the backend's
+        ``sweep_options``. Everything else (the variant, data, warnings) is shared."""
+        if variant == self.comp.name and not runtime:
+            return self
+        rows = dataclasses.replace(self.rows, variant=variant, runtime=dict(runtime) or None)
+        return dataclasses.replace(self, rows=rows, settings={**self.settings, "runtime": dict(runtime)})
+
     def send_all(self, backend: str, runs: list[dict], status: str, error: str, warnings: list[str]) -> None:
         """The same status and error for each of ``runs`` (a backend that cannot run them at all)."""
         for run in runs:
@@ -123,7 +133,9 @@ def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, 
     notes[:] = list(dict.fromkeys(notes))
     timeout_s = payload.get("timeout_s")
     return CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=eval_data,
-                           progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None)
+                           progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None,
+                           threads=int(payload["settings"]["threads"]), metric=payload["settings"].get("metric"),
+                           output_kind=payload["settings"].get("output_kind"))
 
 
 def _convert_if_needed(payload: dict, model, comp: CompressionConfig, eval_data, fixed, out: Emitter,
@@ -165,6 +177,7 @@ def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
     from ..compress import build_variant
     from ..measure.environment import collect_environment
     from ..resources import check_disk_space, model_file_bytes
+    from .explained import sweep_peaks
 
     settings, device, workdir = payload["settings"], payload["device"], Path(payload["workdir"])
     os.chdir(workdir)  # files libraries drop in the current folder land in the sweep's scratch folder
@@ -185,12 +198,14 @@ def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
     out.step(f"counting FLOPs of {comp.name}")
     size, flop_notes = _count(variant, eval_data)
 
-    env = collect_environment(int(settings["threads"]))
+    peaks, peaks_note = sweep_peaks(device, int(settings["threads"]), bool(payload.get("skip_peaks")), out.step)
+    env = collect_environment(int(settings["threads"]), peaks=peaks)
     env["run_settings"] = dict(settings)
     records = [r.to_dict() for r in variant.records]
     noops = unapplied_steps(comp, variant.records)
     rows = RowFactory(model.name, comp, device, records=records, compressed_as_asked=not noops, size=size, env=env)
-    warnings = notes + [noop_warning(s) for s in noops] + list(variant.warnings) + flop_notes
+    warnings = notes + [noop_warning(s) for s in noops] + list(variant.warnings) + flop_notes + \
+        ([peaks_note] if peaks_note else [])
     out.emit({"type": "variant", "info": {**size, "compression": records, "warnings": warnings,
                                       "compressed_as_asked": not noops}})
     return VariantContext(out=out, device=device, settings=settings, workdir=workdir, comp=comp, model=model,

@@ -108,8 +108,15 @@ def static_int8(variant: Variant, cfg: CompressionConfig, ctx: CompressContext, 
         if exclude_layers:
             check_layers(variant, onnx_prep.load_model(src), exclude_layers)
         out = out_path(ctx, variant, cfg, method, src)
+        measure = None
+        if cfg.int8_format == "measure":
+            from .int8_choice import measure_inputs
+
+            ctx.progress(f"{method}: timing and scoring the INT8 formats on the evaluation data", None)
+            measure = measure_inputs(variant, ctx.eval_data, getattr(ctx, "threads", 0), getattr(ctx, "metric", None),
+                                     getattr(ctx, "output_kind", None))
         details["onnx"], w = quantize_onnx_static(src, out, batches, cfg, exclude_layers, default_exclusions,
-                                                  specs=variant.model.inputs)
+                                                  specs=variant.model.inputs, measure=measure)
         warnings_.extend(w)
         details["onnx"].update(validate_onnx(out, batches[0], "INT8 QDQ model"))
         if details["onnx"]["nodes_quantized"] > 0:
@@ -183,7 +190,8 @@ def int8_static(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) 
 
     ONNX: ``quant_pre_process`` -> ``quantize_static`` in QDQ format, per-channel weights
     (``cfg.per_channel``), ``cfg.calib_method`` (minmax / entropy / percentile with
-    ``cfg.calib_percentile``), U8S8 or S8S8 (``cfg.int8_format``; ``auto`` reads the CPU flags).
+    ``cfg.calib_percentile``), U8S8 or S8S8 (``cfg.int8_format``: ``measure`` times and scores the
+    candidates on ``ctx.eval_data``, :mod:`.int8_choice`; ``auto`` reads the CPU flags).
     PyTorch: FX graph mode (``prepare_fx``/``convert_fx``, x86 engine, conv-bn-relu fused).
     """
     return static_int8(variant, cfg, ctx, "int8-static")

@@ -337,31 +337,49 @@ def _exclusions(model, pre_model, exclude_layers, default_exclusions: bool,
 
 def quantize_onnx_static(src: Path, out: Path, batches: list[dict], cfg: CompressionConfig,
                          exclude_layers: tuple[str, ...] | list[str] = (),
-                         default_exclusions: bool = False, specs=None) -> tuple[dict[str, Any], list[str]]:
+                         default_exclusions: bool = False, specs=None,
+                         measure=None) -> tuple[dict[str, Any], list[str]]:
     """Static QDQ quantization of ``src`` into ``out``; returns (details, warnings).
 
     Steps: constants -> initializers, opset >= 13 (or per-tensor fallback), ``quant_pre_process``,
     calibration over ``batches`` (feed dicts) with ``cfg.calib_method``, ``quantize_static``
-    in QDQ format with the format :func:`choose_int8_format` picks. Raises ``CompressionError``
-    when ONNX Runtime's quantizer fails.
+    in QDQ format with the format :func:`choose_int8_format` picks, or, for ``int8_format="measure"``,
+    the one :mod:`.int8_choice` measures on ``measure`` (:class:`~.int8_choice.MeasureInputs`, or a
+    ``(None, why not)`` pair). Raises ``CompressionError`` when ONNX Runtime's quantizer fails.
     """
+    from .int8_choice import quantize_measured
+
     warnings_: list[str] = []
     model = onnx_prep.load_model(src)
     model, prep = onnx_prep.prepare_for_quantization(model, per_channel=cfg.per_channel)
     warnings_.extend(prep.warnings)
     per_channel = bool(cfg.per_channel and prep.per_channel_possible)
-    fmt, reduce_range, why = choose_int8_format(cfg.int8_format)
+    fmt, reduce_range, why = choose_int8_format("auto" if cfg.int8_format == "measure" else cfg.int8_format)
     op_types, recipe = static_recipe(model)
+    choice = None
     with tempfile.TemporaryDirectory(prefix="slimbench-q-", dir=str(out.parent)) as tmp:
         tmpdir = Path(tmp)
         pre_path = preprocess(model, tmpdir, warnings_)
         excluded, mapping = _exclusions(model, onnx_prep.load_model(pre_path), exclude_layers, default_exclusions,
                                         warnings_)
         cache = tmpdir / "calibration.json"
-        qdq_quantize(pre_path, out, calibration_reader(batches), int8_format=fmt, per_channel=per_channel,
-                     reduce_range=reduce_range, op_types=op_types, calib_method=cfg.calib_method,
-                     calib_percentile=cfg.calib_percentile, exclude=excluded, cache=cache,
-                     failure=f"ONNX Runtime quantize_static ({cfg.calib_method}, {fmt}) failed on {src.name}")
+
+        def run(candidate, path: Path) -> None:  # the first call calibrates; later ones read the cache
+            qdq_quantize(pre_path, path, None if cache.is_file() else calibration_reader(batches),
+                         int8_format=candidate.int8_format, per_channel=per_channel,
+                         reduce_range=candidate.reduce_range, op_types=op_types, calib_method=cfg.calib_method,
+                         calib_percentile=cfg.calib_percentile, exclude=excluded, cache=cache,
+                         failure=f"ONNX Runtime quantize_static ({cfg.calib_method}, {candidate.int8_format}) "
+                                 f"failed on {src.name}")
+
+        if cfg.int8_format == "measure":
+            inputs, note = measure if isinstance(measure, tuple) else (measure, None if measure else "no data given")
+            fmt, reduce_range, why, choice = quantize_measured((fmt, reduce_range, why), run, out, pre_path, tmpdir,
+                                                               inputs, note)
+        else:
+            from .int8_choice import Candidate
+
+            run(Candidate(fmt, reduce_range, "asked for"), out)
         ranges = _ranges_summary(cache) if cache.exists() else None
     qmodel = onnx_prep.load_model(out)
     if ranges is None:
@@ -371,6 +389,7 @@ def quantize_onnx_static(src: Path, out: Path, batches: list[dict], cfg: Compres
         "int8_format": fmt,
         "int8_format_reason": why,
         "reduce_range": reduce_range,
+        **({"int8_choice": choice} if choice is not None else {}),
         "per_channel": per_channel,
         "recipe": recipe,
         "op_types_to_quantize": op_types or "all supported",
