@@ -127,6 +127,21 @@ def _wait_text(page, app, text, timeout_ms: int = 60_000) -> None:
         pytest.fail(f"{text!r} did not appear in {timeout_ms / 1000:g} s.\nPage: {shown}\nServer log: {log}")
 
 
+def _goto(page, title: str) -> None:
+    """Open page ``title`` from the sidebar; a click that lands while the page reruns is retried."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    path = {"Home": "home", "Model": "model", "Compress & run": "run", "Results": "results"}[title]
+    for _ in range(3):
+        page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+        try:
+            page.wait_for_url(re.compile(rf"/{path}(\?|$)"), timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    pytest.fail(f"the sidebar link {title!r} did not open its page; the page is at {page.url}")
+
+
 def _multiselect(page, label: str):
     return page.locator('[data-testid="stMultiSelect"]').filter(has_text=label)
 
@@ -181,7 +196,7 @@ def test_upload_onnx_run_sweep_and_see_results(app, browser):
     assert page.get_by_text("2.316 k", exact=True).is_visible()  # 2304 conv + 12 gemm MACs per sample
     page.screenshot(path=str(app.tmp / "model.png"), full_page=True)
 
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Compress & run").click()
+    _goto(page, "Compress & run")
     _wait_text(page, app, "Model: tiny.onnx", 30_000)
     _small_sweep(page, batches_remove=())  # fp32 on every usable backend, batch 1 and 8
     page.get_by_text(re.compile(r"^\d+ runs: 1 variant x")).wait_for(timeout=30_000)
@@ -195,7 +210,7 @@ def test_upload_onnx_run_sweep_and_see_results(app, browser):
     assert {(r.backend, r.batch_size) for r in ok} >= {("onnxruntime", 1), ("onnxruntime", 8)}
     assert all(r.status in ("ok", "skipped") for r in rows)
 
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Results").click()
+    _goto(page, "Results")
     expect(page.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(r"- done \(\d+ runs\)$"), timeout=60_000)
     chart = page.locator(".js-plotly-plot").first
     chart.wait_for(timeout=60_000)
@@ -256,7 +271,7 @@ def test_a_reload_keeps_model_data_and_settings(app, browser):
     page.get_by_role("option", name=re.compile(r"^sample:digits-transformer")).click()
     expect(page.get_by_role("combobox", name="Sample")).to_have_value(re.compile("digits-transformer"), timeout=30_000)
     page.get_by_text(re.compile(r"digits-transformer.*outputs:")).wait_for(timeout=60_000)  # the page has taken it
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Compress & run").click()
+    _goto(page, "Compress & run")
     _wait_text(page, app, "Model: sample:digits-transformer", 30_000)
     _multiselect(page, "Precisions").get_by_role("button", name="Remove int8-static", exact=True).click()
     page.wait_for_timeout(300)
@@ -277,7 +292,7 @@ def test_a_reload_keeps_model_data_and_settings(app, browser):
     expect(page.get_by_role("combobox", name="Evaluation data")).to_have_value("digits-tokens")
     expect(page.get_by_label("Timed seconds per run (at least)", exact=True)).to_have_value("0.40")
     assert _multiselect(page, "Precisions").get_by_role("button", name="Remove int8-static", exact=True).count() == 0
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Model").click()  # the Model page shows it too
+    _goto(page, "Model")  # the Model page shows it too
     expect(page.get_by_role("combobox", name="Sample")).to_have_value(re.compile("digits-transformer"), timeout=30_000)
     page.screenshot(path=str(app.tmp / "reloaded.png"), full_page=True)
 
@@ -299,7 +314,7 @@ def test_a_typed_batch_size_of_40_runs(app, browser):
     rec = _first_sweep_done(store)
     rows = store.get_results(rec.id)
     assert [(r.backend, r.batch_size, r.status) for r in rows] == [("onnxruntime", 40, "ok")], [r.error for r in rows]
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Results").click()
+    _goto(page, "Results")
     expect(page.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(r"- done \(1 runs\)$"), timeout=60_000)
     table = page.locator('[data-testid="stDataFrame"]').first
     table.wait_for(timeout=30_000)

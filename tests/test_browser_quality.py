@@ -19,7 +19,7 @@ from tiny_models import embedding_onnx
 pytest.importorskip("playwright", reason="the playwright package is not installed (pip install 'slimbench[dev]')")
 from playwright.sync_api import expect  # noqa: E402
 from test_browser import (  # noqa: E402,F401  (fixtures)
-    _first_sweep_done, _multiselect, _small_sweep, _upload, _wait_text, app, browser,
+    _first_sweep_done, _goto, _multiselect, _small_sweep, _upload, _wait_text, app, browser,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,7 +43,7 @@ def _add_option(page, label: str, value: str) -> None:
 
 
 def _open_results(page, runs: int) -> None:
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Results").click()
+    _goto(page, "Results")
     expect(page.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(rf"- done \({runs} runs\)$"),
                                                                     timeout=60_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -55,7 +55,7 @@ def _y_title(page):
 
 def test_an_embedding_model_is_scored_by_cosine_and_the_metric_can_be_switched(app, browser):
     page = _upload(browser, app, embedding_onnx(app.tmp / "encoder.onnx"))
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Compress & run").click()
+    _goto(page, "Compress & run")
     _wait_text(page, app, "Model: encoder.onnx", 30_000)
     _small_sweep(page, backends_remove=("pytorch",))  # fp32 on ONNX Runtime, batch 1 ...
     _add_option(page, "Precisions", "int8-dynamic")  # ... and int8-dynamic
