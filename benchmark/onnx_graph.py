@@ -64,6 +64,26 @@ def walk_graphs(graph, parent: str | None = None) -> Iterator[tuple[Any, str | N
             yield from walk_graphs(sub, parent or op_name(node))
 
 
+def recurrent_state_axes(path: str | Path) -> dict[str, int]:
+    """``{graph input: batch axis}`` for the graph inputs that are the initial state of an LSTM, GRU
+    or RNN node (``initial_h`` / ``initial_c``: ``[directions, batch, hidden]``, batch on dim 1; dim 0
+    with ``layout=1``). Reads the graph only (no weights)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name for i in model.graph.input}
+    out: dict[str, int] = {}
+    for graph, _ in walk_graphs(model.graph):
+        for node in graph.node:
+            if node.op_type not in ("LSTM", "GRU", "RNN") or node.domain not in ("", "ai.onnx"):
+                continue
+            axis = 0 if attr(node, "layout", 0) == 1 else 1
+            for name in list(node.input)[5:7]:
+                if name in inputs:
+                    out[name] = axis
+    return out
+
+
 def iter_tensors(graph) -> Iterator[Any]:
     """Every ``TensorProto`` ``graph`` stores, subgraphs included: initializers, the values and
     indices of sparse initializers, and tensor attributes (``Constant`` values and the like)."""

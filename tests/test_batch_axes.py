@@ -16,6 +16,8 @@ from benchmark.data.base import Dataset
 from benchmark.errors import ConfigError, DataError
 from benchmark.models.base import LoadedModel
 from benchmark.models.batch_axes import apply_batch_axes, fit_to_data, infer_batch_axes
+from benchmark.models.loaders import load_model
+from benchmark.onnx_graph import recurrent_state_axes
 
 # silero-vad look-alike (sample_models/lookalikes.py): front-end conv 64 x 1 x 16 stride 8 over 512 samples at
 # 16 kHz -> 63 frames; encoder conv 128 x 64 x 3 stride 2 -> 31 frames; one LSTM step 4H(I+H), H = I = 128;
@@ -71,7 +73,8 @@ def test_nameless_override_and_batch_axis_settings():
     # Silero VAD: the symbolic 'batch' sits on dim 1 of the state; the scalar sample rate has none
     ([("input", ("batch", "samples")), ("state", (2, "batch", 128)), ("sr", ())],
      [("output", ("batch", 1)), ("stateN", (2, "batch", 128))], {"input": 0, "state": 1, "sr": None}),
-    # sequence model: dim 0 is time, the states are all numbers: they fix batch 1 on dim 0
+    # sequence model: dim 0 is time, the states are all numbers: they fix batch 1 on dim 0 (from shapes
+    # alone; loading the ONNX file puts an LSTM initial state's batch on dim 1, see below)
     ([("x", ("time", 1, 40)), ("h0", (1, 1, 128)), ("c0", (1, 1, 128))], [("prob", ("time", 1, 1))],
      {"x": None, "h0": 0, "c0": 0}),
     # unnamed dims: the state's only open dim is its batch axis
@@ -92,6 +95,29 @@ def test_infer_batch_axes(inputs, outputs, expected):
                                    [OutputSpec(n, s) for n, s in outputs])
     assert _axes(specs) == expected
     assert (note is None) == all(v == 0 for v in expected.values())
+
+
+def test_recurrent_initial_states_have_their_batch_on_dim_1(tmp_path):
+    from onnx import TensorProto, helper, save
+
+    # x [time, ?, 8] into an LSTM with initial_h / initial_c graph inputs [1, ?, 4] (unnamed dims)
+    x, h0, c0 = (helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                 for n, s in (("x", ["time", None, 8]), ("h0", [1, None, 4]), ("c0", [1, None, 4])))
+    w, r = (helper.make_tensor(n, TensorProto.FLOAT, [1, 16, k], [0.0] * (16 * k)) for n, k in (("W", 8), ("R", 4)))
+    lstm = helper.make_node("LSTM", ["x", "W", "R", "", "", "h0", "c0"], ["y"], hidden_size=4)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["time", 1, None, 4])
+    path = tmp_path / "lstm.onnx"
+    save(helper.make_model(helper.make_graph([lstm], "g", [x, h0, c0], [y], [w, r]),
+                           opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    assert recurrent_state_axes(path) == {"h0": 1, "c0": 1}
+    model = load_model(str(path))
+    assert _axes(model.inputs) == {"x": None, "h0": 1, "c0": 1}
+    assert any("recurrent nodes' initial states" in n for n in model.notes)
+    # without the graph's word, the same shapes would put h0's batch on dim 0 (rule 3)
+    specs, _ = infer_batch_axes([InputSpec("x", ("time", 1, 8)), InputSpec("h0", (1, 1, 4))])
+    assert _axes(specs) == {"x": None, "h0": 0}
+    specs, _ = infer_batch_axes([InputSpec("x", ("time", 1, 8)), InputSpec("h0", (1, 1, 4))], state_axes={"h0": 1})
+    assert _axes(specs) == {"x": None, "h0": 1}
 
 
 def _model(specs) -> LoadedModel:

@@ -2,8 +2,10 @@
 
 A model's inputs do not all carry the batch on dim 0: a recurrent state is ``[2, batch, 128]``, a
 sample rate is a scalar, a sequence model's ``x`` is ``[time, 1, 40]``. :func:`infer_batch_axes`
-finds each input's batch axis from the graph's symbolic dims; the first rule that applies wins:
+finds each input's batch axis from the graph; the first rule that applies wins:
 
+0. the initial state of a recurrent node (``initial_h`` / ``initial_c`` of an ONNX LSTM, GRU or RNN,
+   ``[directions, batch, hidden]``) has the batch on dim 1 (dim 0 with ``layout=1``);
 1. a symbolic dim named like a batch (``batch``, ``batch_size``, ``bs``, ``N``, ``B``, or any name
    holding ``batch``) is the batch axis of every input that has it;
 2. else a symbolic dim shared by two or more inputs, or by an input and an output (not a
@@ -89,14 +91,19 @@ def _fallback_axis(spec: InputSpec, others_open: bool) -> int | None:
     return 0
 
 
-def infer_batch_axes(inputs: list[InputSpec], outputs: Iterable = ()) -> tuple[list[InputSpec], str | None]:
+def infer_batch_axes(inputs: list[InputSpec], outputs: Iterable = (),
+                     state_axes: dict[str, int] | None = None) -> tuple[list[InputSpec], str | None]:
     """``inputs`` with the batch axis each one has by the rules of the module docstring, and a note
-    saying how they were found when some input's batch axis is not dim 0 (None otherwise)."""
+    saying how they were found when some input's batch axis is not dim 0 (None otherwise).
+    ``state_axes``: rule 0, ``{input: axis}`` of recurrent states (:func:`benchmark.onnx_graph.recurrent_state_axes`)."""
     inputs = list(inputs)
     batch = _batch_name(inputs, list(outputs))
     axes: dict[str, int | None] = {}
     for spec in inputs:
-        if batch is not None and batch in spec.shape:
+        axis = (state_axes or {}).get(spec.name)
+        if axis is not None and axis < len(spec.shape):
+            axes[spec.name] = axis
+        elif batch is not None and batch in spec.shape:
             axes[spec.name] = spec.shape.index(batch)
     rest = [s for s in inputs if s.name not in axes]
     others_open = bool(axes) or any(_open(s.shape[0]) and not _sequence(s.shape[0]) for s in rest if s.shape)
@@ -106,6 +113,8 @@ def infer_batch_axes(inputs: list[InputSpec], outputs: Iterable = ()) -> tuple[l
     if all(s.batch_axis == 0 or not s.shape for s in out):
         return out, None
     how = f"the symbolic dim {batch!r}" if batch is not None else "the inputs' shapes"
+    if any(s.name in (state_axes or {}) for s in out):
+        how += " and the recurrent nodes' initial states"
     return out, f"batch axes from {how}: {describe_axes(out)} (change with --batch-axis NAME:AXIS|NAME:none)"
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..config import InputSpec, OutputSpec
 from ..errors import TRUST_OPT_IN, BenchmarkError, ConfigError, ModelLoadError, ResourceError, UnsafeModelError, one_line
+from ..onnx_graph import recurrent_state_axes
 from ..registry import Registry
 from .base import LoadedModel
 from .batch_axes import apply_batch_axes, infer_batch_axes
@@ -101,7 +102,8 @@ def load_model(
         model = _load_file(path, arch=arch, trust_pickle=trust_pickle)
     if name:
         model.name = name
-    model.inputs, note = infer_batch_axes(model.inputs, model.outputs)
+    states = recurrent_state_axes(model.onnx_path) if model.format == "onnx" and model.onnx_path else None
+    model.inputs, note = infer_batch_axes(model.inputs, model.outputs, states)
     if note:
         model.notes.append(note)
     if inputs:
