@@ -47,13 +47,6 @@ def runtime_widgets() -> dict[str, Any]:
                 torch_interop_threads=tuple(torch_inter), int8_format=fmt, skip_peaks=bool(skip))
 
 
-@st.cache_data(ttl=600, show_spinner=False)
-def _isa() -> dict:
-    from benchmark.measure.hardware import detect_isa
-
-    return detect_isa().to_dict()
-
-
 def peaks_text(peaks: dict | None) -> str | None:
     """One markdown line of a peaks record (``env.peaks``, or ``Peaks.to_dict()``)."""
     if not peaks:
@@ -78,9 +71,10 @@ def environment_lines(env: dict) -> None:
 def hardware_panel() -> None:
     """Home: this CPU's instruction set and its peaks (from the cache; measured on request in a child)."""
     from benchmark import BenchmarkError
+    from benchmark.measure.hardware import detect_isa  # read once per process
     from benchmark.measure.roofline import cached_peaks, peaks_isolated
 
-    st.markdown(f"**Instruction set** {_isa()['summary']}")
+    st.markdown(f"**Instruction set** {detect_isa().summary()}")
     peaks = cached_peaks(0)
     if peaks is not None:
         st.markdown(peaks_text(peaks.to_dict()))
@@ -121,7 +115,7 @@ def _run_profile(store, rec, key: str) -> dict:
 
     row = next(r for r in store.get_results(rec.id) if r.key == key)
     sweep = (rec.config or {}).get("sweep") or {}
-    comp = CompressionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (row.config or {}).items()})
+    comp = CompressionConfig.from_dict(row.config)
     bar = st.progress(0.0, text="profile: starting ...")
 
     def progress(message: str, fraction: float | None = None) -> None:

@@ -85,8 +85,9 @@ def variants_column(applies: dict | None) -> dict:
                          help=HELP["calib_method"], disabled=not int8)
     calib_n = st.number_input("Calibration samples", 1, 100_000, key=kept("run.calib_n", 128), help=HELP["calib_samples"],
                               disabled=not int8)
-    kinds = [k for k in PRUNE_KINDS if f"prune-{k}" in offered([f"prune-{k}"], applies)] or list(PRUNE_KINDS)
-    no_pruning = not offered([f"prune-{k}" for k in PRUNE_KINDS], applies)
+    prunable = [k for k in PRUNE_KINDS if offered([f"prune-{k}"], applies)]
+    kinds = prunable or list(PRUNE_KINDS)
+    no_pruning = not prunable
     kind = st.selectbox("Pruning kind", kinds, key=kept("run.prune_kind", "structured", kinds),
                         help=HELP["prune_kind"], disabled=no_pruning)
     ratio_options = [0.0] if no_pruning else RATIO_CHOICES

@@ -113,9 +113,7 @@ def kept(key: str, default: Any, options: list | None = None) -> str:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, set)):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple, set)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}

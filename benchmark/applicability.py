@@ -51,12 +51,10 @@ class _Facts:
         self.script = isinstance(module, torch.jit.ScriptModule)
         self.exported = model.format == "exported"
         self.onnx_file = model.onnx_path is not None
-        self.status = status
-        conv = (status or {}).get("conversion") if status and status.get("ok") else None
-        self.conversion = conv
-        self.conversion_error = (status or {}).get("error") if status else None
-        self.torch_side = self.native or conv is not None
-        self.editable = (self.native and not self.script and not self.exported) or conv is not None
+        self.conversion = status.get("conversion") if status and status.get("ok") else None
+        self.conversion_error = status.get("error") if status else None
+        self.torch_side = self.native or self.conversion is not None
+        self.editable = (self.native and not self.script and not self.exported) or self.conversion is not None
         self.weight_layers = self._weight_layers()
 
     def _weight_layers(self) -> int | None:
@@ -218,17 +216,16 @@ def conversion_status(model, convert: bool = True, feeds: dict | None = None) ->
     """The model's conversion outcome (``{"ok", "error", "conversion"}``): stored from before, else
     converted now when ``convert`` (checked on ``feeds``, else random inputs; and stored); None for a
     model that needs no conversion."""
-    from .models.conversion import attach_conversion, cached_status, can_convert
+    from .models.conversion import attach_conversion, cached_status, can_convert, model_status
 
     if not can_convert(model):
         return None
-    if model.conversion is not None or model.conversion_error:
-        return {"ok": model.conversion is not None, "error": model.conversion_error, "conversion": model.conversion}
-    status = cached_status(model)
-    if status is None and convert:
+    if model.conversion is None and not model.conversion_error:
+        status = cached_status(model)
+        if status is not None or not convert:
+            return status
         attach_conversion(model, feeds)
-        status = {"ok": model.conversion is not None, "error": model.conversion_error, "conversion": model.conversion}
-    return status
+    return model_status(model)
 
 
 def check_model(model, convert: bool = True, feeds: dict | None = None) -> list[dict[str, Any]]:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StoreError
+from .recommend.report import num
 
 
 def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
@@ -80,6 +80,8 @@ def request_from_args(args):
 def save_chosen(summary: dict, dest: str | Path) -> Path:
     """Copy the chosen model file to ``dest`` (its suffix replaced by the file's format's when they
     differ); the path written."""
+    from .recommend.artifact import copy_model_file
+
     art = summary.get("artifact")
     if not art:
         raise StoreError("no model file was written for the chosen variant (see the notes)")
@@ -88,10 +90,7 @@ def save_chosen(summary: dict, dest: str | Path) -> Path:
     if dest.suffix.lower() != src.suffix.lower():
         dest = dest.with_suffix(src.suffix)
     try:
-        shutil.copyfile(src, dest)
-        data = src.with_name(src.name + ".data")
-        if data.exists():
-            shutil.copyfile(data, dest.with_name(dest.name + ".data"))
+        copy_model_file(src, dest)
     except OSError as exc:
         raise StoreError(f"cannot write --save {dest}: {exc.strerror or exc}") from None
     return dest
@@ -125,15 +124,9 @@ def cmd_recommend(args) -> int:
     return 0
 
 
-def _num(x: Any, spec: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return format(x + 0.0 if isinstance(x, float) else x, spec)  # + 0.0: no "-0.00"
-
-
 def _speed(entry: dict) -> str:
     sig = entry.get("significance") or {}
-    text = _num(entry.get("speedup_vs_fp32"), ".2f") + "x"
+    text = num(entry.get("speedup_vs_fp32"), ".2f") + "x"
     if sig.get("speedup_ci_low") is not None:
         text += f" [{sig['speedup_ci_low']:.2f}, {sig['speedup_ci_high']:.2f}]"
     return text
@@ -149,8 +142,8 @@ def candidates_table(summary: dict[str, Any]) -> str:
     for c in entries:
         lat = c.get("latency_ms") or {}
         sig = c.get("significance") or {}
-        rows.append([c["variant"], c["backend"], _num(c.get("quality_drop_points"), ".3g"),
-                     _num(c.get("holdout_drop_points"), ".3g"), _num(lat.get("p50"), ".4g"), _speed(c),
+        rows.append([c["variant"], c["backend"], num(c.get("quality_drop_points"), ".3g"),
+                     num(c.get("holdout_drop_points"), ".3g"), num(lat.get("p50"), ".4g"), _speed(c),
                      str(lat.get("repeats") or 1), sig.get("verdict") or "-", (c.get("reason") or "")[:70]])
     return text_table(["variant", "backend", "drop (points)", "held-out drop", "p50 (ms)", "speedup vs FP32 [95 % CI]",
                        "repeats", "verdict", "outcome"], rows, right={2, 3, 4, 6})
@@ -167,11 +160,11 @@ def format_text(summary: dict[str, Any]) -> str:
              f"{': ' + summary['cpu'] if summary.get('cpu') else ''}), budget {budget}",
              f"{'keep FP32' if summary['keep_fp32'] else 'chosen'}: {ch['variant']} on {ch['backend']}",
              f"  {summary['reason']}",
-             f"  speedup vs FP32 on {ch['backend']}: {_speed(ch)}; p50 {_num(lat.get('p50'), '.4g')} ms"
+             f"  speedup vs FP32 on {ch['backend']}: {_speed(ch)}; p50 {num(lat.get('p50'), '.4g')} ms"
              + (f" [{lat['p50_ci_low']:.4g}, {lat['p50_ci_high']:.4g}]" if lat.get("p50_ci_low") is not None else ""),
-             f"  quality change: {_num(ch.get('quality_change_points'), '+.2f')} points on the search split, "
-             f"held-out drop {_num(ch.get('holdout_drop_points'), '.2f')} points; size "
-             f"{_num((ch.get('size_bytes') or 0) / 1024, '.1f')} KiB ({_num(ch.get('size_vs_fp32'), '.2f')}x FP32)"]
+             f"  quality change: {num(ch.get('quality_change_points'), '+.2f')} points on the search split, "
+             f"held-out drop {num(ch.get('holdout_drop_points'), '.2f')} points; size "
+             f"{num((ch.get('size_bytes') or 0) / 1024, '.1f')} KiB ({num(ch.get('size_vs_fp32'), '.2f')}x FP32)"]
     art = summary.get("artifact")
     if art:
         lines.append(f"  model file: {art['path']} ({art['format']}; {art['how_to_run']})")

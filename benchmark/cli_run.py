@@ -513,7 +513,7 @@ def cmd_run(args) -> int:
         store = Store(args.db or None)
         extra = {"timeout": args.timeout, "json": args.json}
         if extra["json"]:
-            _check_out_file(extra["json"], "--json")
+            check_out_file(extra["json"], "--json")
         timeout = _timeout(extra) if args.timeout else None
         try:
             kwargs = {"job_timeout_s": timeout} if timeout else {}
@@ -524,7 +524,7 @@ def cmd_run(args) -> int:
         cfg, extra = sweep_config_from_args(args)
         timeout = _timeout(extra)
         if extra.get("json"):
-            _check_out_file(extra["json"], "--json")
+            check_out_file(extra["json"], "--json")
         store = Store(extra.get("db") or None)  # an unwritable path fails here, before any work
         try:
             sweep_id = run_sweep(cfg, store, bar, job_timeout_s=timeout)
@@ -571,6 +571,7 @@ def cmd_results(args) -> int:
 
 
 def cmd_sweeps(args) -> int:
+    from .results import FINISHED_STATUSES
     from .store import Store
 
     store = Store(args.db, create=False)
@@ -597,7 +598,7 @@ def cmd_sweeps(args) -> int:
     print(f"{'id':>4}  {'created (UTC)':19}  {'status':11}  {'ok':>4} {'fail':>4} {'skip':>4} {'left':>4}  model / progress")
     for s in sweeps:
         c = s.counts
-        left = sum(v for k, v in c.items() if k in ("pending", "running", "cancelled", "interrupted"))
+        left = sum(v for k, v in c.items() if k not in FINISHED_STATUSES)
         extra = f"  {s.progress}" if s.active and s.progress else ""
         if s.error and s.status in ("failed", "interrupted"):
             extra = f"  {s.error}"
@@ -606,7 +607,7 @@ def cmd_sweeps(args) -> int:
     return 0
 
 
-def _check_out_file(path: str | os.PathLike, flag: str) -> Path:
+def check_out_file(path: str | os.PathLike, flag: str) -> Path:
     """Fail before any work when ``path`` cannot be written."""
     path = Path(path)
     if path.is_dir():
@@ -616,9 +617,6 @@ def _check_out_file(path: str | os.PathLike, flag: str) -> Path:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{flag} {path}: not writable")
     return path
-
-
-check_out_file = _check_out_file  # public name for the other subcommands
 
 
 def _write_text(path: Path, text: str, flag: str) -> None:
@@ -740,7 +738,7 @@ def cmd_search(args) -> int:
     budget = convert_field("budget", float, args.budget)
     trials = 10 if args.max_trials is None else convert_field("max_trials", int, args.max_trials)
     timeout = job_timeout(args.timeout)
-    save = _check_out_file(args.save, "--save") if args.save else None
+    save = check_out_file(args.save, "--save") if args.save else None
     bar, on_wait = job_callbacks(args)
     try:
         res = search_isolated(args.model, args.input, args.arch, args.trust_pickle, budget_points=budget,
@@ -768,7 +766,7 @@ def cmd_report(args) -> int:
 
     if not args.out:
         raise ConfigError("report needs --out FILE.html: where to write the report")
-    out = _check_out_file(args.out, "--out")
+    out = check_out_file(args.out, "--out")
     metric = _metric(args.metric)
     budget = None
     if args.latency_budget is not None:

@@ -343,6 +343,11 @@ class CompressionConfig:
         The one rule for building the step, naming the variant, loading training data and estimates."""
         return bool(self.distill) and (self.prune_ratio > 0 or self.lowrank_applies)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "CompressionConfig":
+        """The config a ``dataclasses.asdict`` / JSON copy describes (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (data or {}).items()})
+
     @property
     def is_reference(self) -> bool:
         """The uncompressed FP32 model every other variant is compared with."""

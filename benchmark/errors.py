@@ -89,3 +89,10 @@ def memory_error(exc: BaseException, doing: str | None = None) -> "ResourceError
     what = f" while {doing}" if doing else ""
     return ResourceError(f"not enough memory{what}: {text[:300] or 'MemoryError'}; use smaller inputs, batch "
                          "sizes or samples")
+
+
+def error_class(name: str | None) -> type[BenchmarkError]:
+    """The engine's exception class called ``name`` (as a child process reports it), else
+    :class:`BenchmarkError`: a parent re-raises a child's bad-input error as the same class."""
+    cls = globals().get(name or "")
+    return cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError

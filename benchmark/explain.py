@@ -235,13 +235,19 @@ def explain_pruning(row: dict, profile: dict | None = None) -> dict | None:
     return {"topic": "prune", "text": " ".join(parts).rstrip(";:") + ".", "numbers": numbers}
 
 
-def explain_roofline(row: dict, peaks: Any = None) -> dict | None:
-    """The whole row's achieved GMAC/s (MACs x batch / p50) as a fraction of its precision's peak."""
+def _roofline(row: dict, peaks: Any) -> tuple[float | None, str | None, float | None, str | None]:
+    """(achieved GMAC/s, peak family, its peak GMAC/s, its kernel) of :func:`row_inputs` ``row``."""
     from .measure.roofline import achieved_gmacs_per_s, peak_precision
 
     achieved = achieved_gmacs_per_s(row.get("macs"), int(row.get("batch_size") or 1), row.get("latency_p50_ms"))
     family = peak_precision(row.get("precision"))
     peak, kernel = _peak(peaks, family) if family else (None, None)
+    return achieved, family, peak, kernel
+
+
+def explain_roofline(row: dict, peaks: Any = None) -> dict | None:
+    """The whole row's achieved GMAC/s (MACs x batch / p50) as a fraction of its precision's peak."""
+    achieved, family, peak, kernel = _roofline(row, peaks)
     if achieved is None or peak is None:
         return None
     fraction = achieved / peak
@@ -328,11 +334,7 @@ def row_inputs(data: dict, speedup: float | None, reference: dict | None) -> dic
 
 def roofline_fields(row: dict, peaks: Any) -> tuple[float | None, float | None]:
     """(achieved GMAC/s, fraction of the peak of the row's precision) of :func:`row_inputs` ``row``."""
-    from .measure.roofline import achieved_gmacs_per_s, peak_precision
-
-    achieved = achieved_gmacs_per_s(row.get("macs"), int(row.get("batch_size") or 1), row.get("latency_p50_ms"))
-    family = peak_precision(row.get("precision"))
-    peak, _ = _peak(peaks, family) if family else (None, None)
+    achieved, _, peak, _ = _roofline(row, peaks)
     return achieved, (achieved / peak if achieved is not None and peak else None)
 
 

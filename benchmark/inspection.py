@@ -132,8 +132,7 @@ def inspect_isolated(source: str, inputs: list[str] | tuple[str, ...] | None = N
         return outcome.value
     message = outcome.error or "failed without a message"
     if outcome.is_bad_input:
-        cls = getattr(errors, outcome.error_type or "", BenchmarkError)
-        raise (cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError)(message)
+        raise errors.error_class(outcome.error_type)(message)
     if outcome.error_type in ("signal", "timeout", "exit"):
         raise ModelLoadError(f"{label}: the model could not be inspected: {message}")
     raise BenchmarkError(f"{label}: inspecting the model failed: {message}")

@@ -617,8 +617,7 @@ def run_queued_job(target: str, payload: dict, what: str, on_progress: Callable[
     if outcome.is_bad_input:
         with contextlib.suppress(OSError):
             os.unlink(log_path)
-        cls = getattr(_errors, outcome.error_type or "", BenchmarkError)
-        raise (cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError)(message)
+        raise _errors.error_class(outcome.error_type)(message)
     raise _errors.MeasurementError(f"{what} of {payload['label']} failed: {message} (log: {log_path})")
 
 

@@ -64,13 +64,14 @@ def walk_graphs(graph, parent: str | None = None) -> Iterator[tuple[Any, str | N
             yield from walk_graphs(sub, parent or op_name(node))
 
 
-def recurrent_state_axes(path: str | Path) -> dict[str, int]:
+def recurrent_state_axes(model) -> dict[str, int]:
     """``{graph input: batch axis}`` for the graph inputs that are the initial state of an LSTM, GRU
     or RNN node (``initial_h`` / ``initial_c``: ``[directions, batch, hidden]``, batch on dim 1; dim 0
-    with ``layout=1``). Reads the graph only (no weights)."""
-    import onnx
+    with ``layout=1``). ``model``: an ``onnx.ModelProto`` or a path (the graph is read without weights)."""
+    if isinstance(model, (str, Path)):
+        import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(model), load_external_data=False)
     inputs = {i.name for i in model.graph.input}
     out: dict[str, int] = {}
     for graph, _ in walk_graphs(model.graph):

@@ -36,7 +36,7 @@ from plotly.subplots import make_subplots
 
 from .measure import derived
 from .measure.quality import Metric, get_metric
-from .results import MIN_CALIB_SAMPLES
+from .results import calibration_warning
 
 #: Base font size (px); legends and axis titles stay readable on a projector.
 FONT_SIZE = 16
@@ -201,7 +201,7 @@ def with_machines(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """A copy of ``df`` with a ``_machine`` column (``""`` when unknown), and its machines in order."""
     out = df.copy()
     out["_machine"] = [machine_of(r) or "" for _, r in out.iterrows()] if len(out) else []
-    return out, machines(out)
+    return out, list(dict.fromkeys(m for m in out["_machine"] if m))
 
 
 def machine_color(machine_list: list[str], machine: Any) -> str:
@@ -226,10 +226,9 @@ def marker_style(row: Any, color: str, symbol: str, machine_list: list[str] | No
     hollow when pruned or low-rank, faded when unstable, a dark outline on another machine."""
     if _is_structural(row) and not symbol.endswith("-open"):
         symbol += "-open"
-    line = dict(width=2, color=color)
-    machine = machine_of(row)
-    if machine_list and machine in machine_list and machine_list.index(machine) > 0:
-        line = dict(width=3, color=MACHINE_OUTLINES[(machine_list.index(machine) - 1) % len(MACHINE_OUTLINES)])
+    line = _bar_outline(machine_list or [], machine_of(row))
+    if not line["width"]:  # the first machine (or an unknown one): the point's own colour
+        line = dict(width=2, color=color)
     return dict(color=color, symbol=symbol, size=size, line=line, opacity=UNSTABLE_OPACITY if is_unstable(row) else 1.0)
 
 
@@ -802,7 +801,6 @@ def agreement_figure(df: pd.DataFrame, batch_size: int | None = None, title: str
                              hovertemplate=f"%{{x}} on {name}<br>%{{y:.4g}} ms<extra></extra>", **style), 1, 2)
     all_errors: list[float] = []
     if refs:
-        checked = sel[sel["cross_backend_passed"].notna()]
         for backend, machine in series:
             part = checked[(checked["backend"] == backend) & (checked["_machine"] == machine)]
             if part.empty:
@@ -1055,8 +1053,7 @@ def _calibration_text(row: Any) -> str | None:
     if used is None or pd.isna(used):
         return None
     text = f"{int(used)} / {int(asked)}" if asked is not None and not pd.isna(asked) else str(int(used))
-    return text + (" (few)" if int(used) < MIN_CALIB_SAMPLES or (asked is not None and not pd.isna(asked)
-                                                                  and int(used) < int(asked)) else "")
+    return text + (" (few)" if calibration_warning(row) else "")
 
 
 def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | None = None) -> pd.DataFrame:
@@ -1077,8 +1074,8 @@ def display_table(df: pd.DataFrame, include_failed: bool = False, metric: str | 
     out["sparsity_pct"] = _num(out, "sparsity") * 100.0
     out["peak_pct"] = _num(out, "peak_fraction") * 100.0
     out["energy_mj_per_sample"] = _num(out, "energy_joules_per_sample") * 1000.0
-    machine_list = machines(out)
-    out["machine"] = [machine_of(r) for _, r in out.iterrows()] if len(machine_list) > 1 else None
+    names = [machine_of(r) for _, r in out.iterrows()]
+    out["machine"] = names if len({n for n in names if n}) > 1 else None
     out["timing"] = [timing_text(r) for _, r in out.iterrows()]
     out["calibration"] = [_calibration_text(r) for _, r in out.iterrows()]
     if "significance" in out:

@@ -151,18 +151,19 @@ def _first_feeds(dataset, model, batch_size: int) -> tuple[dict, str]:
 def _profile_job(payload: dict, emit) -> dict:
     """Child entry of :func:`profile_isolated`: load, build the variant as a sweep does, profile."""
     from .backends.base import feeds_batch
-    from .compress import CompressContext, build_variant
+    from .compress import build_variant
     from .results import jsonable
     from .config import InputSpec
     from .data import resolve_dataset
     from .models import load_model
     from .models.batch_axes import fit_to_data
+    from .sweep.variant import compress_context
 
     def progress(message: str, fraction: float | None = None) -> None:
         emit({"type": "step", "message": message, "fraction": fraction})
 
     workdir = Path(payload["workdir"])
-    comp = CompressionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["compression"].items()})
+    comp = CompressionConfig.from_dict(payload["compression"])
     progress(f"loading {payload['label']}", 0.0)
     model = load_model(payload["source"], inputs=[InputSpec.parse(t) for t in payload["inputs"]],
                        arch=payload["arch"], trust_pickle=payload["trust_pickle"], batch_axes=payload.get("batch_axis"))
@@ -170,14 +171,8 @@ def _profile_job(payload: dict, emit) -> dict:
     evaluation = resolve_dataset(payload["data"], model, "test", warnings=notes)
     model, filled = fit_to_data(model, evaluation)
     notes.extend(filled)
-    calib = train = None
-    if comp.precision in ("int8-static", "mixed"):
-        calib = resolve_dataset(payload["data"], model, "calib", warnings=notes)
-        calib = calib.subset(comp.calib_samples) if calib is not None else None
-    if comp.distill:
-        train = resolve_dataset(payload["data"], model, "train", warnings=notes)
-    ctx = CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=evaluation, progress=progress,
-                          threads=int(payload["threads"]))
+    ctx = compress_context(payload["data"], model, comp, evaluation, workdir, progress, notes,
+                           threads=int(payload["threads"]))
     progress(f"building {comp.name}", 0.05)
     variant = build_variant(model, comp, ctx)
     batch = int(payload["batch_size"])

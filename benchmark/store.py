@@ -262,6 +262,14 @@ class Store:
             conn.close()
 
     @property
+    def tag(self) -> str:
+        """A short tag of the database path (sweep ids are per database; files in the shared data
+        folder carry both)."""
+        import hashlib
+
+        return hashlib.sha1(str(Path(self.path).resolve()).encode()).hexdigest()[:8]
+
+    @property
     def user_version(self) -> int:
         with self._conn() as conn:
             return conn.execute("PRAGMA user_version").fetchone()[0]

@@ -157,3 +157,26 @@ def test_recommend_page_shows_a_finished_recommendation(tmp_path, monkeypatch):
     assert any("gold star" in c.value for c in at.caption)
     families = at.dataframe[0].value
     assert list(families.columns[:2]) == ["family", "outcome"] and len(families) >= 1
+
+
+def test_a_copied_onnx_model_keeps_its_external_data_loadable(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from benchmark.recommend.artifact import copy_model_file
+
+    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / "src.onnx"), save_as_external_data=True, location="src.onnx.data",
+                    size_threshold=0)
+    (tmp_path / "out").mkdir()
+    copy_model_file(tmp_path / "src.onnx", tmp_path / "out" / "chosen.onnx")  # another name, another folder
+    out = ort.InferenceSession(str(tmp_path / "out" / "chosen.onnx")).run(None, {"x": np.ones((1, 64), np.float32)})
+    assert float(out[0][0, 0]) == 64.0
+    copy_model_file(tmp_path / "src.onnx", tmp_path / "same.onnx")  # beside the source: the data is shared
+    assert ort.InferenceSession(str(tmp_path / "same.onnx")).run(None, {"x": np.ones((1, 64), np.float32)})

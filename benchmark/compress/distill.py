@@ -103,15 +103,6 @@ def outputs_of(module, model_inputs, dataset: Dataset, batch_size: int = 256):
     return np.concatenate(outs)
 
 
-def output_choice(teacher_outputs, dataset: Dataset, output_name: str = ""):
-    """The :class:`~benchmark.measure.quality.MetricChoice` for the teacher's first output on
-    ``dataset``: its kind (logits, embeddings, regression) picks the loss, its metric the number
-    reported before and after."""
-    from ..measure.quality import choose_metric_for
-
-    return choose_metric_for(teacher_outputs, dataset.labels, name=output_name)
-
-
 def distill_loss(kind: str, s, t, temperature: float, alpha: float, labels=None):
     """The distillation loss of student outputs ``s`` against teacher outputs ``t`` for an output
     ``kind`` (see the module docstring); ``labels`` add the hard-label term for logits."""
@@ -138,13 +129,6 @@ def distill_loss(kind: str, s, t, temperature: float, alpha: float, labels=None)
 #: The loss each output kind is trained with (as the record names it).
 LOSS_NAMES = {"logits": "softmax KL divergence (temperature T) + logit MSE / teacher variance",
               "embeddings": "1 - cosine similarity", "regression": "mean squared error"}
-
-
-def quality_metric(metric: str, outputs, teacher_outputs, labels=None) -> float:
-    """``metric`` of ``outputs`` against the teacher's (or the labels, for accuracy)."""
-    from ..measure.quality import metric_value
-
-    return metric_value(metric, outputs, teacher_outputs, labels)
 
 
 def _masks(module) -> dict[str, Any]:
@@ -279,7 +263,7 @@ def _held_out(ctx: CompressContext, inputs, warnings: list[str]) -> tuple[Datase
 @register_compression("distill")
 def distill(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> Variant:
     """Distil the pruned/decomposed student from the original model; see the module docstring."""
-    from ..measure.quality import get_metric
+    from ..measure.quality import choose_metric_for, get_metric, metric_value
 
     student_src = eager_module(variant, "distillation")
     teacher = _teacher(variant)
@@ -301,12 +285,13 @@ def distill(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> V
     student = copy.deepcopy(student_src)
     ref = outputs_of(teacher, inputs, held)
     outputs = variant.model.outputs
-    choice = output_choice(ref, held, outputs[0].name if outputs else "")
+    # the output's kind (logits, embeddings, regression) picks the loss, its metric the number reported
+    choice = choose_metric_for(ref, held.labels, name=outputs[0].name if outputs else "")
     metric_name, metric = choice.metric, get_metric(choice.metric)
     labels = held.labels if metric_name == "accuracy" else None
-    teacher_metric = quality_metric(metric_name, ref, ref, labels)
+    teacher_metric = metric_value(metric_name, ref, ref, labels)
     out_before = outputs_of(student, inputs, held)
-    before = quality_metric(metric_name, out_before, ref, labels)
+    before = metric_value(metric_name, out_before, ref, labels)
     kind_details = {"metric": metric_name, "output_kind": choice.kind, "output_kind_reason": choice.reason,
                     "loss": LOSS_NAMES.get(choice.kind, LOSS_NAMES["logits"]), "higher_is_better": metric.higher_is_better}
     if epochs == 0:
@@ -320,7 +305,7 @@ def distill(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> V
         kind=choice.kind,
     )
     out_after = outputs_of(student, inputs, held)
-    after = quality_metric(metric_name, out_after, ref, labels)
+    after = metric_value(metric_name, out_after, ref, labels)
     if run["stopped_early"]:
         warnings.append(f"distillation stopped after {run['epochs_run']} of {epochs} epochs: time budget "
                         f"{ctx.time_budget_s:g} s spent")
@@ -330,7 +315,7 @@ def distill(variant: Variant, cfg: CompressionConfig, ctx: CompressContext) -> V
     details = {
         **kind_details, "metric_before": before, "metric_after": after, "teacher_metric": teacher_metric,
         # a second view for every output kind: the cosine of the student's outputs with the teacher's
-        "cosine_before": quality_metric("cosine", out_before, ref), "cosine_after": quality_metric("cosine", out_after, ref),
+        "cosine_before": metric_value("cosine", out_before, ref), "cosine_after": metric_value("cosine", out_after, ref),
         "evaluated_on": eval_on, "train_data": train.name, "train_samples": len(train), "epochs": epochs,
         "temperature": float(cfg.distill_temperature), "alpha": float(cfg.distill_alpha) if hard_labels else 1.0,
         "labels_used": hard_labels, "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED,

@@ -67,8 +67,7 @@ INT8_KERNELS = frozenset({
 })
 #: Runtime kernels that do the multiply-adds of a Conv / MatMul / Gemm (float or integer).
 MAC_KERNELS = frozenset({"Conv", "FusedConv", "NhwcFusedConv", "NhwcConv", "ConvTranspose", "MatMul", "FusedMatMul",
-                         "Gemm", "FusedGemm", "Attention", "MultiHeadAttention", "MatMulNBits", "Einsum"})
-MAC_KERNELS = MAC_KERNELS | INT8_KERNELS
+                         "Gemm", "FusedGemm", "Attention", "MultiHeadAttention", "MatMulNBits", "Einsum"}) | INT8_KERNELS
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 #: Graph ops ONNX Runtime fuses into a preceding Conv / MatMul (a kernel mapped to one climbs past it).
 _FUSED_AFTER_MAC = frozenset({"BatchNormalization", "Relu", "Clip", "Add", "Sum", "Sigmoid", "Mul", "HardSigmoid",
@@ -135,9 +134,14 @@ def layer_times(per_run_ms: dict[int, float], n_runs: int) -> dict[str, float]:
             "time_mean_ms": sum(per_run_ms.values()) / n_runs if n_runs else 0.0}
 
 
+def _integer_kernel(kernel: str) -> bool:
+    """Whether a runtime kernel (or graph op) computes in integers."""
+    return kernel in INT8_KERNELS or kernel.startswith("QLinear")
+
+
 def kernel_precision(kernel: str, input_types: Iterable[str]) -> str:
     """``int8`` / ``quant`` / ``fp32`` / ``fp16`` / ``bf16`` / ``other`` for a runtime kernel."""
-    if kernel in INT8_KERNELS or kernel.startswith("QLinear"):
+    if _integer_kernel(kernel):
         return "int8"
     if kernel in QDQ_OPS:
         return "quant"
@@ -197,7 +201,7 @@ def quantized_graph_nodes(graph) -> set[str]:
     producer = {out: n for n in graph.node for out in n.output if out}
     names = set()
     for n in graph.node:
-        if n.op_type in INT8_KERNELS or n.op_type.startswith("QLinear"):
+        if _integer_kernel(n.op_type):
             names.add(n.name)
         elif n.op_type not in QDQ_OPS and any(
                 producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input):
@@ -236,7 +240,7 @@ def ort_layers(trace_path: Path, onnx_path: Path, flop_rows: list[dict]) -> tupl
             row["per_run"][i] += ms
         if r.kernel in MAC_KERNELS:  # the multiply-adds decide the layer's precision
             row["precision"] = kernel_precision(r.kernel, r.input_types)
-            row["int8_kernel"] = r.kernel in INT8_KERNELS or r.kernel.startswith("QLinear")
+            row["int8_kernel"] = _integer_kernel(r.kernel)
     out = []
     for row in rows.values():
         row["kernels"] = list(dict.fromkeys(row["kernels"]))

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..config import OUTPUT_KINDS
 from ..errors import ConfigError, MeasurementError
+from .accuracy import fidelity
 
 
 @dataclass(frozen=True)
@@ -186,10 +187,6 @@ def choose_metric_asked(outputs, labels=None, *, name: str = "", kind: str | Non
 
 
 # --- computing values ----------------------------------------------------------------------------
-def _flat(a: np.ndarray) -> np.ndarray:
-    return a.reshape(len(a), -1) if a.ndim else a.reshape(1, 1)
-
-
 def metric_value(metric: str, outputs, reference=None, labels=None) -> float:
     """The value of ``metric`` for ``outputs`` (first output, ``[N, ...]``) against the FP32
     ``reference`` outputs on the same samples, or ``labels`` for ``accuracy``. Computed in float64."""
@@ -211,18 +208,11 @@ def metric_value(metric: str, outputs, reference=None, labels=None) -> float:
         if a.ndim < 2:
             raise MeasurementError(f"{metric} needs outputs with a class axis; got shape {a.shape}")
         return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
-    a2, b2 = _flat(a), _flat(b)
-    na, nb = np.linalg.norm(a2, axis=1), np.linalg.norm(b2, axis=1)
-    if metric == "cosine":
-        both_zero = (na == 0) & (nb == 0)
-        denom = np.where(na * nb > 0, na * nb, 1.0)
-        cos = np.where(both_zero, 1.0, np.where(na * nb > 0, np.sum(a2 * b2, axis=1) / denom, 0.0))
-        return float(np.mean(cos))
-    diff = np.linalg.norm(a2 - b2, axis=1)
-    rel = np.where(nb > 0, diff / np.where(nb > 0, nb, 1.0), np.where(diff == 0, 0.0, np.inf))
-    if not np.all(np.isfinite(rel)):
-        raise MeasurementError("rel_error: the reference output is all zeros where this variant's is not")
-    return float(np.mean(rel))
+    value = fidelity(a, b)[metric]  # cosine / rel_error: per-sample, as the fidelity columns
+    if value is None:
+        raise MeasurementError(f"{metric}: " + ("the reference output is all zeros where this variant's is not"
+                                                if metric == "rel_error" else "no samples to compare"))
+    return float(value)
 
 
 def reference_value(metric: str, reference=None, labels=None) -> float:

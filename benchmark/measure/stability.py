@@ -184,7 +184,7 @@ def assess(stats: Any, load: LoadSample | None = None, thresholds: Thresholds = 
         cores=None if load is None else load.cores,
         attempts_p50_ms=[p50] if p50 is not None else [], attempts_cv=[cv] if cv is not None else [],
         attempts_reasons=[list(reasons)],
-        thresholds={k: v for k, v in asdict(thresholds).items()},
+        thresholds=asdict(thresholds),
     )
 
 

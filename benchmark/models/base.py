@@ -42,6 +42,8 @@ class LoadedModel:
     dataset: str | None = None  # default evaluation dataset (registry name)
     num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: batch axis of each input the graph itself names (an ONNX recurrent node's initial state)
+    state_axes: dict[str, int] = field(default_factory=dict)
     # ONNX -> PyTorch conversion (benchmark.models.conversion): ONNX uploads, and TorchScript / .pt2
     # programs through their ONNX export, get an editable nn.Module for pruning, low-rank and distillation
     converted_module: Any = None  # the converted nn.Module (for an ONNX upload also ``torch_module``)

@@ -107,9 +107,13 @@ def cached_status(model: LoadedModel, cache_dir: str | Path | None = None) -> di
     return data if isinstance(data, dict) and data.get("version") == STATUS_VERSION else None
 
 
+def model_status(model: LoadedModel) -> dict[str, Any]:
+    """``{"ok", "error", "conversion"}``: the outcome :func:`attach_conversion` left on ``model``."""
+    return {"ok": model.conversion is not None, "error": model.conversion_error, "conversion": model.conversion}
+
+
 def _write_status(cache_dir: Path, key: str, model: LoadedModel) -> None:
-    data = {"version": STATUS_VERSION, "ok": model.conversion is not None, "error": model.conversion_error,
-            "conversion": model.conversion}
+    data = {"version": STATUS_VERSION, **model_status(model)}
     path = _status_path(cache_dir, key, model.format)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):  # a status file only saves time; the result stands without it
@@ -231,4 +235,5 @@ def attach_conversion(model: LoadedModel, feeds: dict[str, Any] | None = None,
     return model
 
 
-__all__ = ["ROUTES", "attach_conversion", "cached_status", "can_convert", "conversions_dir", "probe_feeds"]
+__all__ = ["ROUTES", "attach_conversion", "cached_status", "can_convert", "conversions_dir", "model_status",
+           "probe_feeds"]

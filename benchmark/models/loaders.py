@@ -102,8 +102,7 @@ def load_model(
         model = _load_file(path, arch=arch, trust_pickle=trust_pickle)
     if name:
         model.name = name
-    states = recurrent_state_axes(model.onnx_path) if model.format == "onnx" and model.onnx_path else None
-    model.inputs, note = infer_batch_axes(model.inputs, model.outputs, states)
+    model.inputs, note = infer_batch_axes(model.inputs, model.outputs, model.state_axes)
     if note:
         model.notes.append(note)
     if inputs:
@@ -199,7 +198,8 @@ def load_onnx(path: Path) -> LoadedModel:
     inputs, outputs = onnx_io_specs(proto)
     if not inputs:
         raise ModelLoadError(f"{path.name}: the ONNX graph has no inputs")
-    return LoadedModel(name=path.stem, format="onnx", framework="onnx", inputs=inputs, outputs=outputs, path=path, onnx_path=path)
+    return LoadedModel(name=path.stem, format="onnx", framework="onnx", inputs=inputs, outputs=outputs, path=path,
+                       onnx_path=path, state_axes=recurrent_state_axes(proto))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
+from ..onnx_graph import external_data_files
 from .space import ORT_BACKENDS
 
 if TYPE_CHECKING:
@@ -27,6 +28,18 @@ if TYPE_CHECKING:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:120]
+
+
+def copy_model_file(src: Path, dest: Path) -> None:
+    """Copy a model file and, for ONNX with external weights, the data files it references, under the
+    names the graph records (so the copy loads wherever ``dest`` is and whatever it is called)."""
+    shutil.copyfile(src, dest)
+    if src.suffix.lower() == ".onnx":
+        for data in external_data_files(src):
+            target = dest.parent / data.relative_to(src.parent)
+            if target.resolve() != data.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(data, target)
 
 
 def _torchscript(m: "Measurer", out: "Outcome", path: Path) -> Path:
@@ -70,10 +83,7 @@ def save_artifact(m: "Measurer", out: "Outcome", folder: Path) -> dict[str, Any]
         variant = m.builds[cand.build_name].variant
         src = Path(ensure_onnx(variant, m.workdir))
         path = folder / f"{stem}.onnx"
-        shutil.copyfile(src, path)
-        data = src.with_name(src.name + ".data")
-        if data.exists():
-            shutil.copyfile(data, path.with_name(path.name + ".data"))
+        copy_model_file(src, path)
         fmt = "onnx"
         how = ("onnxruntime.InferenceSession(path) with the runtime settings below" if cand.backend in ORT_BACKENDS
                else f"build the {cand.backend} engine from this ONNX file")
@@ -84,4 +94,4 @@ def save_artifact(m: "Measurer", out: "Outcome", folder: Path) -> dict[str, Any]
     return record
 
 
-__all__ = ["save_artifact"]
+__all__ = ["save_artifact", "copy_model_file"]

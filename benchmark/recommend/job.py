@@ -14,7 +14,6 @@ so far stay. :func:`start_recommend_background` runs the same in a detached proc
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -140,15 +139,12 @@ def recommend_job(payload: dict, emit) -> dict:
 # --------------------------------------------------------------------------------------------
 # the parent
 # --------------------------------------------------------------------------------------------
-def _db_tag(store) -> str:
-    return hashlib.sha1(str(Path(store.path).resolve()).encode()).hexdigest()[:8]
-
 
 def record_folder(store, sweep_id: int) -> Path:
     """Where a recommendation's object and chosen model file are kept."""
     from ..paths import data_dir
 
-    folder = data_dir() / "recommendations" / f"{_db_tag(store)}-{int(sweep_id)}"
+    folder = data_dir() / "recommendations" / f"{store.tag}-{int(sweep_id)}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -230,11 +226,6 @@ class _Parent:
         self.report(f"queued behind {ahead} job(s)" if ahead else "waiting for the device", force=True)
 
 
-def _error_class(name: str | None):
-    cls = getattr(_errors, name or "", None)
-    return cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError
-
-
 def _finish(store, sweep_id: int, outcome, folder: Path) -> dict:
     """Store the child's answer (or its failure) on the sweep record; returns the recommendation."""
     if outcome.error_type == "cancelled":
@@ -245,7 +236,7 @@ def _finish(store, sweep_id: int, outcome, folder: Path) -> dict:
         message = outcome.error or "failed without a message"
         store.update_sweep_status(sweep_id, "failed", error=message, progress=f"failed: {message}")
         if outcome.is_bad_input:
-            raise _error_class(outcome.error_type)(message)
+            raise _errors.error_class(outcome.error_type)(message)
         raise _errors.MeasurementError(f"recommendation failed: {message} (log: {outcome.log_path})")
     summary = dict(outcome.value, sweep_id=sweep_id, db=str(store.path), folder=str(folder))
     tmp = folder / f".{SUMMARY_FILE}.tmp"
@@ -275,9 +266,9 @@ def run_recommendation(request: RecommendRequest, store, *, sweep_id: int | None
         store.set_sweep_owner(sweep_id)
     parent = _Parent(store, sweep_id, progress)
     folder = record_folder(store, sweep_id)
-    workdir = Path(tempfile.mkdtemp(prefix=f"recommend-{_db_tag(store)}-", dir=work_root()))
+    workdir = Path(tempfile.mkdtemp(prefix=f"recommend-{store.tag}-", dir=work_root()))
     payload = {"request": request.to_dict(), "workdir": str(workdir), "outdir": str(folder)}
-    log_path = logs_dir() / f"recommend-{_db_tag(store)}-{sweep_id}.log"
+    log_path = logs_dir() / f"recommend-{store.tag}-{sweep_id}.log"
     try:
         with DeviceQueue(request.device).slot(sweep_id=sweep_id, db=store.path, on_wait=parent.on_wait,
                                               label=f"recommend {source_label(request.model)}",
@@ -320,7 +311,7 @@ def start_recommend_background(request: RecommendRequest, db_path: str | os.Path
     sweep_id = store.create_sweep(request.model, {"recommend": request.to_dict()}, device=request.device,
                                   status="pending")
     cmd = [sys.executable, "-m", "benchmark", "recommend", "--sweep-id", str(sweep_id), "--db", str(store.path)]
-    log = logs_dir() / f"recommend-{_db_tag(store)}-{sweep_id}-runner.log"
+    log = logs_dir() / f"recommend-{store.tag}-{sweep_id}-runner.log"
     try:
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

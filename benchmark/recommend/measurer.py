@@ -113,7 +113,7 @@ class Outcome:
 
     @property
     def key(self) -> str:
-        return f"{self.candidate.name}|{self.candidate.backend}"
+        return self.candidate.key
 
     @property
     def rung(self) -> int:
@@ -138,15 +138,13 @@ def _count(variant) -> tuple[dict[str, Any], list[str]]:
 class Measurer:
     """The child's workshop: model, splits, metric, the FP32 references, builds and sessions."""
 
-    def __init__(self, model, splits, *, device: str, batch_size: int, workdir: Path, emit: Callable[[dict], None],
-                 level: float = 0.95):
+    def __init__(self, model, splits, *, device: str, batch_size: int, workdir: Path, emit: Callable[[dict], None]):
         self.model = model
         self.splits = splits
         self.device = device
         self.batch_size = int(batch_size)
         self.workdir = Path(workdir)
         self.emit = emit
-        self.level = level
         self.metric: str | None = None
         self.metric_why: str | None = None
         self.builds: dict[str, Built] = {}

@@ -79,9 +79,10 @@ def distill(search: Search) -> None:
             if search.within_budget(o):  # fits without distillation: try a larger ratio
                 lo = mid + 1
                 continue
-            if _speed(search, o) <= search.best_within():
-                search.notes.append(f"not distilled: {o.candidate.build_name} ({st.times(_speed(search, o))}) is no faster "
-                                    f"than a candidate already within the budget ({st.times(search.best_within())})")
+            speed, best = _speed(search, o), search.best_within()
+            if speed <= best:
+                search.notes.append(f"not distilled: {o.candidate.build_name} ({st.times(speed)}) is no faster "
+                                    f"than a candidate already within the budget ({st.times(best)})")
                 lo = mid + 1
                 continue
             comp = dataclasses.replace(o.candidate.compression, distill=True)
@@ -123,9 +124,10 @@ def keep_float(search: Search) -> None:
     if not counts or not statics or any(search.within_budget(o) for o in statics):
         return
     best = max(statics, key=lambda o: _speed(search, o))
-    if _speed(search, best) <= search.best_within():
-        search.notes.append(f"no layers kept float: static INT8 ({st.times(_speed(search, best))}) is no faster than a "
-                            f"candidate already within the budget ({st.times(search.best_within())})")
+    speed, within = _speed(search, best), search.best_within()
+    if speed <= within:
+        search.notes.append(f"no layers kept float: static INT8 ({st.times(speed)}) is no faster than a "
+                            f"candidate already within the budget ({st.times(within)})")
         return
     try:
         ranking = int8_sensitivity(search)

@@ -67,7 +67,8 @@ def build_summary(search: "Search", decision: "Decision", rows: dict[str, Any], 
     })
 
 
-def _x(value: Any, spec: str) -> str:
+def num(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``; ``-`` for None or a non-finite float."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return format(value + 0.0, spec)  # + 0.0: no "-0.00"
@@ -81,12 +82,12 @@ def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     ci = (f"95 % interval {sig['speedup_ci_low']:.2f}-{sig['speedup_ci_high']:.2f}x"
           if sig.get("speedup_ci_low") is not None else "FP32 itself")
     return [
-        ("speedup vs FP32 (p50)", f"{_x(ch.get('speedup_vs_fp32'), '.2f')}x",
+        ("speedup vs FP32 (p50)", f"{num(ch.get('speedup_vs_fp32'), '.2f')}x",
          f"FP32 p50 / its p50 on {ch['backend']}, batch {summary['batch_size']}; {ci}"),
-        ("quality change (points)", _x(ch.get("quality_change_points"), "+.2f"),
-         f"{summary['metric']} on the search split; held-out drop {_x(ch.get('holdout_drop_points'), '.2f')} points"),
-        ("size vs FP32", f"{_x(ch.get('size_vs_fp32'), '.2f')}x", f"{_x((ch.get('size_bytes') or 0) / 1024, '.1f')} KiB"),
-        ("p50 latency (ms)", _x(lat.get("p50"), ".4g"),
+        ("quality change (points)", num(ch.get("quality_change_points"), "+.2f"),
+         f"{summary['metric']} on the search split; held-out drop {num(ch.get('holdout_drop_points'), '.2f')} points"),
+        ("size vs FP32", f"{num(ch.get('size_vs_fp32'), '.2f')}x", f"{num((ch.get('size_bytes') or 0) / 1024, '.1f')} KiB"),
+        ("p50 latency (ms)", num(lat.get("p50"), ".4g"),
          "median of the final round" + (f", 95 % interval {lat['p50_ci_low']:.4g}-{lat['p50_ci_high']:.4g} ms"
                                         if lat.get("p50_ci_low") is not None else "")),
     ]
@@ -128,4 +129,4 @@ def candidates_frame(summary: dict[str, Any]):
     return frame.sort_values("p50 (ms)", na_position="last", kind="stable").reset_index(drop=True) if len(frame) else frame
 
 
-__all__ = ["build_summary", "candidate_entry", "headline", "star_sentence", "families_frame", "candidates_frame"]
+__all__ = ["build_summary", "candidate_entry", "num", "headline", "star_sentence", "families_frame", "candidates_frame"]

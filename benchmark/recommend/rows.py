@@ -80,7 +80,7 @@ def _significance(out: Outcome, level: float, reason: str | None) -> tuple[float
 
 
 def outcome_row(m: "Measurer", out: Outcome, env: dict[str, Any] | None, level: float = 0.95,
-                reason: str | None = None, extra: dict[str, Any] | None = None) -> RunResult:
+                reason: str | None = None) -> RunResult:
     """The row of ``out`` (see the module docstring)."""
     from ..sweep.rows import RowFactory, noop_warning
 
@@ -108,7 +108,7 @@ def outcome_row(m: "Measurer", out: Outcome, env: dict[str, Any] | None, level: 
     row.variant = cand.name
     row.config = dict(row.config or {}, runtime=cand.settings,
                       search={"stage": out.stage, "round": out.rung, "outcome": out.outcome, "reason": reason,
-                              "family": cand.family, **(extra or {})})
+                              "family": cand.family})
     return row
 
 

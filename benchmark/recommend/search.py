@@ -108,7 +108,7 @@ class Search:
         self.choose_base()
         planned = sorted(self.space.single_axis_candidates(), key=lambda c: (build_cost(c), c.build_name))
         for cand in planned:
-            self.outcomes.setdefault(f"{cand.name}|{cand.backend}", Outcome(cand))
+            self.outcomes.setdefault(cand.key, Outcome(cand))
         order = self.backend_order()
         for o in self.outcomes.values():
             backend = o.candidate.backend
@@ -245,11 +245,10 @@ class Search:
         return max(speeds, default=1.0)
 
     def add(self, cand: Candidate, stage: str) -> Outcome | None:
-        key = f"{cand.name}|{cand.backend}"
-        if key in self.outcomes:
+        if cand.key in self.outcomes:
             return None
         out = Outcome(cand, stage=stage)
-        self.outcomes[key] = out
+        self.outcomes[cand.key] = out
         return out
 
     # --- greedy refinements --------------------------------------------------------------------

@@ -90,6 +90,11 @@ class Candidate:
         return self.build_name + "".join(tags)
 
     @property
+    def key(self) -> str:
+        """``name|backend``: one candidate of the search (its outcome's key)."""
+        return f"{self.name}|{self.backend}"
+
+    @property
     def family(self) -> str:
         """What kind of change this is, for "why each family lost" (e.g. ``prune 0.5 + distill``)."""
         return family_of(self.compression, self.runtime)
@@ -356,7 +361,7 @@ class Space:
         out: dict[str, Candidate] = {}
         for backend in self.ctx.backends:
             base = self.baseline(backend)
-            out.setdefault(base.name + "|" + backend, base)
+            out.setdefault(base.key, base)
         for name in AXES:
             axis = AXES.get(name)
             if axis.stage != "single":
@@ -369,7 +374,7 @@ class Space:
                 for value in values:
                     cand = axis.apply(self, anchor, value)
                     if cand is not None:
-                        out.setdefault(cand.name + "|" + backend, cand)
+                        out.setdefault(cand.key, cand)
         return list(out.values())
 
     def describe(self) -> dict[str, list]:

@@ -26,7 +26,6 @@ def variant_job(payload: dict, emit) -> dict:
     pick = MetricPick(ctx.settings, outputs[0].name if outputs else "")
     for (name, variant), runs in groups.items():
         sub = ctx.with_runtime(variant, runs[0].get("runtime") or {})
-        sub.memory_profile = sub.memory_profile or ctx.memory_profile  # estimated once per job
         BackendRun(sub, name, runs, cross, pick).measure()
-        ctx.memory_profile = sub.memory_profile
+        ctx.memory_profile = sub.memory_profile  # estimated once per job: the next group's context copies it
     return {"variant": ctx.comp.name}

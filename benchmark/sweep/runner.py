@@ -54,21 +54,10 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _error_class(name: str | None):
-    cls = getattr(_errors, name or "", None)
-    return cls if isinstance(cls, type) and issubclass(cls, BenchmarkError) else BenchmarkError
-
-
-def _db_tag(store: Store) -> str:
-    """A short tag of the database path (sweep ids are per database; files in the shared data folder
-    carry both)."""
-    return hashlib.sha1(str(Path(store.path).resolve()).encode()).hexdigest()[:8]
-
-
 def _workdir_for(store: Store) -> Path:
     from ..paths import work_root
 
-    return Path(tempfile.mkdtemp(prefix=f"sweep-{_db_tag(store)}-", dir=work_root()))
+    return Path(tempfile.mkdtemp(prefix=f"sweep-{store.tag}-", dir=work_root()))
 
 
 class _JobEvents:
@@ -353,7 +342,7 @@ class _Runner:
         with self.lock:
             if self.checked is False and outcome.is_bad_input:
                 # The model or data could not be used at all: bad input, nothing stored for it.
-                raise _error_class(outcome.error_type)(outcome.error)
+                raise _errors.error_class(outcome.error_type)(outcome.error)
             if self.checked is False:
                 self.ensure_sweep(self.model_name)
                 self.checked = True
@@ -377,7 +366,7 @@ class _Runner:
         warnings = list(info.get("warnings") or [])
         if outcome.log_path and Path(outcome.log_path).exists() and Path(outcome.log_path).stat().st_size:
             with contextlib.suppress(OSError, StoreError):
-                dest = logs_dir() / f"sweep-{_db_tag(self.store)}-{self.sweep_id}-{Path(outcome.log_path).name}"
+                dest = logs_dir() / f"sweep-{self.store.tag}-{self.sweep_id}-{Path(outcome.log_path).name}"
                 shutil.copyfile(outcome.log_path, dest)
                 warnings.append(f"job log: {dest}")
         if outcome.traceback:
@@ -506,7 +495,7 @@ def start_sweep_background(cfg: SweepConfig, db_path: str | os.PathLike | None =
               "runner": {"job_timeout_s": job_timeout_s, "plugins": plugins, "settings": run_settings(cfg)}}
     sweep_id = store.create_sweep(cfg.model, record, device=cfg.device, status="pending",
                                   total_runs=plan_size(plan_sweep(cfg)))
-    log_path = logs_dir() / f"sweep-{_db_tag(store)}-{sweep_id}-runner.log"
+    log_path = logs_dir() / f"sweep-{store.tag}-{sweep_id}-runner.log"
     env = dict(os.environ)
     if plugins:
         env[PLUGINS_ENV] = ",".join(plugins)

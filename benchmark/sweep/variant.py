@@ -112,30 +112,32 @@ def _evaluation_data(payload: dict, model, eval_samples: int, overridden: set[st
     return model, data, fixed
 
 
-def _compress_context(payload: dict, model, comp: CompressionConfig, eval_data, workdir: Path, progress,
-                      notes: list[str]):
-    """Calibration data for static INT8, training data when distillation applies (without any data:
-    :data:`RANDOM_TRAIN_SAMPLES` random inputs, seeded apart from the random evaluation inputs)."""
+def compress_context(data: str | None, model, comp: CompressionConfig, eval_data, workdir: Path, progress,
+                     notes: list[str], *, threads: int, metric: str | None = None, output_kind: str | None = None,
+                     timeout_s: float | None = None):
+    """The :class:`~benchmark.compress.CompressContext` a variant is built with (by a sweep, and by
+    ``slimbench profile`` to build it the same way): calibration data for static INT8, training data
+    when distillation applies (without any data: :data:`RANDOM_TRAIN_SAMPLES` random inputs, seeded
+    apart from the random evaluation inputs). ``data``: dataset name or ``.npz`` path (None: the
+    model's own); ``timeout_s``: the job's limit (compressions get 80 % of it)."""
     from ..compress import CompressContext
     from ..data import random_dataset, resolve_dataset
 
     calib = train = None
     if comp.precision in ("int8-static", "mixed"):
-        calib = resolve_dataset(payload["data"], model, "calib", warnings=notes)
+        calib = resolve_dataset(data, model, "calib", warnings=notes)
         if calib is not None:
             calib = calib.subset(comp.calib_samples)
     if comp.distill_applies:
-        train = resolve_dataset(payload["data"], model, "train", warnings=notes)
+        train = resolve_dataset(data, model, "train", warnings=notes)
         if train is None:  # no data at all: the teacher's outputs on random inputs are the targets
             train = random_dataset(model.inputs, RANDOM_TRAIN_SAMPLES, seed=1, name="random")
             notes.append(f"no dataset for {model.name}: distilled on {RANDOM_TRAIN_SAMPLES} random inputs (other "
                          "than the evaluation ones); quality on real inputs may recover less")
     notes[:] = list(dict.fromkeys(notes))
-    timeout_s = payload.get("timeout_s")
     return CompressContext(workdir=workdir, calib_data=calib, train_data=train, eval_data=eval_data,
                            progress=progress, time_budget_s=0.8 * timeout_s if timeout_s else None,
-                           threads=int(payload["settings"]["threads"]), metric=payload["settings"].get("metric"),
-                           output_kind=payload["settings"].get("output_kind"))
+                           threads=int(threads), metric=metric, output_kind=output_kind)
 
 
 def _convert_if_needed(payload: dict, model, comp: CompressionConfig, eval_data, fixed, out: Emitter,
@@ -181,7 +183,7 @@ def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
 
     settings, device, workdir = payload["settings"], payload["device"], Path(payload["workdir"])
     os.chdir(workdir)  # files libraries drop in the current folder land in the sweep's scratch folder
-    comp = CompressionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["compression"].items()})
+    comp = CompressionConfig.from_dict(payload["compression"])
     out = Emitter(emit)
     model, overrides = _load(payload, out)
     notes: list[str] = []
@@ -190,7 +192,10 @@ def build_variant_context(payload: dict, emit: Emit) -> VariantContext:
     out.emit({"type": "checked", "model": model.name, "eval_samples": len(eval_data), "labels": eval_data.has_labels})
 
     _convert_if_needed(payload, model, comp, eval_data, fixed, out, notes)
-    cctx = _compress_context(payload, model, comp, eval_data, workdir, out.progress, notes)
+    settings = payload["settings"]
+    cctx = compress_context(payload["data"], model, comp, eval_data, workdir, out.progress, notes,
+                            threads=settings["threads"], metric=settings.get("metric"),
+                            output_kind=settings.get("output_kind"), timeout_s=payload.get("timeout_s"))
     model_bytes = model_file_bytes(model)
     check_disk_space(workdir, model_bytes, f"building {comp.name}")
     out.step(f"building {comp.name}")
